@@ -1,0 +1,100 @@
+"""Training-time augmentations for faces, on PIL images, before the shared preprocessing.
+
+They cover what the detector and real photos vary: crop position/scale (detector jitter), mirror,
+lighting and colour, grayscale photos, blur and JPEG artefacts. Randomness comes from torch's
+RNG so that a seeded run (and a resumed one) sees the same augmentations.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps
+
+from .errors import require
+
+torch = require("torch")
+T = require("torchvision.transforms")
+
+
+def _rand(lo: float, hi: float) -> float:
+    return lo + (hi - lo) * torch.rand(()).item()
+
+
+class CropJitter:
+    """Re-crop the face box with random scale and shift; edges are replicated when zooming out,
+    so a looser detector crop still looks like a plausible face photo."""
+
+    def __init__(self, scale: tuple[float, float] = (0.85, 1.15), shift: float = 0.06):
+        self.scale, self.shift = scale, shift
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        w, h = img.size
+        s = _rand(*self.scale)
+        cw, ch = w * s, h * s
+        cx = w / 2 + _rand(-self.shift, self.shift) * w
+        cy = h / 2 + _rand(-self.shift, self.shift) * h
+        x0, y0 = int(round(cx - cw / 2)), int(round(cy - ch / 2))
+        x1, y1 = int(round(cx + cw / 2)), int(round(cy + ch / 2))
+        pad = max(0, -x0, -y0, x1 - w, y1 - h)
+        if pad:
+            arr = np.pad(np.asarray(img), ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+            img = Image.fromarray(arr)
+            x0, y0, x1, y1 = x0 + pad, y0 + pad, x1 + pad, y1 + pad
+        return img.crop((x0, y0, x1, y1))
+
+
+class RandomJPEG:
+    def __init__(self, p: float = 0.3, quality: tuple[int, int] = (30, 90)):
+        self.p, self.quality = p, quality
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        if torch.rand(()).item() >= self.p:
+            return img
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=int(_rand(*self.quality)))
+        buf.seek(0)
+        return Image.open(buf).convert("RGB")
+
+
+class RandomBlur:
+    def __init__(self, p: float = 0.15, radius: tuple[float, float] = (0.3, 1.5)):
+        self.p, self.radius = p, radius
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        if torch.rand(()).item() >= self.p:
+            return img
+        return img.filter(ImageFilter.GaussianBlur(_rand(*self.radius)))
+
+
+class RandomGrayscale:
+    def __init__(self, p: float = 0.1):
+        self.p = p
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        if torch.rand(()).item() >= self.p:
+            return img
+        return ImageOps.grayscale(img).convert("RGB")
+
+
+class RandomFlip:
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return ImageOps.mirror(img) if torch.rand(()).item() < 0.5 else img
+
+
+def face_augmentation(strength: str = "default"):
+    """A PIL -> PIL callable. 'none' disables augmentation; 'light' keeps only flip + small jitter."""
+    if strength == "none":
+        return None
+    if strength == "light":
+        return T.Compose([RandomFlip(), CropJitter((0.92, 1.08), 0.03)])
+    return T.Compose([
+        RandomFlip(),
+        CropJitter(),
+        T.RandomRotation(10, interpolation=T.InterpolationMode.BILINEAR),
+        T.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03),
+        RandomGrayscale(0.1),
+        RandomBlur(0.15),
+        RandomJPEG(0.3),
+    ])

@@ -1,0 +1,77 @@
+"""Inference engines behind the Predictor: each maps a float32 NCHW batch to logits.
+
+onnxruntime runs the exported model.onnx / model.int8.onnx without torch; the torch backend
+loads model.safetensors and needs the [train] extra.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import modelfile
+from .errors import FaceGenderError, require
+
+BACKENDS = ("auto", "onnx", "int8", "torch")
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model_dir: Path, threads: int | None = None):
+        torch = require("torch")
+        if threads:
+            torch.set_num_threads(threads)
+        self._torch = torch
+        self.model, _ = modelfile.load_torch_model(model_dir)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            return self.model(self._torch.from_numpy(x)).float().numpy()
+
+
+class OrtBackend:
+    def __init__(self, onnx_path: Path, threads: int | None = None, name: str = "onnx"):
+        ort = require("onnxruntime", "onnx")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.name = name
+        self.session = ort.InferenceSession(str(onnx_path), opts,
+                                            providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+def _has_torch() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def make_backend(model_dir: Path, backend: str = "auto", threads: int | None = None):
+    """'auto' prefers ONNX Runtime fp32 (fastest measured on CPU), then torch."""
+    if backend not in BACKENDS:
+        raise FaceGenderError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    onnx = model_dir / modelfile.ONNX_NAME
+    int8 = model_dir / modelfile.ONNX_INT8_NAME
+    if backend == "onnx" or (backend == "auto" and onnx.is_file()):
+        if not onnx.is_file():
+            raise FaceGenderError(f"{model_dir}: no {modelfile.ONNX_NAME}; run "
+                                  f"'facegender export {model_dir} --format onnx'")
+        return OrtBackend(onnx, threads, "onnx")
+    if backend == "int8":
+        if not int8.is_file():
+            raise FaceGenderError(f"{model_dir}: no {modelfile.ONNX_INT8_NAME}; run "
+                                  f"'facegender export {model_dir} --format int8'")
+        return OrtBackend(int8, threads, "int8")
+    if backend == "auto" and not _has_torch():
+        raise FaceGenderError(f"{model_dir}: has no {modelfile.ONNX_NAME} and torch is not "
+                              "installed; export the model to ONNX or pip install "
+                              "\"facegender[train]\"")
+    return TorchBackend(model_dir, threads)

@@ -1,0 +1,77 @@
+"""The model card (README.md in the model folder), written from config.json so it cannot drift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .modelfile import CARD_NAME, ModelConfig
+
+
+def _pct(x: Any) -> str:
+    return f"{x:.2%}" if isinstance(x, (int, float)) else "n/a"
+
+
+def write_card(folder: Path, cfg: ModelConfig, extra_sections: str = "") -> Path:
+    r, d, m = cfg.recipe, cfg.data, cfg.metrics.get("val", {})
+    lines = [
+        f"# facegender model: {cfg.arch} @ {cfg.input_size}px",
+        "",
+        "Classifies a face crop as **female** or **male** (the labels in the training data) with a "
+        "calibrated probability, or flags it **unsure** near 0.5.",
+        "",
+        "## Intended use and misuse",
+        "- For research, dataset auditing and aggregate analytics on faces of consenting people.",
+        "- Not for decisions about individuals (access, hiring, policing, moderation), not to infer "
+        "anyone's gender identity: the output is how a face *reads* against binary labels that "
+        "annotators gave to photos.",
+        "",
+        "## Model",
+        f"- Architecture: `{cfg.arch}`, input {cfg.input_size}x{cfg.input_size} RGB, mean "
+        f"{cfg.mean}, std {cfg.std}",
+        f"- Labels (output order): {cfg.labels}",
+        f"- Crop policy: `{cfg.crop}`",
+        f"- Decision: p(male) >= {cfg.threshold} is male; temperature {cfg.temperature}; "
+        f"unsure when |p - 0.5| < {cfg.unsure_band}",
+        "",
+        "## Training data",
+        f"- Train: {d.get('train', {}).get('source')} — {d.get('train', {}).get('images')} faces "
+        f"{d.get('train', {}).get('classes', '')}",
+        f"- Validation (model selection and calibration): {d.get('val', {}).get('source')} — "
+        f"{d.get('val', {}).get('images')} faces",
+        "",
+        "## Validation metrics (best epoch, calibrated)",
+        "| metric | value |",
+        "| --- | --- |",
+        f"| accuracy | {_pct(m.get('accuracy'))} |",
+        f"| balanced accuracy | {_pct(m.get('balanced_accuracy'))} |",
+        f"| ROC-AUC | {m.get('roc_auc', float('nan')):.4f} |" if m.get("roc_auc") is not None
+        else "| ROC-AUC | n/a |",
+        f"| female recall | {_pct(m.get('per_class', {}).get('female', {}).get('recall'))} |",
+        f"| male recall | {_pct(m.get('per_class', {}).get('male', {}).get('recall'))} |",
+        f"| ECE before / after temperature | {_pct(m.get('ece_before_calibration'))} / "
+        f"{_pct(m.get('ece_after_calibration'))} |",
+        f"| unsure rate / accuracy when sure | {_pct(m.get('unsure_rate'))} / "
+        f"{_pct(m.get('accuracy_when_sure'))} |",
+        "",
+        "## Recipe (reproduce)",
+        "```",
+        r.get("command") or "(trained through the Python API; parameters below)",
+        "```",
+        "| parameter | value |",
+        "| --- | --- |",
+        *[f"| {k} | {v} |" for k, v in r.items() if k != "command"],
+        f"| training time (s) | {cfg.metrics.get('train_seconds')} |",
+        "",
+        "## Limits",
+        "- Binary labels only; they say nothing about how a person identifies.",
+        "- Accuracy depends on the crop: give photos through the face detector (default) or tight "
+        "face crops with `--no-detect`.",
+        "- Check per-group accuracy (`facegender evaluate --report`) on your own population "
+        "before relying on it.",
+    ]
+    if extra_sections:
+        lines += ["", extra_sections.strip()]
+    out = folder / CARD_NAME
+    out.write_text("\n".join(lines) + "\n")
+    return out

@@ -1,0 +1,248 @@
+"""Command line: one verb per API function; the CLI only parses arguments and formats results.
+
+Exit status: 0 ok, 1 some inputs could not be used (listed), 2 a user error (message, no
+traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from typing import Any
+
+from .errors import FaceGenderError
+
+RECORD_FIELDS = ["path", "face", "box", "det_score", "label", "prob_male", "prob_female",
+                 "unsure", "error"]
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", default=None,
+                   help="model folder (config.json + model.safetensors); default: the model "
+                        "shipped in the package")
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="auto", choices=["auto", "onnx", "int8", "torch"],
+                   help="inference engine (auto: ONNX Runtime when the model has model.onnx, "
+                        "else torch)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the engine")
+    p.add_argument("--batch-size", type=int, default=64, help="faces per inference batch")
+    p.add_argument("--tta", action="store_true",
+                   help="average the probabilities of each face and its mirror image")
+    p.add_argument("--no-detect", dest="detect", action="store_const", const=False,
+                   default=None, help="treat each image as one face crop (skip the detector)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="facegender",
+        description="Male/female face classification with calibrated probabilities.")
+    from . import __version__
+
+    ap.add_argument("--version", action="version", version=f"facegender {__version__}")
+    sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    t = sub.add_parser("train", help="train a classifier on labelled faces -> model folder",
+                       description="Train on a labelled source (folder tree ROOT/{male,female}/ "
+                       "or ROOT/{train,val,test}/{male,female}/, a .tar of such a tree, a CSV "
+                       "manifest path,label[,groups...], or hf:NAME / a local HF dataset). "
+                       "Writes a model folder to --out.")
+    t.add_argument("data", help="training source")
+    t.add_argument("--out", "-o", required=True, help="output model folder")
+    t.add_argument("--val", default=None, help="validation source (default: the source's own "
+                   "val split, else a stratified --val-fraction of it)")
+    t.add_argument("--arch", default="mobilenetv3_small",
+                   help="architecture: mobilenetv3_small, mobilenetv3_large, efficientnet_b0, "
+                        "resnet18, mobilenetv3_small_se, or timm:<name> (default: %(default)s)")
+    t.add_argument("--input-size", type=int, default=96, help="square input side in pixels")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate")
+    t.add_argument("--weight-decay", type=float, default=0.05)
+    t.add_argument("--schedule", choices=["cosine", "plateau"], default="cosine",
+                   help="warmup + cosine per step, or reduce-on-plateau per epoch")
+    t.add_argument("--warmup", type=float, default=0.3, help="warmup length in epochs (cosine)")
+    t.add_argument("--label-smoothing", type=float, default=0.1)
+    t.add_argument("--no-class-weights", dest="class_weights", action="store_false",
+                   help="do not weight the loss by inverse class frequency")
+    t.add_argument("--augment", choices=["default", "light", "none"], default="default")
+    t.add_argument("--pretrained", action="store_true",
+                   help="start from ImageNet weights (downloads them: needs internet)")
+    t.add_argument("--freeze-epochs", type=int, default=0,
+                   help="train only the head for this many epochs first (use with --pretrained)")
+    t.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
+    t.add_argument("--monitor", default="balanced_accuracy",
+                   choices=["balanced_accuracy", "accuracy", "roc_auc", "loss"])
+    t.add_argument("--val-fraction", type=float, default=0.1)
+    t.add_argument("--limit", type=int, default=None, help="use a stratified subset of N faces")
+    t.add_argument("--val-limit", type=int, default=None)
+    t.add_argument("--workers", type=int, default=None, help="data-loading processes")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    t.add_argument("--crop", default=None,
+                   help="crop policy for prediction as JSON, e.g. '{\"detect\": true}' "
+                        "(default: whole image is the face)")
+    t.add_argument("--no-progress", dest="progress", action="store_false")
+
+    e = sub.add_parser("evaluate", help="metrics and report on labelled faces",
+                       description="Evaluate a model on a labelled source; prints a summary, "
+                       "writes metrics.json, report.md, predictions.csv and plots with --out.")
+    e.add_argument("data", help="labelled source (as for train)")
+    _add_model(e)
+    e.add_argument("--split", default=None, help="split to use (default: test, else val, else all)")
+    e.add_argument("--limit", type=int, default=None, help="stratified subset of N faces")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", "-o", default=None, help="report folder")
+    e.add_argument("--json", action="store_true", help="print all metrics as JSON")
+    _add_runtime(e)
+
+    p = sub.add_parser("predict", help="label every face in images",
+                       description="Predict on a file, folder, glob, .tar, CSV manifest or "
+                       "several of them. One row per face: path, face, box, det_score, label, "
+                       "prob_male, prob_female, unsure, error.")
+    p.add_argument("inputs", nargs="+", help="images, folders, globs, tars or manifests")
+    _add_model(p)
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                   help="what to print on stdout")
+    p.add_argument("--csv", dest="csv_out", default=None, help="also write rows to this CSV")
+    p.add_argument("--json", dest="json_out", default=None, help="also write rows to this JSON")
+    p.add_argument("--largest", action="store_true", help="only the largest face per image")
+    p.add_argument("--unsure-band", type=float, default=None,
+                   help="flag |p(male) - 0.5| below this as unsure (default: the model's)")
+    _add_runtime(p)
+
+    i = sub.add_parser("info", help="show a model folder's config and files")
+    i.add_argument("model", nargs="?", default=None, help="model folder (default: shipped model)")
+    return ap
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    if isinstance(v, (tuple, list)):
+        return " ".join(f"{x:.0f}" for x in v)
+    return str(v)
+
+
+def _print_table(rows: list[dict]) -> None:
+    cols = ["path", "face", "label", "prob_male", "prob_female", "unsure", "box", "error"]
+    cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
+    width = [max([len(c)] + [len(x[i]) for x in cells]) for i, c in enumerate(cols)]
+    width[0] = min(width[0], 60)
+    print("  ".join(c.ljust(w) for c, w in zip(cols, width, strict=True)).rstrip())
+    for x in cells:
+        x[0] = x[0] if len(x[0]) <= 60 else "…" + x[0][-59:]
+        print("  ".join(v.ljust(w) for v, w in zip(x, width, strict=True)).rstrip())
+
+
+def _write_rows(rows: list[dict], fmt: str, fh) -> None:
+    if fmt == "json":
+        json.dump(rows, fh, indent=2)
+        fh.write("\n")
+        return
+    w = csv.DictWriter(fh, fieldnames=RECORD_FIELDS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (" ".join(f"{v:.1f}" for v in r[k]) if k == "box" and r[k] else r[k])
+                    for k in RECORD_FIELDS})
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from .train import train
+
+    crop = json.loads(a.crop) if a.crop else None
+    res = train(a.data, a.out, val=a.val, arch=a.arch, input_size=a.input_size, epochs=a.epochs,
+                batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
+                schedule=a.schedule, warmup=a.warmup, label_smoothing=a.label_smoothing,
+                class_weights=a.class_weights, augment=a.augment, pretrained=a.pretrained,
+                freeze_epochs=a.freeze_epochs, patience=a.patience, monitor=a.monitor,
+                val_fraction=a.val_fraction, limit=a.limit, val_limit=a.val_limit,
+                workers=a.workers, threads=a.threads, seed=a.seed, resume=a.resume, crop=crop,
+                progress=a.progress)
+    v = res.metrics["val"]
+    print(f"model folder: {res.model_dir} (best epoch {res.best_epoch}: val accuracy "
+          f"{v['accuracy']:.2%}, balanced {v['balanced_accuracy']:.2%}, ECE "
+          f"{v['ece_before_calibration']:.3f} -> {v['ece_after_calibration']:.3f})")
+    return 130 if res.interrupted else (1 if res.skipped else 0)
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    r = evaluate(a.data, a.model, split=a.split, limit=a.limit, seed=a.seed, out=a.out,
+                 backend=a.backend, detect=a.detect, tta=a.tta, batch_size=a.batch_size,
+                 threads=a.threads)
+    if a.json:
+        print(json.dumps({**r.metrics, "groups": r.groups}, indent=2))
+    else:
+        print(r.summary())
+        print(r.metrics["classification_report"])
+        for key, rows in r.groups.items():
+            print(f"by {key}: " + ", ".join(f"{g['group']} {g['accuracy']:.1%} (n={g['n']})"
+                                            for g in rows))
+    for ref, reason in r.errors[:20]:
+        print(f"skipped {ref}: {reason}", file=sys.stderr)
+    if r.out:
+        print(f"report: {r.out}", file=sys.stderr)
+    return 1 if r.errors else 0
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    from .predict import Predictor
+
+    pred = Predictor(a.model, backend=a.backend, threads=a.threads, tta=a.tta, detect=a.detect,
+                     largest=a.largest, unsure_band=a.unsure_band)
+    rows, failed, n_img = [], [], 0
+    for res in pred.iter_predict(a.inputs, batch_size=a.batch_size):
+        n_img += 1
+        rows += res.records()
+        if res.error:
+            failed.append((res.path, res.error))
+    if a.format == "table":
+        _print_table(rows)
+    else:
+        _write_rows(rows, a.format, sys.stdout)
+    for path, fmt in ((a.csv_out, "csv"), (a.json_out, "json")):
+        if path:
+            with open(path, "w", newline="") as fh:
+                _write_rows(rows, fmt, fh)
+    faces = sum(1 for r in rows if r["face"] is not None)
+    print(f"{n_img} images, {faces} faces, {len(failed)} failed", file=sys.stderr)
+    for path, reason in failed:
+        print(f"  failed: {path}: {reason}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    from .info import info
+
+    print(json.dumps(info(a.model), indent=2))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "info": cmd_info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.verb](args)
+    except FaceGenderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

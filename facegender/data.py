@@ -1,0 +1,386 @@
+"""Data sources -> one stream of Samples, shared by training, evaluation and prediction.
+
+Sources: a folder tree (ROOT/{male,female}/ or ROOT/{train,val,test}/{male,female}/), a .tar of
+such a tree read in place, a CSV manifest (path,label + extra columns kept as groups), and a
+Hugging Face dataset. Labels are normalised here (man/men/woman/women accepted and reported).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import os
+import random
+import tarfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import DataError
+from .images import IMAGE_EXTENSIONS, is_image_path
+from .labels import is_alias, normalize_label
+
+SPLIT_ALIASES = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val", "dev": "val",
+    "test": "test", "testing": "test",
+}
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+PATH_COLUMNS = ("path", "file", "filename", "image", "img", "filepath")
+LABEL_COLUMNS = ("label", "gender", "sex", "class")
+
+
+@dataclass
+class Sample:
+    """One image reference, with its label and group attributes when known.
+
+    `ref` is what reports and errors call it. Bytes come from `data` (inline), a byte range of a
+    tar (`path` + `offset` + `size`, read with one seek so DataLoader workers need no tar handle),
+    or the file at `path`.
+    """
+
+    ref: str
+    label: str | None = None
+    groups: dict[str, Any] = field(default_factory=dict)
+    split: str | None = None
+    path: str | None = None
+    offset: int | None = None
+    size: int | None = None
+    data: bytes | None = None
+
+    def read_bytes(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        if self.path is None:
+            raise OSError("sample has no path and no data")
+        with open(self.path, "rb") as fh:
+            if self.offset is None:
+                return fh.read()
+            fh.seek(self.offset)
+            return fh.read(self.size)
+
+
+@dataclass
+class Skipped:
+    ref: str
+    reason: str
+
+
+@dataclass
+class SourceData:
+    """Everything a source yielded: samples plus what was skipped and how names were read."""
+
+    name: str
+    samples: list[Sample]
+    skipped: list[Skipped] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def counts(self, split: str | None = None) -> Counter:
+        return Counter(s.label for s in self.samples if split is None or s.split == split)
+
+    def splits(self) -> list[str]:
+        return sorted({s.split for s in self.samples if s.split})
+
+    def summary(self) -> str:
+        parts = [f"{self.name}: {len(self.samples)} images"]
+        by_split = Counter((s.split or "-", s.label or "unlabelled") for s in self.samples)
+        if by_split:
+            parts.append(", ".join(f"{sp}/{lb}={n}" for (sp, lb), n in sorted(by_split.items())))
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} skipped")
+        return "; ".join(parts)
+
+
+def _label_and_split(parts: list[str]) -> tuple[str | None, str | None, str | None]:
+    """From a relative path's directory parts: (label, split, unknown class folder name)."""
+    label = split = None
+    for part in parts:
+        low = part.lower()
+        if low in SPLIT_ALIASES:
+            split = SPLIT_ALIASES[low]
+        elif normalize_label(part) is not None and len(low) > 1:  # 'm'/'f' too easy to misread as dirs
+            label = normalize_label(part)
+    unknown = parts[-1] if parts and label is None else None
+    return label, split, unknown
+
+
+def _tree_samples(entries, root_name: str, labelled: bool) -> SourceData:
+    """entries: iterable of (relative path, Sample factory kwargs). Shared by folder and tar trees."""
+    samples: list[Sample] = []
+    skipped: list[Skipped] = []
+    unknown_dirs: Counter = Counter()
+    aliases: set[str] = set()
+    for rel, kwargs in entries:
+        parts = Path(rel).parts
+        if any(p.startswith(".") for p in parts) or "__MACOSX" in parts:
+            continue
+        if not is_image_path(rel):
+            skipped.append(Skipped(kwargs.get("ref", rel), "not an image file extension"))
+            continue
+        label, split, unknown = _label_and_split(list(parts[:-1]))
+        if labelled and label is None:
+            unknown_dirs[unknown or "(top level)"] += 1
+            continue
+        for p in parts[:-1]:
+            if is_alias(p):
+                aliases.add(p)
+        samples.append(Sample(label=label, split=split, **kwargs))
+    data = SourceData(root_name, samples, skipped)
+    if aliases:
+        data.notes.append(f"class folders read as aliases: {', '.join(sorted(aliases))}")
+    if unknown_dirs:
+        found = ", ".join(f"{d!r} ({n} images)" for d, n in unknown_dirs.most_common(10))
+        if not samples:
+            raise DataError(
+                f"{root_name}: no class folders found. Expected ROOT/male/ and ROOT/female/ "
+                f"(or man/men/woman/women, optionally under train/val/test/); found {found}"
+            )
+        raise DataError(
+            f"{root_name}: images in folders that are not a class: {found}. "
+            "Rename them to male/female, or move them out of the source."
+        )
+    return data
+
+
+def _folder_entries(root: Path):
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fn in sorted(filenames):
+            if fn.startswith("."):
+                continue
+            full = Path(dirpath) / fn
+            yield str(full.relative_to(root)), {"ref": str(full), "path": str(full)}
+
+
+def _tar_entries(tar_path: Path):
+    try:
+        with tarfile.open(tar_path) as tf:
+            compressed = not str(tar_path).endswith(".tar")
+            for m in tf:
+                if not m.isfile():
+                    continue
+                ref = f"{tar_path}::{m.name}"
+                if compressed:  # no byte ranges inside a compressed stream: keep the bytes
+                    fh = tf.extractfile(m)
+                    yield m.name, {"ref": ref, "data": fh.read() if fh else b""}
+                else:
+                    yield m.name, {"ref": ref, "path": str(tar_path), "offset": m.offset_data,
+                                   "size": m.size}
+    except tarfile.TarError as exc:
+        raise DataError(f"{tar_path}: cannot read tar archive ({exc})") from None
+
+
+def _check_folder_classes(root: Path, data: SourceData) -> None:
+    """A class folder that exists but holds no images is an error, not a silent skip."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        name = Path(dirpath).name
+        if normalize_label(name) and len(name) > 1 and not any(is_image_path(f) for f in filenames) \
+                and not dirnames:
+            raise DataError(f"{root}: class folder {dirpath} holds no images")
+
+
+def read_csv_manifest(csv_path: Path, images: str | Path | None = None) -> SourceData:
+    """CSV with a path column and a label column; every other column is kept as a group attribute.
+
+    Paths are resolved against `images` (a folder or a .tar), else the CSV's folder; when they are
+    not on disk and one .tar sits beside the CSV, they are read from inside it.
+    """
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{csv_path}: cannot read CSV ({exc})") from None
+    if not rows:
+        raise DataError(f"{csv_path}: the manifest has no rows")
+    cols = list(rows[0].keys())
+    lower = {c.lower().strip(): c for c in cols if c}
+    path_col = next((lower[c] for c in PATH_COLUMNS if c in lower), None)
+    label_col = next((lower[c] for c in LABEL_COLUMNS if c in lower), None)
+    if path_col is None:
+        raise DataError(f"{csv_path}: no path column; expected one of {PATH_COLUMNS}, found {cols}")
+    group_cols = [c for c in cols if c not in (path_col, label_col) and c.lower() != "split"]
+    split_col = lower.get("split")
+
+    base = Path(images) if images else csv_path.parent
+    tar_index: dict[str, dict] | None = None
+    if base.is_file() and str(base).endswith(TAR_SUFFIXES):
+        tar_index = {rel: kw for rel, kw in _tar_entries(base)}
+    elif images is None:
+        tars = [p for p in csv_path.parent.iterdir() if str(p).endswith(TAR_SUFFIXES)]
+        first = rows[0][path_col]
+        if len(tars) == 1 and not (base / first).exists():
+            tar_index = {rel: kw for rel, kw in _tar_entries(tars[0])}
+
+    samples, skipped, bad_labels = [], [], Counter()
+    for i, row in enumerate(rows, start=2):
+        rel = (row.get(path_col) or "").strip()
+        if not rel:
+            skipped.append(Skipped(f"{csv_path}:{i}", "empty path"))
+            continue
+        label = None
+        if label_col is not None:
+            raw = (row.get(label_col) or "").strip()
+            label = normalize_label(raw)
+            if label is None:
+                bad_labels[raw] += 1
+                skipped.append(Skipped(f"{csv_path}:{i} ({rel})", f"unknown label {raw!r}"))
+                continue
+        groups = {c: row[c] for c in group_cols if row.get(c) not in (None, "")}
+        split = SPLIT_ALIASES.get((row.get(split_col) or "").lower()) if split_col else None
+        if tar_index is not None:
+            kw = tar_index.get(rel) or tar_index.get(rel.lstrip("./"))
+            if kw is None:
+                skipped.append(Skipped(rel, "listed in the manifest but not in the archive"))
+                continue
+            samples.append(Sample(label=label, groups=groups, split=split, **kw))
+        else:
+            p = Path(rel) if os.path.isabs(rel) else base / rel
+            samples.append(Sample(ref=str(p), path=str(p), label=label, groups=groups, split=split))
+    data = SourceData(str(csv_path), samples, skipped)
+    if bad_labels and not samples:
+        raise DataError(f"{csv_path}: no usable labels in column {label_col!r}; "
+                        f"found {dict(bad_labels.most_common(10))}")
+    return data
+
+
+def read_hf_dataset(spec: str, split: str | None = None) -> SourceData:
+    """A Hugging Face dataset: `hf:NAME` from the Hub, or a local save_to_disk / imagefolder /
+    parquet directory. Needs an image column and a label column (ClassLabel names or strings)."""
+    from .errors import require
+
+    datasets = require("datasets", "hf")
+    target = spec[3:] if spec.startswith("hf:") else spec
+    p = Path(target)
+    try:
+        if p.is_dir() and ((p / "dataset_dict.json").exists() or (p / "dataset_info.json").exists()):
+            ds = datasets.load_from_disk(str(p))
+        elif p.is_dir():
+            parquet = sorted(p.rglob("*.parquet"))
+            ds = (datasets.load_dataset("parquet", data_dir=str(p)) if parquet
+                  else datasets.load_dataset("imagefolder", data_dir=str(p)))
+        else:
+            ds = datasets.load_dataset(target)
+    except Exception as exc:
+        raise DataError(f"{spec}: cannot load Hugging Face dataset ({exc})") from None
+    dsets = ds if isinstance(ds, datasets.DatasetDict) else {split or "train": ds}
+    samples: list[Sample] = []
+    skipped: list[Skipped] = []
+    for split_name, d in dsets.items():
+        if split and split_name != split:
+            continue
+        feats = d.features
+        img_col = next((c for c, f in feats.items() if isinstance(f, datasets.Image)), None)
+        lab_col = next((c for c in feats if c.lower() in LABEL_COLUMNS), None)
+        if img_col is None:
+            raise DataError(f"{spec}: no image column (features: {list(feats)})")
+        d = d.cast_column(img_col, datasets.Image(decode=False))
+        names = feats[lab_col].names if lab_col and isinstance(
+            feats[lab_col], datasets.ClassLabel) else None
+        group_cols = [c for c in feats if c not in (img_col, lab_col)]
+        for i, row in enumerate(d):
+            img = row[img_col] or {}
+            ref = img.get("path") or f"{spec}[{split_name}][{i}]"
+            label = None
+            if lab_col is not None:
+                raw = row[lab_col]
+                raw = names[raw] if names is not None and isinstance(raw, int) else raw
+                label = normalize_label(str(raw))
+                if label is None:
+                    skipped.append(Skipped(ref, f"unknown label {raw!r}"))
+                    continue
+            groups = {c: row[c] for c in group_cols if isinstance(row[c], (str, int, float))}
+            sp = SPLIT_ALIASES.get(split_name.lower(), split_name)
+            if img.get("bytes"):
+                samples.append(Sample(ref=ref, label=label, groups=groups, split=sp,
+                                      data=img["bytes"]))
+            else:
+                samples.append(Sample(ref=ref, label=label, groups=groups, split=sp,
+                                      path=img.get("path")))
+    return SourceData(spec, samples, skipped)
+
+
+def read_source(spec: str | Path | list, *, labelled: bool = True,
+                images: str | Path | None = None) -> SourceData:
+    """Open any supported source. `labelled=False` accepts images without class folders
+    (prediction); a list of sources or a glob pattern is read as one."""
+    if isinstance(spec, (list, tuple)):
+        parts = [read_source(s, labelled=labelled, images=images) for s in spec]
+        merged = SourceData(", ".join(p.name for p in parts), [], [])
+        for p in parts:
+            merged.samples += p.samples
+            merged.skipped += p.skipped
+            merged.notes += p.notes
+        return merged
+    s = str(spec)
+    if s.startswith("hf:"):
+        return read_hf_dataset(s)
+    p = Path(s)
+    if not p.exists():
+        if any(ch in s for ch in "*?["):
+            matches = sorted(glob.glob(s, recursive=True))
+            if not matches:
+                raise DataError(f"{s}: the pattern matches no files")
+            return read_source(matches, labelled=labelled, images=images)
+        raise DataError(f"{s}: no such file or folder")
+    if p.is_dir():
+        if (p / "dataset_dict.json").exists() or (p / "dataset_info.json").exists() \
+                or any(p.glob("*.parquet")) or any(p.glob("*/*.parquet")):
+            return read_hf_dataset(s)
+        entries = list(_folder_entries(p))
+        if not entries:
+            raise DataError(f"{p}: the folder is empty")
+        if labelled:
+            data = _tree_samples(entries, str(p), labelled=True)
+            _check_folder_classes(p, data)
+        else:
+            data = _tree_samples(entries, str(p), labelled=False)
+    elif s.lower().endswith(".csv"):
+        data = read_csv_manifest(p, images)
+    elif s.lower().endswith(TAR_SUFFIXES):
+        data = _tree_samples(_tar_entries(p), str(p), labelled=labelled)
+    else:
+        # A single file: an image to predict on (its decoding errors surface later, per file).
+        data = SourceData(str(p), [Sample(ref=str(p), path=str(p))])
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            data.notes.append(f"{p}: unusual extension; trying to decode it anyway")
+    if not data.samples:
+        detail = f" ({len(data.skipped)} files skipped: {data.skipped[0].reason}, ...)" \
+            if data.skipped else ""
+        raise DataError(f"{s}: no images found{detail}")
+    return data
+
+
+def require_both_classes(samples: list[Sample], what: str) -> Counter:
+    counts = Counter(s.label for s in samples)
+    missing = [c for c in ("female", "male") if counts.get(c, 0) == 0]
+    if missing:
+        found = ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=str)) or "nothing"
+        raise DataError(f"{what}: no '{missing[0]}' images; training needs both classes "
+                        f"(found {found})")
+    return counts
+
+
+def stratified_split(samples: list[Sample], fraction: float, seed: int
+                     ) -> tuple[list[Sample], list[Sample]]:
+    """Seeded split that keeps the class ratio in both parts."""
+    rng = random.Random(seed)
+    by_label: dict[str | None, list[Sample]] = {}
+    for s in samples:
+        by_label.setdefault(s.label, []).append(s)
+    keep, held = [], []
+    for label in sorted(by_label, key=str):
+        group = by_label[label][:]
+        rng.shuffle(group)
+        n = max(1, round(len(group) * fraction)) if len(group) > 1 else 0
+        held += group[:n]
+        keep += group[n:]
+    return keep, held
+
+
+def stratified_limit(samples: list[Sample], limit: int | None, seed: int) -> list[Sample]:
+    """At most `limit` samples, seeded, with the class ratio kept."""
+    if not limit or limit >= len(samples):
+        return samples
+    _, chosen = stratified_split(samples, limit / len(samples), seed)
+    return chosen

@@ -1,0 +1,279 @@
+"""The one door every image comes through: safe decoding to an upright RGB PIL image.
+
+Handles EXIF orientation, every common mode (L, LA, P, RGBA, CMYK, I;16, 16-bit PNG),
+animated files (first frame) and a pixel limit against decompression bombs. Anything that
+cannot be used raises ImageError naming the source and the reason.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ImageError
+
+# 50 megapixels covers any phone photo; far larger files are almost always bombs or scans
+# that would exhaust memory on a small server. Override per call or with FACEGENDER_MAX_PIXELS.
+DEFAULT_MAX_PIXELS = int(os.environ.get("FACEGENDER_MAX_PIXELS", 50_000_000))
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm",
+                    ".pgm", ".jfif"}
+
+# The only decoders tried (those this Pillow has; HEIF once pillow-heif is registered). PIL
+# knows ~40 formats: several (TGA, SPIDER, ...) have signatures random bytes can match, and
+# EPS hands the file to Ghostscript.
+_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "PPM", "AVIF", "HEIF")
+
+# What a file that no decoder accepted really is, judged by its first bytes.
+_NOT_IMAGE_SIGNATURES = (
+    (b"<!doctype html", "an HTML page, not an image"),
+    (b"<html", "an HTML page, not an image"),
+    (b"<?xml", "an XML/SVG document, not a raster image"),
+    (b"<svg", "an SVG document, not a raster image"),
+    (b"%pdf", "a PDF document, not an image"),
+    (b"%!ps", "a PostScript/EPS document, not a supported image"),
+    (b"\xc5\xd0\xd3\xc6", "a PostScript/EPS document, not a supported image"),
+    (b"pk\x03\x04", "a ZIP archive, not an image"),
+    (b"\x1f\x8b", "a gzip archive, not an image"),
+    (b"{", "a JSON/text file, not an image"),
+    (b"[", "a JSON/text file, not an image"),
+)
+_IMAGE_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF8", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+)
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+
+# EXIF orientation -> the transpose that makes the image upright (as in ImageOps).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _formats() -> list[str]:
+    Image.init()  # registers every plugin once; later calls return at once
+    return [f for f in _FORMATS if f in Image.OPEN]
+
+
+def _why_not(data: bytes) -> str:
+    """The reason for bytes no decoder accepted: what they are, if that can be told."""
+    head = data[:64].lstrip().lower()
+    for sig, reason in _NOT_IMAGE_SIGNATURES:
+        if head.startswith(sig):
+            return reason
+    if data[4:8] == b"ftyp":  # ISO media: HEIC/AVIF photos and MP4/MOV videos
+        brand = data[8:12]
+        if brand in _HEIF_BRANDS:
+            return "a HEIC/HEIF image, which needs the pillow-heif plugin (pip install pillow-heif)"
+        if brand in (b"avif", b"avis"):
+            return "an AVIF image, which this Pillow build cannot decode"
+        return "a video (MP4/MOV), not an image"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "a WebP file whose header is corrupt"
+    for magic, fmt in _IMAGE_MAGIC:
+        if data.startswith(magic):
+            return f"a {fmt} file whose header is corrupt"
+    return "not a recognised image format (JPEG, PNG, GIF, BMP, WebP, TIFF, PPM)"
+
+
+class _Source(io.BytesIO):
+    """Bytes to decode that note whether the decoder ever asked for data past the end.
+
+    PIL raises on that itself, unless ImageFile.LOAD_TRUNCATED_IMAGES has been set somewhere
+    in the process (training code often does): then it fills the missing rows with grey. The
+    flag is process-wide, so it is neither read nor set here.
+    """
+
+    ran_out = False
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        chunk = super().read(size)
+        if not chunk and size != 0:
+            self.ran_out = True
+        return chunk
+
+
+def _failure(label: str, exc: Exception) -> ImageError:
+    msg = str(exc) or type(exc).__name__
+    if isinstance(exc, EOFError) or "truncated" in msg.lower():
+        return ImageError(label, f"image data is truncated ({msg})")
+    return ImageError(label, f"image data is corrupt ({msg})")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB; transparency is composited on white."""
+    mode = img.mode
+    if mode in ("1", "L", "RGB") and img.info.get("transparency") is not None:
+        # A PNG colour key: pixels of that colour are as transparent as alpha 0.
+        try:
+            img, mode = img.convert("RGBA"), "RGBA"
+        except (ValueError, TypeError):  # a malformed key: ignore it rather than lose the image
+            pass
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # Wide grey: scale the value range the data was written in to 8 bits, never clip.
+        arr = np.asarray(img, dtype=np.float64)
+        if arr.ndim == 3:
+            arr = arr[..., 0]
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if mode.startswith("I;16") or img.format == "PPM":  # PIL scales PGM/PPM to 16 bits
+            top = 65535.0
+        elif mode == "F" and lo >= 0 and hi <= 1:
+            top = 1.0  # float images are usually 0..1
+        elif lo >= 0 and hi <= 255:
+            top = 255.0  # 8-bit data held in a wide mode (e.g. img.convert("I"))
+        elif mode == "I" and lo >= 0 and hi <= 65535:
+            top = 65535.0  # e.g. 16-bit TIFF
+        else:
+            arr, top = arr - lo, max(hi - lo, 1e-12)  # anything else: stretch
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if mode in ("P", "PA"):
+        # Palette transparency only survives through RGBA.
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "La", "RGBa"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img).convert("RGB")
+    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def _upright(img: Image.Image) -> Image.Transpose | None:
+    """The transpose that the EXIF orientation asks for, if any.
+
+    Not ImageOps.exif_transpose: that also rewrites the EXIF block and raises on a broken one
+    after the orientation was read, which would leave a good photo lying on its side.
+    """
+    try:
+        orientation = img.getexif().get(0x0112)
+    except Exception:  # broken EXIF must not lose an otherwise good image
+        return None
+    return _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+
+
+def _finish(img: Image.Image, label: str) -> Image.Image:
+    try:
+        method = _upright(img)
+        rgb = _to_rgb(img)  # before transposing: that drops img.format, which _to_rgb reads
+        return rgb if method is None else rgb.transpose(method)
+    except MemoryError:
+        raise
+    except Exception as exc:  # exotic modes PIL cannot convert
+        raise ImageError(label, f"unsupported image mode {img.mode!r} ({exc})") from None
+
+
+def load_image(
+    source: str | os.PathLike | bytes | Image.Image,
+    *,
+    name: str | None = None,
+    max_pixels: int | None = None,
+) -> Image.Image:
+    """Decode a path, raw bytes or PIL image into an upright RGB image.
+
+    `name` is what error messages call the input (defaults to the path, or '<bytes>').
+    Raises ImageError for anything unusable: missing, empty, truncated, not an image,
+    unsupported format, or more than `max_pixels` pixels. An animation gives its first frame.
+    """
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+    if isinstance(source, Image.Image):
+        label = name or "<image>"
+        _check_pixels(source, limit, label)
+        try:
+            source.load()  # a lazily opened file is decoded only now
+        except MemoryError:  # the machine, not the file
+            raise
+        except Exception as exc:
+            raise _failure(label, exc) from None
+        img = _finish(source, label)
+        return img.copy() if img is source else img  # never hand back the caller's object
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return decode_bytes(bytes(source), name or "<bytes>", limit)
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"load_image() takes a path, bytes or a PIL image, not "
+                        f"{type(source).__name__}")
+
+    label = name or str(source)
+    path = Path(source)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ImageError(label, "file not found") from None
+    except OSError as exc:
+        raise ImageError(label, f"cannot read file ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageError(label, "is a directory, not an image")
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+        raise ImageError(label, "is not a regular file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(label, f"cannot read file ({exc.strerror or exc})") from None
+    return decode_bytes(data, label, limit)
+
+
+def _check_pixels(img: Image.Image, limit: int, label: str) -> None:
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise ImageError(label, f"image has no pixels ({w}x{h})")
+    if w * h > limit:
+        raise ImageError(
+            label,
+            f"image is {w}x{h} = {w * h:,} pixels, over the limit of {limit:,} "
+            "(possible decompression bomb; raise max_pixels / FACEGENDER_MAX_PIXELS to allow)",
+        )
+
+
+def decode_bytes(data: bytes, label: str, max_pixels: int | None = None) -> Image.Image:
+    """Decode encoded image bytes; see load_image."""
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+    if not isinstance(data, bytes):
+        data = bytes(data)  # bytearray / memoryview
+    if len(data) == 0:
+        raise ImageError(label, "file is empty (0 bytes)")
+    fp = _Source(data)
+    try:
+        # Reads only the header, so the size is checked before any pixel is decoded. Between
+        # PIL's own limits (~89 and ~179 MP) PIL warns; warnings.catch_warnings is not
+        # thread-safe, so the warning is left alone and the check below still refuses.
+        img = Image.open(fp, formats=_formats())
+    except UnidentifiedImageError:
+        raise ImageError(label, _why_not(data)) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(label, f"possible decompression bomb: {exc}") from None
+    except MemoryError:  # the machine, not the file
+        raise
+    except Exception as exc:  # plugins raise many types on corrupt headers
+        raise _failure(label, exc) from None
+    _check_pixels(img, limit, label)
+    fp.ran_out = False  # reading the header may probe past the end; decoding must not
+    try:
+        img.load()  # the first frame of an animation
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise _failure(label, exc) from None
+    if fp.ran_out:
+        raise ImageError(label, "image data is truncated (the file ends before the image)")
+    return _finish(img, label)

@@ -1,0 +1,217 @@
+"""The Predictor: images in, one record per face out, on any backend.
+
+decode (images.py) -> faces (faces.py, or the whole image for crops) -> preprocess.py ->
+backend -> temperature-scaled softmax -> FacePrediction. Evaluation uses this same path.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from . import modelfile
+from .backends import make_backend
+from .data import Sample, SourceData, read_source
+from .errors import FaceGenderError, ImageError
+from .images import decode_bytes, load_image
+from .modelfile import ModelConfig
+from .preprocess import softmax, to_array
+
+
+@dataclass
+class FacePrediction:
+    index: int
+    box: tuple[float, float, float, float] | None  # x, y, w, h in the (upright) image
+    det_score: float | None
+    label: str
+    prob_male: float
+    prob_female: float
+    unsure: bool
+
+
+@dataclass
+class ImageResult:
+    path: str
+    faces: list[FacePrediction] = field(default_factory=list)
+    error: str | None = None
+    width: int | None = None
+    height: int | None = None
+    sample: Sample | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def records(self) -> list[dict[str, Any]]:
+        """Flat rows, one per face; an image with no face or an error still gets one row."""
+        base = {"path": self.path, "error": self.error}
+        if self.error or not self.faces:
+            return [{**base, "face": None, "box": None, "det_score": None,
+                     "label": "no_face" if not self.error else None, "prob_male": None,
+                     "prob_female": None, "unsure": None}]
+        rows = []
+        for f in self.faces:
+            d = asdict(f)
+            d["face"] = d.pop("index")
+            rows.append({**base, **d})
+        return rows
+
+
+class Predictor:
+    """Loads a model folder once; `predict` takes paths, folders, globs, tars, manifests, PIL
+    images, bytes or lists of them. The model's crop policy decides how faces are found;
+    `detect=False` treats every image as one face crop."""
+
+    def __init__(self, model: str | Path | None = None, *, backend: str = "auto",
+                 threads: int | None = None, tta: bool = False, detect: bool | None = None,
+                 largest: bool = False, min_face: int | None = None,
+                 unsure_band: float | None = None, max_pixels: int | None = None):
+        self.model_dir = modelfile.resolve_model_dir(model)
+        self.config: ModelConfig = modelfile.load_config(self.model_dir)
+        self.backend = make_backend(self.model_dir, backend, threads)
+        self.threads = threads
+        self.tta = tta
+        self.largest = largest
+        self.max_pixels = max_pixels
+        self.unsure_band = self.config.unsure_band if unsure_band is None else float(unsure_band)
+        self.detect = bool(self.config.crop.get("detect", False)) if detect is None else detect
+        self._detector = None
+        self._policy = None
+        if self.detect:
+            from .faces import CropPolicy, FaceDetector
+
+            self._policy = CropPolicy.from_dict(self.config.crop)
+            kw = {"min_face": min_face} if min_face else {}
+            self._detector = FaceDetector(threads=threads, **kw)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.config.labels
+
+    # -- core
+    def classify_arrays(self, x: np.ndarray) -> np.ndarray:
+        """Preprocessed NCHW batch -> calibrated p(male) per face (flip TTA when enabled)."""
+        logits = self.backend(x)
+        probs = softmax(logits, self.config.temperature)
+        if self.tta:
+            # Mirror the width axis; classes keep their order, so probabilities average directly.
+            flipped = softmax(self.backend(np.ascontiguousarray(x[..., ::-1])),
+                              self.config.temperature)
+            probs = (probs + flipped) / 2
+        return probs[:, self.config.male_index]
+
+    def _faces(self, img: Image.Image) -> list[tuple[tuple, float | None, Image.Image]]:
+        if not self.detect:
+            return [((0.0, 0.0, float(img.width), float(img.height)), None, img)]
+        from .faces import detect_and_crop
+
+        found = detect_and_crop(img, self._detector, self._policy, largest=self.largest)
+        return [(tuple(float(v) for v in f.box), float(f.score), crop) for f, crop in found]
+
+    def _prepare(self, item: tuple[str, Any]) -> tuple[ImageResult, list]:
+        ref, src = item
+        if isinstance(src, _Failed):
+            return ImageResult(path=ref, error=src.reason), []
+        res = ImageResult(path=ref, sample=src if isinstance(src, Sample) else None)
+        try:
+            if isinstance(src, Sample):
+                img = decode_bytes(src.read_bytes(), ref, self.max_pixels)
+            else:
+                img = load_image(src, name=ref, max_pixels=self.max_pixels)
+            res.width, res.height = img.size
+            faces = self._faces(img)
+        except ImageError as exc:
+            res.error = exc.reason
+            return res, []
+        except OSError as exc:
+            res.error = f"cannot read ({exc.strerror or exc})"
+            return res, []
+        return res, [(box, score, to_array(crop, self.config)) for box, score, crop in faces]
+
+    def _finish(self, prepared: list[tuple[ImageResult, list]], batch_size: int
+                ) -> list[ImageResult]:
+        arrays = [a for _, faces in prepared for _, _, a in faces]
+        p_all = np.concatenate([self.classify_arrays(np.stack(arrays[i:i + batch_size]))
+                                for i in range(0, len(arrays), batch_size)]) if arrays else []
+        k = 0
+        thr = self.config.threshold
+        for res, faces in prepared:
+            for j, (box, score, _) in enumerate(faces):
+                pm = float(p_all[k])
+                k += 1
+                res.faces.append(FacePrediction(
+                    index=j, box=box, det_score=score,
+                    label="male" if pm >= thr else "female", prob_male=pm, prob_female=1 - pm,
+                    unsure=abs(pm - 0.5) < self.unsure_band))
+        return [r for r, _ in prepared]
+
+    def iter_predict(self, inputs: Any, batch_size: int = 64, workers: int | None = None
+                     ) -> Iterator[ImageResult]:
+        """Yield one ImageResult per input image, in input order, a batch at a time."""
+        items = list(_expand_inputs(inputs))
+        workers = workers or min(4, os.cpu_count() or 1)
+        with ThreadPoolExecutor(workers) as pool:
+            for i in range(0, len(items), batch_size):
+                # pool.map keeps input order; decoding and detection release the GIL.
+                prepared = list(pool.map(self._prepare, items[i:i + batch_size]))
+                yield from self._finish(prepared, batch_size)
+
+    def predict(self, inputs: Any, batch_size: int = 64, workers: int | None = None
+                ) -> list[ImageResult]:
+        return list(self.iter_predict(inputs, batch_size, workers))
+
+
+@dataclass
+class _Failed:
+    reason: str
+
+
+def _expand_inputs(inputs: Any) -> Iterable[tuple[str, Any]]:
+    """Normalise every accepted input kind to (ref, Sample | PIL image | bytes | _Failed)."""
+    if isinstance(inputs, SourceData):
+        for s in inputs.samples:
+            yield s.ref, s
+        for sk in inputs.skipped:
+            yield sk.ref, _Failed(sk.reason)
+        return
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    elif isinstance(inputs, (Image.Image, bytes, bytearray, np.ndarray, Sample)):
+        inputs = [inputs]
+    for n, item in enumerate(inputs):
+        if isinstance(item, Sample):
+            yield item.ref, item
+        elif isinstance(item, Image.Image):
+            yield getattr(item, "filename", "") or f"<image {n}>", item
+        elif isinstance(item, np.ndarray):
+            yield f"<array {n}>", Image.fromarray(item.astype(np.uint8))
+        elif isinstance(item, (bytes, bytearray)):
+            yield f"<bytes {n}>", bytes(item)
+        elif isinstance(item, io.IOBase):
+            yield getattr(item, "name", f"<stream {n}>"), item.read()
+        else:
+            try:
+                data = read_source(item, labelled=False)
+            except FaceGenderError as exc:
+                yield str(item), _Failed(str(exc).split(": ", 1)[-1])
+                continue
+            yield from _expand_inputs(data)
+
+
+def load(model: str | Path | None = None, **kwargs: Any) -> Predictor:
+    """Load a model folder (default: the model shipped in the package) as a Predictor."""
+    return Predictor(model, **kwargs)
+
+
+def predict(inputs: Any, model: str | Path | None = None, *, batch_size: int = 64,
+            **kwargs: Any) -> list[ImageResult]:
+    """One call: load the model and predict every face in `inputs`."""
+    return Predictor(model, **kwargs).predict(inputs, batch_size=batch_size)

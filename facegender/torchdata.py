@@ -1,0 +1,81 @@
+"""Samples -> torch batches. Decoding goes through images.py and preprocessing through
+preprocess.py, the same code the predictor uses; only augmentation is training-specific."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .data import Sample
+from .errors import ImageError, require
+from .images import decode_bytes
+from .modelfile import ModelConfig
+from .preprocess import to_array
+
+torch = require("torch")
+
+
+class FaceDataset(torch.utils.data.Dataset):
+    """Returns (CHW float32 tensor, class index, sample index) or (None, reason, index) when an
+    image cannot be used, so a broken file is reported, not fatal."""
+
+    def __init__(self, samples: list[Sample], cfg: ModelConfig,
+                 augment: Callable | None = None, crop: Callable | None = None):
+        self.samples = samples
+        self.cfg = cfg
+        self.augment = augment
+        self.crop = crop  # optional face-crop step (the model's crop policy)
+        self.class_index = {name: i for i, name in enumerate(cfg.labels)}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        s = self.samples[i]
+        try:
+            img = decode_bytes(s.read_bytes(), s.ref)
+            if self.crop is not None:
+                img = self.crop(img, s.ref)
+            if self.augment is not None:
+                img = self.augment(img)
+            x = torch.from_numpy(to_array(img, self.cfg))
+        except ImageError as exc:
+            return None, exc.reason, i
+        except OSError as exc:
+            return None, f"cannot read ({exc})", i
+        return x, self.class_index[s.label] if s.label else -1, i
+
+
+def collate(batch):
+    """Stack good items; pass failures through as (index, reason) pairs for the caller to log."""
+    good = [b for b in batch if b[0] is not None]
+    failed = [(b[2], b[1]) for b in batch if b[0] is None]
+    if good:
+        x = torch.stack([b[0] for b in good])
+        y = torch.tensor([b[1] for b in good], dtype=torch.long)
+        idx = torch.tensor([b[2] for b in good], dtype=torch.long)
+    else:
+        x = y = idx = None
+    return x, y, idx, failed
+
+
+def _seed_worker(worker_id: int) -> None:
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(dataset: FaceDataset, batch_size: int, shuffle: bool, workers: int,
+                seed: int | None = None):
+    gen = None
+    if seed is not None:
+        gen = torch.Generator()
+        gen.manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+        collate_fn=collate, generator=gen, worker_init_fn=_seed_worker if workers else None,
+        persistent_workers=False, pin_memory=False, drop_last=False,
+    )

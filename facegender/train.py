@@ -1,0 +1,365 @@
+"""The trainer: AdamW, warmup + cosine (or plateau) schedule, class-weighted loss with label
+smoothing, face augmentations, optional frozen-backbone first phase, early stopping, best/last
+checkpoints, exact resume, history CSV + curves, temperature calibration on val.
+
+Output folder = a model folder (config.json, model.safetensors with the best weights, README.md
+model card) plus history.csv, curves.png, skipped.csv and checkpoints/last/ for --resume.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import modelfile
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import (
+    Sample,
+    read_source,
+    require_both_classes,
+    stratified_limit,
+    stratified_split,
+)
+from .errors import DataError, FaceGenderError, require
+from .labels import DEFAULT_LABELS
+from .metrics import (
+    choose_unsure_band,
+    compute_metrics,
+    expected_calibration_error,
+    fit_temperature,
+)
+from .modelfile import ModelConfig
+
+torch = require("torch")
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    best_epoch: int
+    best_metric: float
+    metrics: dict[str, Any]
+    history: list[dict] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def _source_samples(source, split: str | None, limit: int | None, seed: int, what: str
+                    ) -> tuple[list[Sample], list[Sample] | None, dict]:
+    data = read_source(source, labelled=True)
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
+    splits = data.splits()
+    if split and split in splits:
+        samples = [s for s in data.samples if s.split == split]
+    else:
+        samples = data.samples
+    held = None
+    if split == "train" and "val" in splits:
+        held = [s for s in data.samples if s.split == "val"]
+    samples = stratified_limit(samples, limit, seed)
+    prov = {"source": str(source), "images": len(samples), "classes": dict(Counter(
+        s.label for s in samples)), "skipped_at_listing": len(data.skipped)}
+    return samples, held, prov
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int, final: float = 0.01):
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return f
+
+
+def train(
+    data: str | Path | Sequence,
+    out: str | Path,
+    *,
+    val: str | Path | Sequence | None = None,
+    arch: str = "mobilenetv3_small",
+    input_size: int = 96,
+    epochs: int = 10,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    weight_decay: float = 0.05,
+    schedule: str = "cosine",
+    warmup: float = 0.3,
+    label_smoothing: float = 0.1,
+    class_weights: bool = True,
+    augment: str = "default",
+    pretrained: bool = False,
+    freeze_epochs: int = 0,
+    patience: int = 5,
+    monitor: str = "balanced_accuracy",
+    val_fraction: float = 0.1,
+    limit: int | None = None,
+    val_limit: int | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    crop: dict | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Callable[[int, dict], None]] = (),
+) -> TrainResult:
+    """Train a male/female classifier on labelled faces and write a model folder to `out`.
+
+    `data` is any source read_source understands; its own train/val split is used when it has
+    one, else `val` if given, else a stratified seeded `val_fraction` of it. `limit`/`val_limit`
+    take a stratified seeded subset. `resume=True` continues out/checkpoints/last exactly.
+    `callbacks` are called after each epoch with (epoch, history row); raising KeyboardInterrupt
+    there stops cleanly after the checkpoint is written (as Ctrl-C does).
+    """
+    from tqdm.auto import tqdm
+
+    from .augment import face_augmentation
+    from .card import write_card
+    from .models import backbone_and_head, build_model
+    from .plots import plot_history
+    from .torchdata import FaceDataset, make_loader
+
+    out = Path(out)
+    if threads:
+        torch.set_num_threads(threads)
+    if workers is None:
+        workers = min(4, max(0, (os.cpu_count() or 1) - 1))
+    if monitor not in ("balanced_accuracy", "accuracy", "roc_auc", "loss"):
+        raise FaceGenderError(f"unknown monitor '{monitor}'")
+    if schedule not in ("cosine", "plateau"):
+        raise FaceGenderError(f"unknown schedule '{schedule}' (cosine or plateau)")
+
+    # ---- data
+    train_s, own_val, prov = _source_samples(data, "train", limit, seed, "training data")
+    if val is not None:
+        val_s, _, vprov = _source_samples(val, "val", val_limit, seed, "validation data")
+    elif own_val:
+        val_s = stratified_limit(own_val, val_limit, seed)
+        vprov = {"source": f"{data} (its own val split)", "images": len(val_s)}
+    else:
+        train_s, val_s = stratified_split(train_s, val_fraction, seed)
+        vprov = {"source": f"{data} (stratified {val_fraction:.0%} held out, seed {seed})",
+                 "images": len(val_s)}
+        val_s = stratified_limit(val_s, val_limit, seed)
+    counts = require_both_classes(train_s, f"training data {data}")
+    if not val_s:
+        raise DataError("no validation images: give --val or a larger source")
+    vprov["classes"] = dict(Counter(s.label for s in val_s))
+    labels = list(DEFAULT_LABELS)
+    n = sum(counts[c] for c in labels)
+    weights = [n / (len(labels) * counts[c]) if class_weights else 1.0 for c in labels]
+
+    cfg = ModelConfig(arch=arch, labels=labels, input_size=input_size,
+                      crop=crop or {"detect": False})
+    recipe = {
+        "command": "facegender train " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["train"]
+        else None,
+        "arch": arch, "input_size": input_size, "epochs": epochs, "batch_size": batch_size,
+        "optimizer": "AdamW", "lr": lr, "weight_decay": weight_decay, "schedule": schedule,
+        "warmup_epochs": warmup, "label_smoothing": label_smoothing,
+        "class_weights": dict(zip(labels, [round(w, 4) for w in weights], strict=True)),
+        "augment": augment, "pretrained": pretrained, "freeze_epochs": freeze_epochs,
+        "patience": patience, "monitor": monitor, "seed": seed, "limit": limit,
+        "val_limit": val_limit, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    }
+    cfg.recipe = recipe
+    cfg.data = {"train": prov, "val": vprov}
+
+    # ---- model, optimiser, schedule
+    torch.manual_seed(seed)
+    model = build_model(arch, num_classes=len(labels), pretrained=pretrained)
+    aug = face_augmentation(augment)
+    train_ds = FaceDataset(train_s, cfg, augment=aug)
+    val_ds = FaceDataset(val_s, cfg)
+    steps_per_epoch = math.ceil(len(train_ds) / batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(
+            epochs * steps_per_epoch, max(1, int(warmup * steps_per_epoch))))
+    else:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min" if monitor == "loss" else "max", factor=0.3, patience=1)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32),
+                                        label_smoothing=label_smoothing)
+    backbone, _ = backbone_and_head(model)
+
+    state: dict[str, Any] = {"epoch": 0, "best_metric": None, "best_epoch": -1,
+                             "bad_epochs": 0, "history": [], "skipped": {}}
+    ckpt_dir = out / "checkpoints" / "last"
+    if resume:
+        state = load_checkpoint(ckpt_dir, model, optimizer, scheduler)
+        print(f"resuming from epoch {state['epoch']} ({ckpt_dir})", file=sys.stderr)
+    elif (out / modelfile.CONFIG_NAME).exists() or ckpt_dir.exists():
+        raise FaceGenderError(f"{out} already holds a training run; use --resume to continue it "
+                              "or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+    print(f"training {arch} @ {input_size}px on {len(train_s)} faces "
+          f"({', '.join(f'{k}={v}' for k, v in sorted(counts.items()))}), "
+          f"validating on {len(val_s)}; workers={workers}, threads={torch.get_num_threads()}",
+          file=sys.stderr)
+    interrupted = False
+    best_val: dict[str, Any] = {}
+    try:
+        for epoch in range(state["epoch"], epochs):
+            # Everything random in an epoch derives from (seed, epoch): resume needs no replay.
+            torch.manual_seed(seed * 100_003 + epoch)
+            frozen = epoch < freeze_epochs
+            for p in backbone:
+                p.requires_grad_(not frozen)
+            model.train()
+            loader = make_loader(train_ds, batch_size, True, workers, seed * 100_003 + epoch)
+            tot_loss = tot_correct = tot_n = 0
+            t0 = time.perf_counter()
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}" + (" (frozen)" if frozen else ""),
+                       disable=not progress, unit="batch", leave=False, file=sys.stderr)
+            for x, y, _, failed in bar:
+                for i, reason in failed:
+                    state["skipped"][train_s[i].ref] = reason
+                if x is None:
+                    continue
+                logits = model(x)
+                loss = loss_fn(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if schedule == "cosine":
+                    scheduler.step()
+                tot_loss += loss.item() * len(y)
+                tot_correct += (logits.argmax(1) == y).sum().item()
+                tot_n += len(y)
+                bar.set_postfix(loss=f"{tot_loss / tot_n:.4f}", acc=f"{tot_correct / tot_n:.3f}",
+                                img_s=f"{tot_n / (time.perf_counter() - t0):.0f}")
+            train_time = time.perf_counter() - t0
+            val_out = _predict_logits(model, val_ds, batch_size, workers, state["skipped"], val_s)
+            vm = _val_metrics(val_out, cfg, loss_fn)
+            row = {
+                "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                "train_loss": tot_loss / max(tot_n, 1), "train_accuracy": tot_correct / max(tot_n, 1),
+                "val_loss": vm["loss"], "val_accuracy": vm["accuracy"],
+                "val_balanced_accuracy": vm["balanced_accuracy"], "val_roc_auc": vm["roc_auc"],
+                "train_img_per_s": tot_n / max(train_time, 1e-9), "epoch_seconds": train_time,
+            }
+            state["history"].append(row)
+            score = -vm["loss"] if monitor == "loss" else vm[monitor]
+            if schedule == "plateau":
+                scheduler.step(vm["loss"] if monitor == "loss" else score)
+            improved = state["best_metric"] is None or score > state["best_metric"]
+            if improved:
+                state.update(best_metric=score, best_epoch=epoch + 1, bad_epochs=0)
+                modelfile.save_weights(model.state_dict(), out)
+                best_val = val_out
+            else:
+                state["bad_epochs"] += 1
+            state["epoch"] = epoch + 1
+            save_checkpoint(ckpt_dir, model, optimizer, scheduler, state)
+            _write_history(state["history"], out)
+            print(f"epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.4f} "
+                  f"acc {row['train_accuracy']:.4f} | val acc {vm['accuracy']:.4f} "
+                  f"bal {vm['balanced_accuracy']:.4f} auc {vm['roc_auc']:.4f} | "
+                  f"{row['train_img_per_s']:.0f} img/s{' *' if improved else ''}",
+                  file=sys.stderr)
+            for cb in callbacks:
+                cb(epoch + 1, row)
+            if state["bad_epochs"] >= patience:
+                print(f"early stop: no {monitor} gain for {patience} epochs", file=sys.stderr)
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+        print(f"interrupted after epoch {state['epoch']}; continue with --resume "
+              f"(checkpoint: {ckpt_dir})", file=sys.stderr)
+
+    if state["best_epoch"] < 1:
+        raise FaceGenderError("training stopped before the first epoch finished; nothing saved")
+
+    # ---- finish the model folder from the best epoch: calibration, metrics, card, plots
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(out / modelfile.WEIGHTS_NAME)))
+    if not best_val:
+        best_val = _predict_logits(model, val_ds, batch_size, workers, state["skipped"], val_s)
+    cfg.metrics = _calibrate(cfg, best_val)
+    cfg.metrics["best_epoch"] = state["best_epoch"]
+    cfg.metrics["train_seconds"] = round(sum(r["epoch_seconds"] for r in state["history"]), 1)
+    modelfile.save_config(cfg, out)
+    if state["history"]:
+        plot_history(state["history"], out / "curves.png")
+    skipped = sorted(state["skipped"].items())
+    if skipped:
+        with open(out / "skipped.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["image", "reason"])
+            w.writerows(skipped)
+        print(f"{len(skipped)} images could not be used (listed in {out / 'skipped.csv'}), e.g. "
+              f"{skipped[0][0]}: {skipped[0][1]}", file=sys.stderr)
+    write_card(out, cfg)
+    return TrainResult(out, state["best_epoch"], state["best_metric"], cfg.metrics,
+                       state["history"], skipped, interrupted)
+
+
+def _predict_logits(model, ds, batch_size: int, workers: int, skipped: dict, samples) -> dict:
+    from .torchdata import make_loader
+
+    model.eval()
+    logits, ys = [], []
+    with torch.inference_mode():
+        for x, y, _, failed in make_loader(ds, batch_size * 2, False, workers):
+            for i, reason in failed:
+                skipped[samples[i].ref] = reason
+            if x is None:
+                continue
+            logits.append(model(x).float().numpy())
+            ys.append(y.numpy())
+    if not logits:
+        raise DataError("no validation image could be read")
+    return {"logits": np.concatenate(logits), "y": np.concatenate(ys)}
+
+
+def _val_metrics(val_out: dict, cfg: ModelConfig, loss_fn) -> dict:
+    from .preprocess import softmax
+
+    z, y = val_out["logits"], val_out["y"]
+    loss = float(loss_fn(torch.from_numpy(z), torch.from_numpy(y)).item())
+    p_male = softmax(z)[:, cfg.male_index]
+    m = compute_metrics((y == cfg.male_index).astype(int), p_male)
+    return {"loss": loss, "accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
+            "roc_auc": m["roc_auc"]}
+
+
+def _calibrate(cfg: ModelConfig, val_out: dict) -> dict:
+    """Fit the temperature and the unsure band on val; keep before/after figures for the card."""
+    from .preprocess import softmax
+
+    z, y = val_out["logits"], val_out["y"]
+    is_male = (y == cfg.male_index).astype(int)
+    p_raw = softmax(z)[:, cfg.male_index]
+    cfg.temperature = round(fit_temperature(z, y), 4)
+    p_cal = softmax(z, cfg.temperature)[:, cfg.male_index]
+    cfg.unsure_band = choose_unsure_band(is_male, p_cal)
+    m = compute_metrics(is_male, p_cal, cfg.threshold)
+    m.pop("classification_report")
+    m["ece_before_calibration"] = expected_calibration_error(is_male, p_raw)
+    m["ece_after_calibration"] = m.pop("ece")
+    unsure = np.abs(p_cal - 0.5) < cfg.unsure_band
+    m["unsure_rate"] = float(unsure.mean())
+    m["accuracy_when_sure"] = float(((p_cal >= 0.5) == is_male)[~unsure].mean()) \
+        if (~unsure).any() else None
+    return {"val": m}
+
+
+def _write_history(rows: list[dict], out: Path) -> None:
+    with open(out / modelfile.HISTORY_NAME, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
