@@ -1,32 +1,25 @@
 """facegender: male/female face classification with calibrated probabilities.
 
 The public API maps 1:1 onto the CLI verbs: `train`, `evaluate`, `predict`, `info`.
-Heavy modules (torch) are imported only when a function that needs them is called.
+Nothing here imports torch: `train` loads the trainer (and torch) on first use.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["train", "evaluate", "predict", "info", "load", "Predictor", "__version__"]
+from .evaluate import evaluate  # noqa: E402
+from .info import info  # noqa: E402
+from .predict import ImageResult, Predictor, load, predict  # noqa: E402
+
+__all__ = ["train", "evaluate", "predict", "info", "load", "Predictor", "ImageResult",
+           "__version__"]
 
 
-def __getattr__(name: str):
-    # Lazy so `import facegender` stays cheap and torch-free.
-    if name == "train":
-        from .train import train
+def train(*args, **kwargs):
+    """Train a classifier and write a model folder; see facegender.trainer.train."""
+    from .trainer import train as _train
 
-        return train
-    if name == "evaluate":
-        from .evaluate import evaluate
+    return _train(*args, **kwargs)
 
-        return evaluate
-    if name in ("predict", "load", "Predictor"):
-        from . import predict as _p
 
-        return {"predict": _p.predict, "load": _p.load, "Predictor": _p.Predictor}[name]
-    if name == "info":
-        from .info import info
-
-        return info
-    raise AttributeError(f"module 'facegender' has no attribute {name!r}")

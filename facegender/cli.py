@@ -58,35 +58,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="architecture: mobilenetv3_small, mobilenetv3_large, efficientnet_b0, "
                         "resnet18, mobilenetv3_small_se, or timm:<name> (default: %(default)s)")
     t.add_argument("--input-size", type=int, default=96, help="square input side in pixels")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--epochs", type=int, default=10, help="maximum epochs (default: %(default)s)")
+    t.add_argument("--batch-size", type=int, default=64, help="images per step (default: %(default)s)")
     t.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate")
-    t.add_argument("--weight-decay", type=float, default=0.05)
+    t.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
     t.add_argument("--schedule", choices=["cosine", "plateau"], default="cosine",
                    help="warmup + cosine per step, or reduce-on-plateau per epoch")
     t.add_argument("--warmup", type=float, default=0.3, help="warmup length in epochs (cosine)")
-    t.add_argument("--label-smoothing", type=float, default=0.1)
+    t.add_argument("--label-smoothing", type=float, default=0.1, help="cross-entropy label smoothing")
     t.add_argument("--no-class-weights", dest="class_weights", action="store_false",
                    help="do not weight the loss by inverse class frequency")
-    t.add_argument("--augment", choices=["default", "light", "none"], default="default")
+    t.add_argument("--augment", choices=["default", "light", "none"], default="default",
+                   help="face augmentations: default (flip, crop jitter, rotation, colour, grayscale, "
+                        "blur, JPEG), light (flip + small jitter, for very short runs), none")
     t.add_argument("--pretrained", action="store_true",
                    help="start from ImageNet weights (downloads them: needs internet)")
     t.add_argument("--freeze-epochs", type=int, default=0,
                    help="train only the head for this many epochs first (use with --pretrained)")
     t.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
     t.add_argument("--monitor", default="balanced_accuracy",
-                   choices=["balanced_accuracy", "accuracy", "roc_auc", "loss"])
-    t.add_argument("--val-fraction", type=float, default=0.1)
+                   choices=["balanced_accuracy", "accuracy", "roc_auc", "loss"],
+                   help="validation metric for best checkpoint and early stopping")
+    t.add_argument("--val-fraction", type=float, default=0.1,
+                   help="held-out fraction when the source has no val split and no --val")
     t.add_argument("--limit", type=int, default=None, help="use a stratified subset of N faces")
-    t.add_argument("--val-limit", type=int, default=None)
+    t.add_argument("--val-limit", type=int, default=None, help="use a stratified subset of N val faces")
     t.add_argument("--workers", type=int, default=None, help="data-loading processes")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seed for splits, sampling, init and augmentation")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     t.add_argument("--crop", default=None,
                    help="crop policy for prediction as JSON, e.g. '{\"detect\": true}' "
                         "(default: whole image is the face)")
-    t.add_argument("--no-progress", dest="progress", action="store_false")
+    t.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
     e = sub.add_parser("evaluate", help="metrics and report on labelled faces",
                        description="Evaluate a model on a labelled source; prints a summary, "
@@ -95,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(e)
     e.add_argument("--split", default=None, help="split to use (default: test, else val, else all)")
     e.add_argument("--limit", type=int, default=None, help="stratified subset of N faces")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=int, default=0, help="seed for --limit sampling")
     e.add_argument("--out", "-o", default=None, help="report folder")
     e.add_argument("--json", action="store_true", help="print all metrics as JSON")
     _add_runtime(e)
@@ -154,7 +158,7 @@ def _write_rows(rows: list[dict], fmt: str, fh) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from .train import train
+    from .trainer import train
 
     crop = json.loads(a.crop) if a.crop else None
     res = train(a.data, a.out, val=a.val, arch=a.arch, input_size=a.input_size, epochs=a.epochs,

@@ -8,15 +8,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .data import read_source, stratified_limit
-from .errors import DataError
+from .data import Sample, read_source, stratified_limit
+from .errors import DataError, FaceGenderError
 from .metrics import compute_metrics
 from .predict import Predictor
 
@@ -31,6 +30,8 @@ class EvalResult:
     errors: list[tuple[str, str]] = field(default_factory=list)
     no_face: list[str] = field(default_factory=list)
     out: Path | None = None
+    samples: list[Sample] = field(default_factory=list, repr=False)  # parallel to refs
+    audit: dict[str, dict] = field(default_factory=dict)  # see audit_groups
 
     def summary(self) -> str:
         m = self.metrics
@@ -55,29 +56,101 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def group_table(groups: list[dict], y: np.ndarray, p: np.ndarray, threshold: float,
                 min_n: int = 30) -> dict[str, list[dict[str, Any]]]:
-    """Per attribute and value: n, accuracy with 95% interval, per-class recall."""
-    pred = (p >= threshold).astype(int)
+    """Per attribute and value: n, accuracy and per-class recall, each with a 95% Wilson
+    interval. Uses fairlearn's MetricFrame when it is installed (same numbers either way)."""
+    pred = (np.asarray(p) >= threshold).astype(int)
+    y = np.asarray(y, dtype=int)
     out: dict[str, list[dict[str, Any]]] = {}
     keys = sorted({k for g in groups for k in g})
     for key in keys:
-        idx: dict[str, list[int]] = defaultdict(list)
-        for i, g in enumerate(groups):
-            if key in g:
-                idx[str(g[key])].append(i)
+        idx = np.array([i for i, g in enumerate(groups) if key in g], dtype=int)
+        values = [str(groups[i][key]) for i in idx]
+        counts = _group_counts(y[idx], pred[idx], values)
         rows = []
-        for value in sorted(idx, key=_natural):
-            ii = np.array(idx[value])
-            correct = int((pred[ii] == y[ii]).sum())
-            lo, hi = wilson(correct, len(ii))
-            row = {"group": value, "n": len(ii), "accuracy": correct / len(ii),
-                   "ci95": [lo, hi], "too_small": len(ii) < min_n}
-            for cls, name in ((0, "female"), (1, "male")):
-                m = y[ii] == cls
-                row[f"{name}_recall"] = float((pred[ii][m] == cls).mean()) if m.any() else None
-                row[f"{name}_n"] = int(m.sum())
+        for value in sorted(counts, key=_natural):
+            c = counts[value]
+            n = c["n"]
+            row: dict[str, Any] = {"group": value, "n": n, "accuracy": c["correct"] / n,
+                                   "ci95": list(wilson(c["correct"], n)), "too_small": n < min_n}
+            for name in ("female", "male"):
+                k, m = c[f"{name}_hit"], c[f"{name}_n"]
+                row[f"{name}_recall"] = k / m if m else None
+                row[f"{name}_recall_ci95"] = list(wilson(k, m)) if m else None
+                row[f"{name}_n"] = m
             rows.append(row)
         out[key] = rows
     return out
+
+
+def _group_counts(y: np.ndarray, pred: np.ndarray, values: list[str]) -> dict[str, dict[str, int]]:
+    """Counts per group (n, correct, per-class n and hits): the Wilson intervals need counts,
+    not rates. fairlearn's MetricFrame when available, else plain numpy."""
+    try:
+        from fairlearn.metrics import MetricFrame
+    except ImportError:
+        MetricFrame = None  # noqa: N806
+    metrics = {
+        "n": lambda t, _: len(t),
+        "correct": lambda t, q: int((t == q).sum()),
+        "female_n": lambda t, _: int((t == 0).sum()),
+        "female_hit": lambda t, q: int(((t == 0) & (q == 0)).sum()),
+        "male_n": lambda t, _: int((t == 1).sum()),
+        "male_hit": lambda t, q: int(((t == 1) & (q == 1)).sum()),
+    }
+    if MetricFrame is not None and len(values):
+        mf = MetricFrame(metrics=metrics, y_true=y, y_pred=pred,
+                         sensitive_features=np.asarray(values, dtype=object))
+        table = mf.by_group
+        return {str(g): {k: int(table.loc[g, k]) for k in metrics} for g in table.index}
+    out: dict[str, dict[str, int]] = {}
+    vals = np.asarray(values, dtype=object)
+    for v in dict.fromkeys(values):
+        m = vals == v
+        out[v] = {k: int(f(y[m], pred[m])) for k, f in metrics.items()}
+    return out
+
+
+def audit_groups(table: dict[str, list[dict[str, Any]]], min_n: int = 30, min_class_n: int = 10
+                 ) -> dict[str, dict]:
+    """Per attribute: the worst group, the largest accuracy and recall gaps between groups (with
+    whether their 95% intervals overlap, i.e. whether the gap could be chance) and warnings
+    about groups too small to judge. Groups under `min_n` faces are left out of worst/gaps, and
+    a class's recall gap only compares groups with at least `min_class_n` faces of that class."""
+    audit: dict[str, dict] = {}
+    for key, rows in table.items():
+        judged = [r for r in rows if not r["too_small"]]
+        small = [r["group"] for r in rows if r["too_small"]]
+        warnings = []
+        if small:
+            warnings.append(f"{len(small)} group(s) with fewer than {min_n} faces are too small "
+                            f"to judge and are left out of the worst group and gaps: "
+                            f"{', '.join(small)}")
+        entry: dict[str, Any] = {"groups": len(rows), "judged": len(judged), "min_n": min_n,
+                                 "too_small": small, "worst": None, "gaps": {},
+                                 "warnings": warnings}
+        if judged:
+            w = min(judged, key=lambda r: r["accuracy"])
+            entry["worst"] = {"group": w["group"], "accuracy": w["accuracy"], "ci95": w["ci95"],
+                              "n": w["n"]}
+        if len(judged) >= 2:
+            for metric, ci in (("accuracy", "ci95"), ("female_recall", "female_recall_ci95"),
+                               ("male_recall", "male_recall_ci95")):
+                cls = metric.split("_")[0]
+                have = [r for r in judged if r.get(metric) is not None
+                        and (metric == "accuracy" or r[f"{cls}_n"] >= min_class_n)]
+                if len(have) < 2:
+                    continue
+                lo = min(have, key=lambda r: r[metric])
+                hi = max(have, key=lambda r: r[metric])
+                entry["gaps"][metric] = {
+                    "gap": hi[metric] - lo[metric], "lowest": lo["group"], "highest": hi["group"],
+                    "low": lo[metric], "high": hi[metric],
+                    # Overlapping 95% intervals: the data cannot tell the two groups apart.
+                    "intervals_overlap": lo[ci][1] >= hi[ci][0]}
+        elif rows:
+            warnings.append("fewer than two groups large enough to compare")
+        audit[key] = entry
+    return audit
 
 
 def _natural(v: str):
@@ -101,13 +174,26 @@ def evaluate(
     batch_size: int = 64,
     threads: int | None = None,
     predictor: Predictor | None = None,
+    report: bool | str | Path = False,
+    gallery: int = 8,
+    min_group: int = 30,
 ) -> EvalResult:
     """Evaluate `model` (default: the shipped model) on labelled `data`.
 
     `split` picks a split of the source (default: test, else val, else everything); `limit`
     takes a stratified seeded subset. With `out`, writes metrics.json, report.md,
     predictions.csv, confusion.png and roc.png there.
+
+    `report` (True with `out`, or the report folder itself) writes the full report instead:
+    report.html (self-contained, opens offline) and report.md with ROC/PR curves, reliability
+    diagram, training curves, the per-group audit and a gallery of the `gallery` most confident
+    errors of each kind with Grad-CAM overlays (see facegender.report). Groups under
+    `min_group` faces are reported but flagged as too small to judge.
     """
+    if report and not isinstance(report, bool):
+        out = report
+    if report and out is None:
+        raise FaceGenderError("report=True needs a folder: pass out=DIR or report=DIR")
     pred = predictor or Predictor(model, backend=backend, detect=detect, tta=tta,
                                   threads=threads, largest=True)
     source = read_source(data, labelled=True)
@@ -118,7 +204,7 @@ def evaluate(
         raise DataError(f"{data}: no images in split '{chosen}' (splits: {splits or 'none'})")
     samples = stratified_limit(samples, limit, seed)
 
-    refs, y, p, groups, errors, no_face = [], [], [], [], [], []
+    refs, y, p, groups, errors, no_face, kept = [], [], [], [], [], [], []
     errors += [(sk.ref, sk.reason) for sk in source.skipped]
     for res in pred.iter_predict(samples, batch_size=batch_size):
         s = res.sample
@@ -133,6 +219,7 @@ def evaluate(
         y.append(1 if s.label == "male" else 0)
         p.append(face.prob_male)
         groups.append(s.groups)
+        kept.append(s)
     if not refs:
         raise DataError(f"{data}: no image could be evaluated ({len(errors)} unreadable, "
                         f"{len(no_face)} without a face)")
@@ -144,9 +231,14 @@ def evaluate(
         "unreadable": len(errors), "no_face": len(no_face),
         "accuracy_counting_misses": (metrics["accuracy"] * len(refs)) / (len(refs) + len(no_face)),
     })
-    result = EvalResult(metrics, group_table(groups, y_arr, p_arr, pred.config.threshold),
-                        refs, y_arr, p_arr, errors, no_face)
-    if out is not None:
+    table = group_table(groups, y_arr, p_arr, pred.config.threshold, min_group)
+    result = EvalResult(metrics, table, refs, y_arr, p_arr, errors, no_face, samples=kept,
+                        audit=audit_groups(table, min_group))
+    if report:
+        from .report import write_full_report
+
+        result.out = write_full_report(result, Path(out), pred, gallery=gallery)
+    elif out is not None:
         result.out = write_report(result, Path(out), pred.config.labels)
     return result
 
@@ -156,7 +248,8 @@ def write_report(result: EvalResult, out: Path, labels: list[str]) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     m = result.metrics
-    (out / "metrics.json").write_text(json.dumps({**m, "groups": result.groups}, indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(
+        {**m, "groups": result.groups, "audit": result.audit}, indent=2, default=_json) + "\n")
     with open(out / "predictions.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "true", "prob_male", "predicted", "correct"])
@@ -174,6 +267,14 @@ def write_report(result: EvalResult, out: Path, labels: list[str]) -> Path:
         plot_roc(result.y_male, result.p_male, out / "roc.png")
     (out / "report.md").write_text(markdown_report(result))
     return out
+
+
+def _json(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def markdown_report(result: EvalResult) -> str:

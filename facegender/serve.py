@@ -1,0 +1,540 @@
+"""HTTP service: `POST /v1/predict`, `GET /v1/model`, `GET /healthz`, offline `/docs`, and an
+upload page at `/`.
+
+Request bodies are read here, into memory, with the size limit enforced while they stream in:
+Starlette's form parser would spool every file part over 1 MB to a temporary file on disk, and
+no uploaded photo should ever touch the disk. Model calls run in a bounded thread pool with one
+Predictor per worker thread, so the event loop never does CPU work and no Predictor is shared
+between two requests at once (its options, e.g. `tta`, are set per request).
+
+Limits (each refusal is a JSON `{"detail": "..."}`):
+  413  request body over `max_upload_bytes` (base64 JSON counts at its encoded size), or more
+       than `max_files` images in one request
+  415  a body that is neither multipart/form-data nor JSON
+  400  no image in the request, malformed JSON, bad option value
+  503  more than `max_pending` requests in flight (Retry-After: 1)
+A file that is not an image, is broken, or has more than `max_pixels` pixels does not fail the
+request: its own result carries `"error": "<reason>"` and the other files are answered (200).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import os
+import queue
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+from . import __version__, modelfile
+from .images import DEFAULT_MAX_PIXELS
+from .predict import ImageResult, Predictor
+
+log = logging.getLogger("facegender.serve")
+
+STATIC_DIR = Path(__file__).parent / "static"
+DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # a whole request; phone photos are 2-8 MB
+DEFAULT_MAX_FILES = 16
+DEFAULT_MAX_PENDING = 64  # requests admitted at once (being read, queued or predicted)
+# Two Predictors served ~15-40% more requests/s than one on a 2-core box (one thread decodes
+# while the other runs the model) for ~8 MB more memory; see benchmarks/serve_load.py.
+DEFAULT_WORKERS = 2
+CARD_EXCERPT_CHARS = 2000
+PARSE_INLINE_BYTES = 1024 * 1024
+
+# The page may load only what this server sends: no CDN, fonts or trackers, even by accident.
+PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+
+# -- response shapes (documentation and tests; the handler builds plain dicts for speed)
+class Box(BaseModel):
+    x: float
+    y: float
+    w: float
+    h: float
+
+
+class Face(BaseModel):
+    face: int
+    box: Box | None
+    det_score: float | None
+    label: str
+    prob_male: float
+    prob_female: float
+    unsure: bool
+
+
+class ImageOut(BaseModel):
+    name: str
+    width: int | None
+    height: int | None
+    faces: list[Face]
+    error: str | None
+
+
+class PredictResponse(BaseModel):
+    model: str
+    results: list[ImageOut]
+
+
+class Detail(BaseModel):
+    detail: str
+
+
+_ERRORS = {code: {"model": Detail} for code in (400, 413, 415, 503)}
+
+_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {"schema": {
+            "type": "object",
+            "properties": {
+                # format=binary is what makes Swagger UI 5 offer a file picker.
+                "files": {"type": "array", "items": {"type": "string", "format": "binary",
+                                                     "contentMediaType": "application/octet-stream"},
+                          "description": "one or more photos (the field may also be named "
+                                         "'file'); form fields tta / largest also work"},
+            },
+            "required": ["files"],
+        }},
+        "application/json": {"schema": {
+            "type": "object",
+            "properties": {
+                "images": {"type": "array", "items": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"},
+                                   "data": {"type": "string",
+                                            "description": "base64 (a data: URL is accepted)"}},
+                    "required": ["data"],
+                }},
+                "tta": {"type": "boolean"},
+                "largest": {"type": "boolean"},
+            },
+            "required": ["images"],
+        }},
+    },
+}
+
+
+@dataclass
+class _Upload:
+    name: str
+    data: bytes | None
+    error: str | None = None  # set when the bytes could not even be extracted (bad base64)
+
+
+class _Runner:
+    """A fixed set of Predictors, each used by one thread at a time.
+
+    ONNX Runtime sessions may be shared, but the Predictor carries per-request options and the
+    detector's thread safety is not promised, so each worker thread borrows a whole Predictor.
+    """
+
+    def __init__(self, model: str | Path | None, *, workers: int, backend: str,
+                 threads: int | None, detect: bool | None, max_pixels: int, batch_size: int):
+        self.workers = max(1, int(workers))
+        # Split the cores between workers instead of letting each engine grab all of them.
+        threads = threads or max(1, (os.cpu_count() or 1) // self.workers)
+        self.batch_size = batch_size
+        self.predictors = [Predictor(model, backend=backend, threads=threads, detect=detect,
+                                     max_pixels=max_pixels) for _ in range(self.workers)]
+        self._free: queue.SimpleQueue[Predictor] = queue.SimpleQueue()
+        for p in self.predictors:
+            self._free.put(p)
+        self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="facegender-predict")
+
+    @property
+    def first(self) -> Predictor:
+        return self.predictors[0]
+
+    def warm_up(self) -> None:
+        """One tiny prediction per Predictor, so the first real request is not the slow one."""
+        from PIL import Image
+
+        img = Image.new("RGB", (64, 64), (128, 128, 128))
+        for p in self.predictors:
+            p.predict([img], batch_size=1, workers=1)
+
+    def _predict(self, blobs: list[bytes], tta: bool, largest: bool) -> list[ImageResult]:
+        # Never blocks: the executor runs at most `workers` of these, one per Predictor.
+        p = self._free.get()
+        try:
+            p.tta, p.largest = tta, largest
+            return p.predict(blobs, batch_size=self.batch_size,
+                             workers=min(len(blobs), 4, os.cpu_count() or 1))
+        finally:
+            self._free.put(p)
+
+    async def predict(self, blobs: list[bytes], tta: bool, largest: bool) -> list[ImageResult]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self._predict, blobs, tta, largest)
+
+
+# -- request reading
+def _parse_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    s = str(value).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise HTTPException(400, f"option '{name}' must be true or false, not {str(value)[:40]!r}")
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(413, f"request body is larger than the limit of {_mb(limit)}; send "
+                              "fewer or smaller photos")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1024 / 1024:.0f} MB" if n >= 1024 * 1024 else f"{n:,} bytes"
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The whole body in memory, refused as soon as it is known to be over `limit`."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)  # before reading a byte of it
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit:  # chunked uploads, or a Content-Length that lied
+            raise _too_large(limit)
+    return bytes(buf)
+
+
+def _parse_multipart(body: bytes, content_type: str, max_files: int
+                     ) -> tuple[list[_Upload], dict[str, str]]:
+    """Every part with a filename (or named files/file) is an image; short text parts are options."""
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise HTTPException(400, "multipart body without a boundary")
+    uploads: list[_Upload] = []
+    fields: dict[str, str] = {}
+    part: dict[str, Any] = {}
+    header: list[bytes] = [b"", b""]
+
+    def on_part_begin() -> None:
+        part.clear()
+        part.update(headers={}, data=bytearray())
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header[0] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header[1] += data[start:end]
+
+    def on_header_end() -> None:
+        part["headers"][header[0].lower()] = header[1]
+        header[0] = header[1] = b""
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        part["data"] += data[start:end]
+
+    def on_part_end() -> None:
+        _, opts = parse_options_header(part["headers"].get(b"content-disposition", b""))
+        field = opts.get(b"name", b"").decode("utf-8", "replace")
+        filename = opts.get(b"filename")
+        data: bytearray = part["data"]
+        if filename is not None or field in ("files", "file"):
+            if filename == b"" and not data:
+                return  # a browser form's empty file input
+            if len(uploads) >= max_files:
+                raise HTTPException(413, f"too many files: the limit is {max_files} per request")
+            name = (filename or field.encode()).decode("utf-8", "replace") or f"file {len(uploads)}"
+            uploads.append(_Upload(name=name, data=bytes(data)))
+        else:
+            fields[field] = data[:100].decode("utf-8", "replace")
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": on_part_begin, "on_part_data": on_part_data, "on_part_end": on_part_end,
+        "on_header_field": on_header_field, "on_header_value": on_header_value,
+        "on_header_end": on_header_end,
+    })
+    try:
+        parser.write(body)
+        parser.finalize()
+    except HTTPException:
+        raise
+    except Exception as exc:  # python-multipart raises its own types on malformed bodies
+        raise HTTPException(400, f"malformed multipart body ({exc})") from None
+    return uploads, fields
+
+
+def _decode_base64(s: str) -> bytes:
+    if s.startswith("data:") and "," in s[:200]:
+        s = s.split(",", 1)[1]  # data:image/jpeg;base64,....
+    s = "".join(s.split())
+    try:
+        return base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        # The URL-safe alphabet, padding optional; validate=True refuses anything else.
+        s = s.replace("-", "+").replace("_", "/")
+        return base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
+
+
+def _parse_json(body: bytes, max_files: int) -> tuple[list[_Upload], dict[str, Any]]:
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HTTPException(400, f"body is not valid JSON ({exc})") from None
+    images = doc.get("images") if isinstance(doc, dict) else None
+    if not isinstance(images, list):
+        raise HTTPException(400, 'JSON body must be {"images": [{"name": "...", "data": "<base64>"}]}')
+    if len(images) > max_files:
+        raise HTTPException(413, f"too many files: the limit is {max_files} per request")
+    uploads = []
+    for i, item in enumerate(images):
+        if isinstance(item, str):
+            item = {"data": item}
+        if not isinstance(item, dict) or not isinstance(item.get("data"), str):
+            raise HTTPException(400, f"images[{i}] must be an object with a base64 'data' string")
+        name = str(item.get("name") or f"image {i}")
+        try:
+            uploads.append(_Upload(name=name, data=_decode_base64(item["data"])))
+        except (binascii.Error, ValueError):
+            uploads.append(_Upload(name=name, data=None, error="data is not valid base64"))
+    return uploads, {k: doc[k] for k in ("tta", "largest") if k in doc}
+
+
+# -- response building
+def _image_json(name: str, res: ImageResult | None, error: str | None = None) -> dict[str, Any]:
+    if res is None:
+        return {"name": name, "width": None, "height": None, "faces": [], "error": error}
+    faces = [{
+        "face": f.index,
+        "box": None if f.box is None else dict(zip("xywh", (float(v) for v in f.box), strict=True)),
+        "det_score": f.det_score, "label": f.label, "prob_male": f.prob_male,
+        "prob_female": f.prob_female, "unsure": f.unsure,
+    } for f in res.faces]
+    return {"name": name, "width": res.width, "height": res.height, "faces": faces,
+            "error": res.error}
+
+
+def _model_summary(p: Predictor, name: str, limits: dict[str, int]) -> dict[str, Any]:
+    cfg = p.config
+    card = p.model_dir / modelfile.CARD_NAME
+    excerpt = card.read_text(errors="replace")[:CARD_EXCERPT_CHARS] if card.is_file() else None
+    return {
+        "name": name, "backend": p.backend.name, "arch": cfg.arch, "labels": cfg.labels,
+        "input_size": cfg.input_size, "mean": cfg.mean, "std": cfg.std,
+        "threshold": cfg.threshold, "temperature": cfg.temperature, "unsure_band": p.unsure_band,
+        "crop": cfg.crop, "detect": p.detect, "metrics": cfg.metrics,
+        "facegender_version": cfg.facegender_version, "server_version": __version__,
+        "card_excerpt": excerpt, "limits": limits,
+    }
+
+
+def _docs_page(app: FastAPI) -> HTMLResponse:
+    """Swagger UI from the swagger-ui-bundle-v2 package, else a plain list of the endpoints."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    ui = _swagger_dir()
+    if ui is not None:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+            # validatorUrl would have the page fetch a badge from swagger.io.
+            swagger_ui_parameters={"validatorUrl": None, "defaultModelsExpandDepth": 0})
+    from html import escape
+
+    rows = []
+    for path, ops in app.openapi().get("paths", {}).items():
+        for method, op in ops.items():
+            rows.append(f"<li><code>{method.upper()} {escape(path)}</code> — "
+                        f"{escape(op.get('summary', ''))}<p>{escape(op.get('description', ''))}</p></li>")
+    return HTMLResponse(
+        f"<!doctype html><meta charset=utf-8><title>{escape(app.title)} API</title>"
+        f"<h1>{escape(app.title)} API</h1><p>Interactive docs need <code>pip install "
+        f"swagger-ui-bundle-v2</code>. The machine-readable schema is at "
+        f"<a href='/openapi.json'>/openapi.json</a>.</p><ul>{''.join(rows)}</ul>")
+
+
+def _swagger_dir() -> Path | None:
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return None
+    path = Path(str(swagger_ui_path))
+    # swagger-ui-bundle 1.x (the same module name) ships Swagger UI 4, which cannot read the
+    # OpenAPI 3.1 that FastAPI writes.
+    major = path.name.removeprefix("swagger-ui-").split(".")[0]
+    if not major.isdigit() or int(major) < 5 or not (path / "swagger-ui-bundle.js").is_file():
+        return None
+    return path
+
+
+# -- the app
+def create_app(model: str | Path | None = None, *, backend: str = "auto",
+               workers: int = DEFAULT_WORKERS, threads: int | None = None, detect: bool | None = None,
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_files: int = DEFAULT_MAX_FILES,
+               max_pixels: int | None = None, max_pending: int = DEFAULT_MAX_PENDING,
+               batch_size: int = 64, warm_up: bool = True) -> FastAPI:
+    """Build the service around one model folder (default: the packaged model).
+
+    The model is loaded here, before any port is bound, so a bad model path fails at once.
+    `workers` Predictors run in as many threads (each engine gets cpu_count/workers threads
+    unless `threads` is given); `detect` overrides the model's crop policy.
+    """
+    max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+    runner = _Runner(model, workers=workers, backend=backend, threads=threads, detect=detect,
+                     max_pixels=max_pixels, batch_size=batch_size)
+    if warm_up:
+        runner.warm_up()
+    model_name = "default" if model in (None, "", "default") else runner.first.model_dir.name
+    limits = {"max_upload_bytes": max_upload_bytes, "max_files": max_files,
+              "max_pixels": max_pixels, "max_pending": max_pending}
+    summary = _model_summary(runner.first, model_name, limits)
+    pending = 0  # requests admitted now; only the event loop thread touches it
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        runner.executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="facegender", version=__version__, lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # the defaults load Swagger UI / ReDoc from a CDN
+        description="For each face in a photo: male or female with a calibrated probability, "
+                    "or unsure. Photos are processed in memory and never stored.")
+    app.state.runner = runner
+    app.state.summary = summary
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    ui = _swagger_dir()
+    if ui is not None:
+        app.mount("/docs-assets", StaticFiles(directory=ui), name="docs-assets")
+
+    @app.post("/v1/predict", summary="Classify every face in one or more photos",
+              response_model=PredictResponse, responses=_ERRORS,
+              openapi_extra={"requestBody": _REQUEST_BODY})
+    async def predict(
+        request: Request,
+        tta: bool = Query(False, description="also classify each face mirrored and average"),
+        largest: bool = Query(False, description="only the largest face of each photo"),
+    ) -> JSONResponse:
+        """Send photos as multipart/form-data (field `files`, repeatable; `file` also works) or as
+        JSON `{"images": [{"name": "a.jpg", "data": "<base64>"}]}`. Each photo gets one result in
+        request order; a file that cannot be used gets an `error` and the others still succeed.
+        Options `tta` and `largest` may be query parameters, form fields or JSON keys."""
+        nonlocal pending
+        if pending >= max_pending:
+            return JSONResponse({"detail": "server busy, try again shortly"}, status_code=503,
+                                headers={"Retry-After": "1"})
+        pending += 1
+        try:
+            return await _handle(request, tta, largest)
+        finally:
+            pending -= 1
+
+    async def _handle(request: Request, tta: bool, largest: bool) -> JSONResponse:
+        ctype = request.headers.get("content-type", "")
+        media = ctype.split(";", 1)[0].strip().lower()
+        body = await _read_body(request, max_upload_bytes)
+        if not body:
+            raise HTTPException(400, "empty request: send photos as multipart/form-data (field "
+                                     "'files') or JSON {\"images\": [...]}")
+        options: dict[str, Any]
+        if media == "multipart/form-data":
+            parse, args = _parse_multipart, (body, ctype, max_files)
+        elif media == "application/json" or media.endswith("+json"):
+            parse, args = _parse_json, (body, max_files)
+        else:
+            raise HTTPException(415, f"unsupported content type {media or '(none)'!r}: send "
+                                     "multipart/form-data or application/json")
+        # Parsing takes ~5 ms a MB: big bodies are parsed off the event loop.
+        uploads, options = (await run_in_threadpool(parse, *args) if len(body) > PARSE_INLINE_BYTES
+                            else parse(*args))
+        del body
+        if not uploads:
+            raise HTTPException(400, "no photo in the request: add one or more files (field "
+                                     "'files')")
+        tta = _parse_bool("tta", options["tta"]) if "tta" in options else tta
+        largest = _parse_bool("largest", options["largest"]) if "largest" in options else largest
+        good = [u for u in uploads if u.data is not None]
+        try:
+            results = iter(await runner.predict([u.data for u in good], tta, largest)
+                           if good else [])
+        except Exception as exc:  # a bug or the machine (memory), never the photo: those are per-image
+            log.exception("prediction failed")
+            raise HTTPException(500, f"prediction failed ({type(exc).__name__})") from None
+        out = [_image_json(u.name, None, u.error) if u.data is None else
+               _image_json(u.name, next(results)) for u in uploads]
+        return JSONResponse({"model": model_name, "results": out})
+
+    @app.get("/v1/model", summary="The loaded model: config, calibration, metrics, limits")
+    async def model_info() -> dict[str, Any]:
+        return summary
+
+    @app.get("/healthz", summary="Liveness: the model is loaded and the server answers")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "model": model_name, "backend": summary["backend"],
+                "pending": pending}
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={
+            "Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-cache"})
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return _docs_page(app)
+
+    return app
+
+
+def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000, *,
+          log_level: str = "info", **options: Any) -> None:
+    """Run the service with uvicorn until interrupted; `options` go to create_app."""
+    import uvicorn
+
+    app = create_app(model, **options)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m facegender.serve [MODEL]` (the CLI verb is `facegender serve`)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m facegender.serve")
+    ap.add_argument("model", nargs="?", default=None)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--backend", default="auto", choices=["auto", "onnx", "int8", "torch"])
+    ap.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-detect", dest="detect", action="store_const", const=False, default=None)
+    ap.add_argument("--detect", dest="detect", action="store_const", const=True)
+    ap.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 2**20)
+    ap.add_argument("--max-files", type=int, default=DEFAULT_MAX_FILES)
+    ap.add_argument("--max-pixels", type=int, default=None)
+    ap.add_argument("--max-pending", type=int, default=DEFAULT_MAX_PENDING)
+    ap.add_argument("--log-level", default="info")
+    a = ap.parse_args(argv)
+    serve(a.model, a.host, a.port, log_level=a.log_level, backend=a.backend, workers=a.workers,
+          threads=a.threads, detect=a.detect, max_upload_bytes=int(a.max_upload_mb * 2**20),
+          max_files=a.max_files, max_pixels=a.max_pixels, max_pending=a.max_pending)
+
+
+if __name__ == "__main__":
+    main()
