@@ -7,6 +7,7 @@ loads model.safetensors and needs the [train] extra.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,18 @@ class OrtBackend:
         return self.session.run(None, {self.input_name: x})[0]
 
 
+def _onnx_is_stale(model_dir: Path) -> bool:
+    """True when config.json records the weights model.onnx came from and they have changed."""
+    import hashlib
+
+    weights = model_dir / modelfile.WEIGHTS_NAME
+    recorded = (modelfile.load_config(model_dir).metrics.get("export", {}).get("onnx", {})
+                .get("weights_sha256"))
+    if not recorded or not weights.is_file():
+        return False
+    return hashlib.sha256(weights.read_bytes()).hexdigest() != recorded
+
+
 def _has_torch() -> bool:
     import importlib.util
 
@@ -60,6 +73,11 @@ def make_backend(model_dir: Path, backend: str = "auto", threads: int | None = N
         raise FaceGenderError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
     onnx = model_dir / modelfile.ONNX_NAME
     int8 = model_dir / modelfile.ONNX_INT8_NAME
+    if backend == "auto" and onnx.is_file() and _onnx_is_stale(model_dir) and _has_torch():
+        warnings.warn(f"{onnx} was exported from other weights than {modelfile.WEIGHTS_NAME} "
+                      "(retrained or resumed since?); using torch. Re-run 'facegender export'.",
+                      stacklevel=2)
+        return TorchBackend(model_dir, threads)
     if backend == "onnx" or (backend == "auto" and onnx.is_file()):
         if not onnx.is_file():
             raise FaceGenderError(f"{model_dir}: no {modelfile.ONNX_NAME}; run "

@@ -78,10 +78,12 @@ def benchmark(model_dir: str | Path | None = None, data: str | Path | None = Non
     if data is None:
         rec = cfg.data.get("val", {}).get("source") if isinstance(cfg.data.get("val"), dict) else None
         data = rec if rec and Path(rec).exists() else None
-    elif not Path(data).exists():
+    elif not str(data).startswith("hf:") and not Path(data).exists():
         raise FaceGenderError(f"benchmark data not found: {data}")
     samples = stratified_limit(read_source(data).samples, n_eval, seed) if data else []
     if isinstance(photo, (str, os.PathLike)):
+        if not Path(photo).is_file():
+            raise FaceGenderError(f"benchmark photo not found: {photo}")
         photo = Path(photo).read_bytes()
     if photo is None:
         photo = _default_photo(samples, cfg.input_size)
@@ -127,7 +129,7 @@ def _measure(backends: Sequence[str], runners: list, samples: list[Sample], phot
             lat[i] += runner("latency", -(-latency_runs // rounds), 20 if r == 0 else 3)
             thr[i] += runner("throughput", -(-throughput_batches // rounds), 3 if r == 0 else 1)
             if photo_ok[i]:
-                got = runner("photo", photo, 6, 3 if r == 0 else 1)
+                got = runner("photo", photo, 10, 3 if r == 0 else 1)
                 if isinstance(got, str):
                     rows[i]["detect_note"] = got
                     photo_ok[i] = False

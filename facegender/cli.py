@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from .errors import FaceGenderError
@@ -34,6 +35,9 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
                    help="average the probabilities of each face and its mirror image")
     p.add_argument("--no-detect", dest="detect", action="store_const", const=False,
                    default=None, help="treat each image as one face crop (skip the detector)")
+    p.add_argument("--detect", dest="detect", action="store_const", const=True,
+                   help="find faces with the detector even if the model's crop policy says the "
+                        "inputs are crops (default: the model's policy)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,7 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default=None, help="split to use (default: test, else val, else all)")
     e.add_argument("--limit", type=int, default=None, help="stratified subset of N faces")
     e.add_argument("--seed", type=int, default=0, help="seed for --limit sampling")
-    e.add_argument("--out", "-o", default=None, help="report folder")
+    e.add_argument("--out", "-o", default=None,
+                   help="folder for metrics.json, report.md, predictions.csv and plots")
+    e.add_argument("--report", default=None, metavar="DIR",
+                   help="full report folder: also a self-contained report.html with curves, "
+                        "reliability diagram, per-group audit and a Grad-CAM error gallery")
+    e.add_argument("--gallery", type=int, default=8,
+                   help="most confident errors of each kind shown in the report (0: none)")
+    e.add_argument("--min-group", type=int, default=30,
+                   help="groups with fewer faces are flagged too small to judge")
     e.add_argument("--json", action="store_true", help="print all metrics as JSON")
     _add_runtime(e)
 
@@ -115,9 +127,101 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", dest="csv_out", default=None, help="also write rows to this CSV")
     p.add_argument("--json", dest="json_out", default=None, help="also write rows to this JSON")
     p.add_argument("--largest", action="store_true", help="only the largest face per image")
+    p.add_argument("--min-face", type=int, default=None,
+                   help="also search tiles for faces down to this many pixels (slower; default: "
+                        "one pass, faces down to ~1/7 of the image side)")
+    p.add_argument("--score-threshold", type=float, default=0.5,
+                   help="minimum face-detector confidence (default: %(default)s)")
+    p.add_argument("--save-crops", default=None, metavar="DIR",
+                   help="write each face crop the classifier saw to DIR")
+    p.add_argument("--annotate", default=None, metavar="DIR",
+                   help="write each photo with face boxes and labels drawn to DIR")
     p.add_argument("--unsure-band", type=float, default=None,
                    help="flag |p(male) - 0.5| below this as unsure (default: the model's)")
     _add_runtime(p)
+
+    x = sub.add_parser("explain", help="Grad-CAM: where the model looked, for every face",
+                       description="Grad-CAM for each face (needs the [train] extra): writes "
+                       "<name>_face<i>.png (crop and heatmap), <name>_overlay.png (heatmaps on "
+                       "the photo) and explanations.json to --out.")
+    x.add_argument("images", nargs="+", help="images, folders, globs, tars or manifests")
+    _add_model(x)
+    x.add_argument("--out", "-o", required=True, help="output folder")
+    x.add_argument("--largest", action="store_true", help="only the largest face per image")
+    x.add_argument("--target", choices=["male", "female"], default=None,
+                   help="explain this class instead of the predicted one")
+    x.add_argument("--layer", default=None,
+                   help="Grad-CAM target layer as a dotted module name (default: the last conv "
+                        "block of the architecture)")
+    x.add_argument("--min-face", type=int, default=None, help="as for predict")
+    x.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    x.add_argument("--no-detect", dest="detect", action="store_const", const=False, default=None,
+                   help="treat each image as one face crop")
+    x.add_argument("--detect", dest="detect", action="store_const", const=True,
+                   help="use the face detector even on a whole-image model")
+
+    s = sub.add_parser("serve", help="HTTP API and upload page",
+                       description="Serve POST /v1/predict, GET /v1/model, /healthz, OpenAPI "
+                       "docs at /docs and a drag-and-drop page at / (needs the [serve] extra).")
+    s.add_argument("model", nargs="?", default=None,
+                   help="model folder (default: the model shipped in the package)")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
+    s.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    s.add_argument("--backend", default="auto", choices=["auto", "onnx", "int8", "torch"],
+                   help="inference engine, as for predict")
+    s.add_argument("--workers", type=int, default=2,
+                   help="model threads, each with its own predictor (default: %(default)s)")
+    s.add_argument("--threads", type=int, default=None, help="engine threads per worker")
+    s.add_argument("--no-detect", dest="detect", action="store_const", const=False,
+                   default=None, help="treat each upload as one face crop")
+    s.add_argument("--detect", dest="detect", action="store_const", const=True,
+                   help="use the face detector even on a whole-image model")
+    s.add_argument("--max-upload-mb", type=float, default=20.0,
+                   help="largest request body in MiB (413 above; default: %(default)s)")
+    s.add_argument("--max-files", type=int, default=16,
+                   help="most images per request (413 above; default: %(default)s)")
+    s.add_argument("--max-pixels", type=int, default=None,
+                   help="largest image in pixels (a per-image error above; default 50 MP)")
+    s.add_argument("--max-pending", type=int, default=64,
+                   help="requests in flight before 503 + Retry-After (default: %(default)s)")
+    s.add_argument("--log-level", default="info", help="uvicorn log level")
+
+    xp = sub.add_parser("export", help="write ONNX / INT8 / TorchScript files into a model folder",
+                        description="Export a model folder (needs the [train] extra) and check "
+                        "each format against torch on held-out faces: max |delta p(male)| and label "
+                        "agreement go to config.json under metrics.export.")
+    xp.add_argument("model", nargs="?", default=None,
+                    help="model folder (default: the model shipped in the package)")
+    xp.add_argument("--format", "-f", dest="formats", action="append",
+                    choices=["onnx", "int8", "torchscript"],
+                    help="format to write; repeat for several (default: onnx)")
+    xp.add_argument("--calib-data", default=None,
+                    help="faces for INT8 calibration (default: the training source in config.json)")
+    xp.add_argument("--calib-size", type=int, default=300, help="INT8 calibration faces")
+    xp.add_argument("--parity-data", default=None,
+                    help="held-out faces for the parity check (default: the val source in "
+                         "config.json)")
+    xp.add_argument("--parity-size", type=int, default=500, help="faces in the parity check")
+    xp.add_argument("--opset", type=int, default=18, help="ONNX opset")
+
+    bm = sub.add_parser("benchmark", help="latency, throughput, accuracy and memory per backend",
+                        description="Measure every available backend of a model folder in one "
+                        "run: batch-1 latency p50/p95 on one thread, batch-64 throughput on all "
+                        "cores, face detection and end-to-end time on a 640x480 photo, peak RSS, "
+                        "and accuracy on celeba val faces.")
+    bm.add_argument("model", nargs="?", default=None,
+                    help="model folder (default: the model shipped in the package)")
+    bm.add_argument("--data", default=None,
+                    help="labelled face crops for the accuracy column (default: "
+                         "../shared/data/celeba-gender/val.tar when present)")
+    bm.add_argument("--n-eval", type=int, default=2000, help="faces for the accuracy column")
+    bm.add_argument("--backends", default=None,
+                    help="comma-separated subset of torch,onnx,int8 (default: all available)")
+    bm.add_argument("--photo", default=None,
+                    help="a one-face photo for the end-to-end column (default: a synthetic "
+                         "640x480 photo made from a data face)")
+    bm.add_argument("--threads", type=int, default=None,
+                    help="threads for the throughput column (default: all cores)")
 
     i = sub.add_parser("info", help="show a model folder's config and files")
     i.add_argument("model", nargs="?", default=None, help="model folder (default: shipped model)")
@@ -181,7 +285,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     r = evaluate(a.data, a.model, split=a.split, limit=a.limit, seed=a.seed, out=a.out,
                  backend=a.backend, detect=a.detect, tta=a.tta, batch_size=a.batch_size,
-                 threads=a.threads)
+                 threads=a.threads, report=a.report or False, gallery=a.gallery,
+                 min_group=a.min_group)
     if a.json:
         print(json.dumps({**r.metrics, "groups": r.groups}, indent=2))
     else:
@@ -198,13 +303,19 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
+    from .annotate import save_outputs
     from .predict import Predictor
 
+    keep = bool(a.save_crops or a.annotate)
     pred = Predictor(a.model, backend=a.backend, threads=a.threads, tta=a.tta, detect=a.detect,
-                     largest=a.largest, unsure_band=a.unsure_band)
+                     largest=a.largest, min_face=a.min_face, score_threshold=a.score_threshold,
+                     unsure_band=a.unsure_band, keep_images=keep)
     rows, failed, n_img = [], [], 0
     for res in pred.iter_predict(a.inputs, batch_size=a.batch_size):
         n_img += 1
+        if keep:
+            save_outputs(res, n_img, Path(a.save_crops) if a.save_crops else None,
+                         Path(a.annotate) if a.annotate else None)
         rows += res.records()
         if res.error:
             failed.append((res.path, res.error))
@@ -223,6 +334,51 @@ def cmd_predict(a: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_explain(a: argparse.Namespace) -> int:
+    from .explain import explain
+
+    results = explain(a.images, a.model, a.out, detect=a.detect, largest=a.largest,
+                      target=a.target, layer=a.layer, threads=a.threads, min_face=a.min_face)
+    _print_table([{**e.record(), "prob_female": None if e.prob_male is None else 1 - e.prob_male,
+                   "unsure": None} for e in results])
+    failed = [e for e in results if e.error]
+    print(f"{len(results)} faces explained into {a.out}; {len(failed)} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from .serve import serve
+
+    serve(a.model, a.host, a.port, log_level=a.log_level, backend=a.backend, workers=a.workers,
+          threads=a.threads, detect=a.detect, max_upload_bytes=int(a.max_upload_mb * 2**20),
+          max_files=a.max_files, max_pixels=a.max_pixels, max_pending=a.max_pending)
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from .export import export, format_export_summary
+
+    res = export(a.model, a.formats or ["onnx"], calib_data=a.calib_data,
+                 calib_size=a.calib_size, parity_data=a.parity_data, parity_size=a.parity_size,
+                 opset=a.opset)
+    print(format_export_summary(res))
+    return 0
+
+
+def cmd_benchmark(a: argparse.Namespace) -> int:
+    from .bench import benchmark, format_table
+
+    data = a.data
+    if data is None:
+        default = Path.cwd().parent / "shared" / "data" / "celeba-gender" / "val.tar"
+        data = default if default.is_file() else None
+    rows = benchmark(a.model, data, a.n_eval,
+                     backends=a.backends.split(",") if a.backends else None, photo=a.photo,
+                     threads=a.threads)
+    print(format_table(rows))
+    return 0
+
+
 def cmd_info(a: argparse.Namespace) -> int:
     from .info import info
 
@@ -231,7 +387,8 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "info": cmd_info}
+            "explain": cmd_explain, "export": cmd_export, "benchmark": cmd_benchmark,
+            "serve": cmd_serve, "info": cmd_info}
 
 
 def main(argv: list[str] | None = None) -> int:

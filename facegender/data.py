@@ -115,9 +115,10 @@ def _tree_samples(entries, root_name: str, labelled: bool) -> SourceData:
         parts = Path(rel).parts
         if any(p.startswith(".") for p in parts) or "__MACOSX" in parts:
             continue
-        if not is_image_path(rel):
+        if labelled and not is_image_path(rel):
             skipped.append(Skipped(kwargs.get("ref", rel), "not an image file extension"))
             continue
+        # Unlabelled (prediction): every file is tried, so the decoder can say what it really is.
         label, split, unknown = _label_and_split(list(parts[:-1]))
         if labelled and label is None:
             unknown_dirs[unknown or "(top level)"] += 1

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .errors import FaceGenderError, ImageError, require
 from .modelfile import ModelConfig
@@ -371,12 +371,19 @@ def photo_overlay(explanations: list[Explanation], alpha: float = 0.5) -> Image.
     out = overlay_heatmap(img, heat, alpha, mask=mask)
     draw = ImageDraw.Draw(out)
     lw = max(1, round(max(img.size) / 300))
+    try:
+        font = ImageFont.load_default(size=max(11, round(max(img.size) / 28)))
+    except TypeError:  # Pillow < 10.1 has one fixed-size default font
+        font = ImageFont.load_default()
     for e in faces:
         draw.polygon(e.geometry.corners(), outline=(255, 255, 255), width=lw)
         x, y, w, h = e.box
         draw.rectangle((x, y, x + w, y + h), outline=(255, 220, 0), width=lw)
-        draw.text((x + 2, max(0, y - 12)), f"{e.label} p(male)={e.prob_male:.2f}",
-                  fill=(255, 220, 0))
+        text = f"{e.label} {max(e.prob_male, 1 - e.prob_male):.0%}"
+        x0, t, x1, b = draw.textbbox((0, 0), text, font=font)
+        ty = y - (b - t) - 3 * lw if y - (b - t) - 3 * lw >= 0 else y + h + lw
+        draw.rectangle((x, ty, x + x1 - x0 + 4, ty + b - t + 2 * lw), fill=(0, 0, 0))
+        draw.text((x + 2 - x0, ty + lw - t), text, fill=(255, 220, 0), font=font)
     return out
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
 
 
 def compute_metrics(y_male: np.ndarray, p_male: np.ndarray, threshold: float = 0.5
                     ) -> dict[str, Any]:
     """y_male: 1 for male, 0 for female. Returns JSON-ready metrics (class names as keys)."""
+    from sklearn import metrics as skm  # imported here: `import facegender` stays light
+
     y = np.asarray(y_male, dtype=int)
     p = np.asarray(p_male, dtype=float)
     pred = (p >= threshold).astype(int)

@@ -45,6 +45,9 @@ class ImageResult:
     width: int | None = None
     height: int | None = None
     sample: Sample | None = field(default=None, repr=False)
+    # Kept only when asked (keep_images=True): the decoded photo and each face's crop.
+    image: Image.Image | None = field(default=None, repr=False)
+    crops: list[Image.Image] = field(default_factory=list, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -73,7 +76,8 @@ class Predictor:
     def __init__(self, model: str | Path | None = None, *, backend: str = "auto",
                  threads: int | None = None, tta: bool = False, detect: bool | None = None,
                  largest: bool = False, min_face: int | None = None,
-                 unsure_band: float | None = None, max_pixels: int | None = None):
+                 score_threshold: float = 0.5, unsure_band: float | None = None,
+                 max_pixels: int | None = None, keep_images: bool = False):
         self.model_dir = modelfile.resolve_model_dir(model)
         self.config: ModelConfig = modelfile.load_config(self.model_dir)
         self.backend = make_backend(self.model_dir, backend, threads)
@@ -81,6 +85,7 @@ class Predictor:
         self.tta = tta
         self.largest = largest
         self.max_pixels = max_pixels
+        self.keep_images = keep_images
         self.unsure_band = self.config.unsure_band if unsure_band is None else float(unsure_band)
         self.detect = bool(self.config.crop.get("detect", False)) if detect is None else detect
         self._detector = None
@@ -88,9 +93,10 @@ class Predictor:
         if self.detect:
             from .faces import CropPolicy, FaceDetector
 
-            self._policy = CropPolicy.from_dict(self.config.crop)
-            kw = {"min_face": min_face} if min_face else {}
-            self._detector = FaceDetector(threads=threads, **kw)
+            # detect=True on a model whose policy is "whole image" uses the default crop style.
+            self._policy = CropPolicy.from_dict({**self.config.crop, "detect": True})
+            self._detector = FaceDetector(min_face=min_face, score_threshold=score_threshold,
+                                          threads=threads)
 
     @property
     def labels(self) -> list[str]:
@@ -134,6 +140,9 @@ class Predictor:
         except OSError as exc:
             res.error = f"cannot read ({exc.strerror or exc})"
             return res, []
+        if self.keep_images:
+            res.image = img
+            res.crops = [crop for _, _, crop in faces]
         return res, [(box, score, to_array(crop, self.config)) for box, score, crop in faces]
 
     def _finish(self, prepared: list[tuple[ImageResult, list]], batch_size: int

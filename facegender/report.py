@@ -417,9 +417,10 @@ def render_html(ctx: dict[str, Any], out: Path) -> str:
                     '<a href="#curves">ROC / PR</a><a href="#calibration">calibration</a>'
                     '<a href="#training">training</a><a href="#groups">groups</a>'
                     '<a href="#errors">errors</a></nav>']
-    if m["no_face"] or m["unreadable"]:
-        P.append(f'<p class="warn">{m["no_face"]} image(s) without a detected face and '
-                 f'{m["unreadable"]} unreadable image(s) are not in the metrics; '
+    missed = [f"{n} {what}" for n, what in ((m["no_face"], "image(s) without a detected face"),
+                                            (m["unreadable"], "unreadable image(s)")) if n]
+    if missed:
+        P.append(f'<p class="warn">{" and ".join(missed)} are not in the metrics; '
                  "predictions.csv lists them.</p>")
 
     P.append('<section id="metrics"><h2>Metrics</h2><table><tr><th>metric</th><th>value</th>'

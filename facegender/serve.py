@@ -26,20 +26,25 @@ import json
 import logging
 import os
 import queue
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
-from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
-
 from . import __version__, modelfile
+from .errors import MissingDependency, require
+
+try:
+    from fastapi import FastAPI, HTTPException, Query, Request
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    from fastapi.staticfiles import StaticFiles
+    from pydantic import BaseModel
+    from python_multipart.multipart import MultipartParser, parse_options_header
+except ImportError as _exc:  # the service is an extra: say which one
+    raise MissingDependency(f"'{_exc.name}' is not installed; install the server with: "
+                            "pip install \"facegender[serve]\"") from _exc
+
 from .images import DEFAULT_MAX_PIXELS
 from .predict import ImageResult, Predictor
 
@@ -49,8 +54,9 @@ STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # a whole request; phone photos are 2-8 MB
 DEFAULT_MAX_FILES = 16
 DEFAULT_MAX_PENDING = 64  # requests admitted at once (being read, queued or predicted)
-# Two Predictors served ~15-40% more requests/s than one on a 2-core box (one thread decodes
-# while the other runs the model) for ~8 MB more memory; see benchmarks/serve_load.py.
+# Measured with benchmarks/serve_load.py on 2 cores (50 clients, one 224 px face, ONNX): one
+# Predictor ~165 req/s, two ~280 (one thread decodes while the other runs the model) for 8 MB
+# more; three or four no better.
 DEFAULT_WORKERS = 2
 CARD_EXCERPT_CHARS = 2000
 PARSE_INLINE_BYTES = 1024 * 1024
@@ -221,8 +227,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def _parse_multipart(body: bytes, content_type: str, max_files: int
                      ) -> tuple[list[_Upload], dict[str, str]]:
     """Every part with a filename (or named files/file) is an image; short text parts are options."""
-    from python_multipart.multipart import MultipartParser, parse_options_header
-
     _, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if not boundary:
@@ -407,13 +411,10 @@ def create_app(model: str | Path | None = None, *, backend: str = "auto",
     summary = _model_summary(runner.first, model_name, limits)
     pending = 0  # requests admitted now; only the event loop thread touches it
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        runner.executor.shutdown(wait=False, cancel_futures=True)
-
+    # No shutdown hook for the executor: its idle threads end with the process, and the app
+    # stays usable across several TestClient/uvicorn runs.
     app = FastAPI(
-        title="facegender", version=__version__, lifespan=lifespan,
+        title="facegender", version=__version__,
         docs_url=None, redoc_url=None,  # the defaults load Swagger UI / ReDoc from a CDN
         description="For each face in a photo: male or female with a calibrated probability, "
                     "or unsure. Photos are processed in memory and never stored.")
@@ -506,34 +507,18 @@ def create_app(model: str | Path | None = None, *, backend: str = "auto",
 def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000, *,
           log_level: str = "info", **options: Any) -> None:
     """Run the service with uvicorn until interrupted; `options` go to create_app."""
-    import uvicorn
-
+    uvicorn = require("uvicorn", "serve")
     app = create_app(model, **options)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m facegender.serve [MODEL]` (the CLI verb is `facegender serve`)."""
-    import argparse
+    """`python -m facegender.serve [MODEL] ...`: the same as the CLI verb `facegender serve`."""
+    import sys
 
-    ap = argparse.ArgumentParser(prog="python -m facegender.serve")
-    ap.add_argument("model", nargs="?", default=None)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8000)
-    ap.add_argument("--backend", default="auto", choices=["auto", "onnx", "int8", "torch"])
-    ap.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--no-detect", dest="detect", action="store_const", const=False, default=None)
-    ap.add_argument("--detect", dest="detect", action="store_const", const=True)
-    ap.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 2**20)
-    ap.add_argument("--max-files", type=int, default=DEFAULT_MAX_FILES)
-    ap.add_argument("--max-pixels", type=int, default=None)
-    ap.add_argument("--max-pending", type=int, default=DEFAULT_MAX_PENDING)
-    ap.add_argument("--log-level", default="info")
-    a = ap.parse_args(argv)
-    serve(a.model, a.host, a.port, log_level=a.log_level, backend=a.backend, workers=a.workers,
-          threads=a.threads, detect=a.detect, max_upload_bytes=int(a.max_upload_mb * 2**20),
-          max_files=a.max_files, max_pixels=a.max_pixels, max_pending=a.max_pending)
+    from .cli import main as cli_main
+
+    raise SystemExit(cli_main(["serve", *(sys.argv[1:] if argv is None else argv)]))
 
 
 if __name__ == "__main__":

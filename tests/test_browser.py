@@ -66,14 +66,13 @@ def photo_files(fairface, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("photos")
     with tarfile.open(fairface / "fairface540.tar") as tf:
         faces = [Image.open(io.BytesIO(tf.extractfile(n).read())).convert("RGB")
-                 for n in ("male/fairface_0001.jpg", "female/fairface_0002.jpg",
-                           "female/fairface_0004.jpg", "male/fairface_0006.jpg")]
-    files = {}
-    files["single"] = out / "portrait.jpg"
-    faces[0].save(files["single"], quality=92)
-    group = Image.new("RGB", (900, 420), (214, 218, 224))  # a 'group photo' of four
+                 for n in ("female/fairface_0002.jpg", "male/fairface_0006.jpg",
+                           "female/fairface_0005.jpg", "male/fairface_0010.jpg")]
+        files = {"single": out / "portrait.jpg"}  # a man and, behind him, a second face
+        files["single"].write_bytes(tf.extractfile("male/fairface_0020.jpg").read())
+    group = Image.new("RGB", (720, 720), (214, 218, 224))  # four photos in a 2x2 grid
     for i, face in enumerate(faces):
-        group.paste(face.resize((200, 200)), (20 + i * 220, 110))
+        group.paste(face.resize((300, 300)), (40 + (i % 2) * 340, 40 + (i // 2) * 340))
     files["group"] = out / "group.jpg"
     group.save(files["group"], quality=92)
     files["broken"] = out / "notes.jpg"
@@ -151,8 +150,6 @@ def test_page_fits_a_phone(browser, server, photo_files):
     card = page.query_selector(".card").bounding_box()
     assert card["x"] >= 0 and card["x"] + card["width"] <= 375
     assert outside == []
-    if os.environ.get("FACEGENDER_SCREENSHOT"):
-        page.screenshot(path=str(ROOT / "docs" / "serve-phone.png"), full_page=True)
     page.context.close()
 
 

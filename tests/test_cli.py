@@ -11,7 +11,8 @@ from facegender.cli import build_parser, main
 from facegender.modelfile import load_config
 
 
-@pytest.mark.parametrize("verb", ["train", "evaluate", "predict", "info"])
+@pytest.mark.parametrize("verb", ["train", "evaluate", "predict", "explain", "export", "benchmark", "serve",
+                                  "info"])
 def test_help_is_complete(verb, capsys):
     with pytest.raises(SystemExit) as exc:
         main([verb, "--help"])
@@ -48,9 +49,9 @@ def test_labels_are_read_from_config_not_assumed(trained_model, tmp_path, celeba
     """Swap the class order in config.json together with the head's rows: predictions stay put.
     A project that hard-codes the order would flip every label here."""
     import numpy as np
+    from conftest import first_members
     from safetensors.numpy import load_file, save_file
 
-    from conftest import first_members
     from facegender import predict
     from facegender.data import read_source
 
@@ -93,7 +94,7 @@ def test_predict_reports_bad_files_and_goes_on(trained_model, celeba, tmp_path, 
     assert len(by_name) == 5
     assert "HTML" in by_name["page.jpg"]["error"]
     assert "empty" in by_name["zero.jpg"]["error"]
-    assert "extension" in by_name["notes.txt"]["error"]
+    assert "not a recognised image" in by_name["notes.txt"]["error"]
     good = [r for r in rows if r["error"] is None]
     assert len(good) == 2 and all(r["label"] in ("male", "female") for r in good)
     assert "3 failed" in captured.err

@@ -68,7 +68,7 @@ def _face(celeba: Path, dest: Path, folder: str) -> Path:
     raise AssertionError(f"no val/{folder} image in the tar")
 
 
-@pytest.mark.slow  # measured 75 s on a busy 2-core machine: a fresh venv + pip install
+@pytest.mark.slow  # 42-75 s measured on a busy 2-core machine: a fresh venv + pip install
 def test_predict_without_torch(venv_bin: Path, onnx_model: Path, celeba: Path, tmp_path: Path):
     py = str(venv_bin / "python")
     no_torch = subprocess.run([py, "-c", "import torch"], capture_output=True, text=True)

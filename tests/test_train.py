@@ -6,13 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import first_members
 from safetensors.numpy import load_file
 
 from facegender import evaluate, predict, train
 from facegender.cli import main
 from facegender.errors import FaceGenderError
-
-from conftest import first_members
 
 
 def test_trained_model_separates_held_out_faces(trained_model, celeba):

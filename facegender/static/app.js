@@ -137,12 +137,15 @@ function render(card, result) {
     const sure = !f.unsure;
     const p = f.label === "male" ? f.prob_male : f.prob_female;
     const cls = sure ? f.label : "unsure";
-    const tag = `${i + 1} · ${sure ? "" : "unsure · "}${f.label} ${pct(p)}`;
+    const tag = sure ? `${i + 1} · ${f.label} ${pct(p)}` : `${i + 1} · unsure`;
 
     if (f.box && result.width && result.height) {
       // Percentages keep boxes on the face at any rendered size.
       const b = document.createElement("div");
-      b.className = `box ${cls}${f.box.y < 0.08 * result.height ? " inside" : ""}`;
+      // Tags go inside boxes at the top edge and hang leftwards from boxes at the right edge.
+      const inside = f.box.y < 0.08 * result.height ? " inside" : "";
+      const right = f.box.x + f.box.w > 0.7 * result.width ? " right" : "";
+      b.className = `box ${cls}${inside}${right}`;
       b.style.left = `${(100 * f.box.x) / result.width}%`;
       b.style.top = `${(100 * f.box.y) / result.height}%`;
       b.style.width = `${(100 * f.box.w) / result.width}%`;
