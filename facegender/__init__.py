@@ -9,7 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .evaluate import evaluate  # noqa: E402
-from .explain import explain  # noqa: E402
+from .explainer import explain  # noqa: E402
 from .info import info  # noqa: E402
 from .predict import ImageResult, Predictor, load, predict  # noqa: E402
 

@@ -335,7 +335,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 
 def cmd_explain(a: argparse.Namespace) -> int:
-    from .explain import explain
+    from .explainer import explain
 
     results = explain(a.images, a.model, a.out, detect=a.detect, largest=a.largest,
                       target=a.target, layer=a.layer, threads=a.threads, min_face=a.min_face)

@@ -74,7 +74,7 @@ def build_gallery(result: EvalResult, predictor: Predictor, k: int = 8) -> Galle
     """Re-cut the crops of the most confident errors (same crop policy as the evaluation) and run
     Grad-CAM on the label the evaluation gave them. Without torch the crops come alone."""
     from .errors import MissingDependency
-    from .explain import GradCamExplainer, find_faces
+    from .explainer import GradCamExplainer, find_faces
 
     cfg = predictor.config
     picked = select_errors(result.y_male, result.p_male, cfg.threshold, k)
@@ -128,7 +128,7 @@ def _effective_detect(predictor: Predictor) -> bool:
 
 
 def _display(crop: Image.Image, heatmap: np.ndarray | None = None) -> Image.Image:
-    from .explain import overlay_heatmap
+    from .explainer import overlay_heatmap
 
     img = crop.convert("RGB")
     if heatmap is not None:

@@ -17,7 +17,7 @@ pytest.importorskip("torch")
 pytest.importorskip("pytorch_grad_cam")
 
 from facegender.errors import FaceGenderError  # noqa: E402
-from facegender.explain import (  # noqa: E402
+from facegender.explainer import (  # noqa: E402
     CropGeometry,
     GradCamExplainer,
     crop_geometry,

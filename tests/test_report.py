@@ -160,7 +160,7 @@ def test_per_age_group_table_with_wilson_intervals(report):
 
 def test_gallery_without_torch_shows_crops_and_says_why(report, monkeypatch, tmp_path):
     result, _, _, detect = report
-    import facegender.explain as ex
+    import facegender.explainer as ex
 
     def no_torch(*a, **k):
         raise MissingDependency("'torch' is not installed; install it with: pip install "

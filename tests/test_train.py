@@ -29,14 +29,17 @@ def test_trained_model_separates_held_out_faces(trained_model, celeba):
 
 def test_predict_gives_higher_prob_male_to_men(trained_model, celeba, tmp_path):
     """Criterion 2: label order pinned end to end, through the saved folder and the CLI."""
+    from conftest import extract_members
+
     names = first_members(celeba / "val.tar", 40, ("val/male/", "val/female/"))
+    extract_members(celeba / "val.tar", names, tmp_path)
     out = tmp_path / "pred.csv"
-    code = main(["predict", str(celeba / "val.tar"), "--model", str(trained_model),
+    code = main(["predict", str(tmp_path / "val"), "--model", str(trained_model),
                  "--no-detect", "--format", "csv", "--csv", str(out)])
     assert code == 0
     import csv
 
-    rows = {r["path"].split("::")[1]: r for r in csv.DictReader(open(out))}
+    rows = {r["path"].split(str(tmp_path) + "/")[1]: r for r in csv.DictReader(open(out))}
     male = [float(rows[n]["prob_male"]) for n in names if "/male/" in n]
     female = [float(rows[n]["prob_male"]) for n in names if "/female/" in n]
     assert np.mean(male) > np.mean(female) + 0.2
