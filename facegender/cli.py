@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="HTTP API and upload page",
                        description="Serve POST /v1/predict, GET /v1/model, /healthz, OpenAPI "
-                       "docs at /docs and a drag-and-drop page at / (needs the [serve] extra).")
+                       "docs at /docs and a drag-and-drop page at / (in the base install).")
     s.add_argument("model", nargs="?", default=None,
                    help="model folder (default: the model shipped in the package)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
