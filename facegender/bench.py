@@ -298,8 +298,7 @@ class _Runner:
         return d, e, note
 
     def memory(self) -> dict[str, Any]:
-        return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-                "torch_loaded": "torch" in sys.modules}
+        return {"peak_rss_mb": _peak_rss_mb(), "torch_loaded": "torch" in sys.modules}
 
     def accuracy(self, samples: list[Sample]) -> tuple[float | None, int]:
         correct = n = 0
@@ -308,6 +307,18 @@ class _Runner:
             correct += int(np.sum((p >= self.cfg.threshold) == y))
             n += len(y)
         return (correct / n if n else None), n
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS. VmHWM belongs to the address space, which exec replaces;
+    ru_maxrss survives exec, so a spawned child would report its parent's peak instead."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 _WORKER: _Runner | None = None

@@ -25,6 +25,14 @@ def _add_model(p: argparse.ArgumentParser) -> None:
                         "shipped in the package")
 
 
+def _add_detect(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-detect", dest="detect", action="store_const", const=False,
+                   default=None, help="treat each image as one face crop (skip the detector)")
+    p.add_argument("--detect", dest="detect", action="store_const", const=True,
+                   help="find faces with the detector even if the model's crop policy says the "
+                        "inputs are crops (default: the model's policy)")
+
+
 def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "onnx", "int8", "torch"],
                    help="inference engine (auto: ONNX Runtime when the model has model.onnx, "
@@ -33,11 +41,7 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="faces per inference batch")
     p.add_argument("--tta", action="store_true",
                    help="average the probabilities of each face and its mirror image")
-    p.add_argument("--no-detect", dest="detect", action="store_const", const=False,
-                   default=None, help="treat each image as one face crop (skip the detector)")
-    p.add_argument("--detect", dest="detect", action="store_const", const=True,
-                   help="find faces with the detector even if the model's crop policy says the "
-                        "inputs are crops (default: the model's policy)")
+    _add_detect(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,10 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "block of the architecture)")
     x.add_argument("--min-face", type=int, default=None, help="as for predict")
     x.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    x.add_argument("--no-detect", dest="detect", action="store_const", const=False, default=None,
-                   help="treat each image as one face crop")
-    x.add_argument("--detect", dest="detect", action="store_const", const=True,
-                   help="use the face detector even on a whole-image model")
+    _add_detect(x)
 
     s = sub.add_parser("serve", help="HTTP API and upload page",
                        description="Serve POST /v1/predict, GET /v1/model, /healthz, OpenAPI "
@@ -172,10 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=2,
                    help="model threads, each with its own predictor (default: %(default)s)")
     s.add_argument("--threads", type=int, default=None, help="engine threads per worker")
-    s.add_argument("--no-detect", dest="detect", action="store_const", const=False,
-                   default=None, help="treat each upload as one face crop")
-    s.add_argument("--detect", dest="detect", action="store_const", const=True,
-                   help="use the face detector even on a whole-image model")
+    _add_detect(s)
     s.add_argument("--max-upload-mb", type=float, default=20.0,
                    help="largest request body in MiB (413 above; default: %(default)s)")
     s.add_argument("--max-files", type=int, default=16,
