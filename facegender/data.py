@@ -301,10 +301,14 @@ def read_hf_dataset(spec: str, split: str | None = None) -> SourceData:
     return SourceData(spec, samples, skipped)
 
 
-def read_source(spec: str | Path | list, *, labelled: bool = True,
+def read_source(spec: str | Path | list | SourceData, *, labelled: bool = True,
                 images: str | Path | None = None) -> SourceData:
     """Open any supported source. `labelled=False` accepts images without class folders
     (prediction); a list of sources or a glob pattern is read as one."""
+    if isinstance(spec, SourceData):
+        return spec
+    if isinstance(spec, (list, tuple)) and spec and all(isinstance(x, Sample) for x in spec):
+        return SourceData(f"{len(spec)} samples", list(spec))
     if isinstance(spec, (list, tuple)):
         parts = [read_source(s, labelled=labelled, images=images) for s in spec]
         merged = SourceData(", ".join(p.name for p in parts), [], [])

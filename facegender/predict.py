@@ -71,13 +71,14 @@ class ImageResult:
 class Predictor:
     """Loads a model folder once; `predict` takes paths, folders, globs, tars, manifests, PIL
     images, bytes or lists of them. The model's crop policy decides how faces are found;
-    `detect=False` treats every image as one face crop."""
+    `detect=False` treats every image as one face crop, and `crop` overrides policy keys."""
 
     def __init__(self, model: str | Path | None = None, *, backend: str = "auto",
                  threads: int | None = None, tta: bool = False, detect: bool | None = None,
                  largest: bool = False, min_face: int | None = None,
                  score_threshold: float = 0.5, unsure_band: float | None = None,
-                 max_pixels: int | None = None, keep_images: bool = False):
+                 max_pixels: int | None = None, keep_images: bool = False,
+                 crop: dict[str, Any] | None = None):
         self.model_dir = modelfile.resolve_model_dir(model)
         self.config: ModelConfig = modelfile.load_config(self.model_dir)
         self.backend = make_backend(self.model_dir, backend, threads)
@@ -94,7 +95,9 @@ class Predictor:
             from .faces import CropPolicy, FaceDetector
 
             # detect=True on a model whose policy is "whole image" uses the default crop style.
-            self._policy = CropPolicy.from_dict({**self.config.crop, "detect": True})
+            # `crop` overrides single policy keys (e.g. {"margin": 0.3}) to try other crops.
+            self._policy = CropPolicy.from_dict({**self.config.crop, **(crop or {}),
+                                                 "detect": True})
             self._detector = FaceDetector(min_face=min_face, score_threshold=score_threshold,
                                           threads=threads)
 
