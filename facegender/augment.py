@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageFilter
 
 from .errors import require
 
@@ -45,42 +45,27 @@ class CropJitter:
         return img.crop((x0, y0, x1, y1))
 
 
-class RandomJPEG:
-    def __init__(self, p: float = 0.3, quality: tuple[int, int] = (30, 90)):
-        self.p, self.quality = p, quality
+class JPEGRecompress:
+    """Re-encode at a random quality: the compression artefacts of web and phone photos."""
+
+    def __init__(self, quality: tuple[int, int] = (30, 90)):
+        self.quality = quality
 
     def __call__(self, img: Image.Image) -> Image.Image:
-        if torch.rand(()).item() >= self.p:
-            return img
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=int(_rand(*self.quality)))
         buf.seek(0)
         return Image.open(buf).convert("RGB")
 
 
-class RandomBlur:
-    def __init__(self, p: float = 0.15, radius: tuple[float, float] = (0.3, 1.5)):
-        self.p, self.radius = p, radius
+class Blur:
+    """Gaussian blur with a random radius in pixels (PIL's, so it scales with small crops)."""
+
+    def __init__(self, radius: tuple[float, float] = (0.3, 1.5)):
+        self.radius = radius
 
     def __call__(self, img: Image.Image) -> Image.Image:
-        if torch.rand(()).item() >= self.p:
-            return img
         return img.filter(ImageFilter.GaussianBlur(_rand(*self.radius)))
-
-
-class RandomGrayscale:
-    def __init__(self, p: float = 0.1):
-        self.p = p
-
-    def __call__(self, img: Image.Image) -> Image.Image:
-        if torch.rand(()).item() >= self.p:
-            return img
-        return ImageOps.grayscale(img).convert("RGB")
-
-
-class RandomFlip:
-    def __call__(self, img: Image.Image) -> Image.Image:
-        return ImageOps.mirror(img) if torch.rand(()).item() < 0.5 else img
 
 
 def face_augmentation(strength: str = "default"):
@@ -88,13 +73,13 @@ def face_augmentation(strength: str = "default"):
     if strength == "none":
         return None
     if strength == "light":
-        return T.Compose([RandomFlip(), CropJitter((0.92, 1.08), 0.03)])
+        return T.Compose([T.RandomHorizontalFlip(), CropJitter((0.92, 1.08), 0.03)])
     return T.Compose([
-        RandomFlip(),
+        T.RandomHorizontalFlip(),
         CropJitter(),
         T.RandomRotation(10, interpolation=T.InterpolationMode.BILINEAR),
         T.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03),
-        RandomGrayscale(0.1),
-        RandomBlur(0.15),
-        RandomJPEG(0.3),
+        T.RandomGrayscale(0.1),
+        T.RandomApply([Blur()], p=0.15),
+        T.RandomApply([JPEGRecompress()], p=0.3),
     ])

@@ -25,6 +25,13 @@ def _add_model(p: argparse.ArgumentParser) -> None:
                         "shipped in the package")
 
 
+def _add_face_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--largest", action="store_true", help="only the largest face per image")
+    p.add_argument("--min-face", type=int, default=None,
+                   help="also search tiles for faces down to this many pixels (slower; default: "
+                        "one pass, faces down to ~1/7 of the image side)")
+
+
 def _add_detect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-detect", dest="detect", action="store_const", const=False,
                    default=None, help="treat each image as one face crop (skip the detector)")
@@ -130,10 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to print on stdout")
     p.add_argument("--csv", dest="csv_out", default=None, help="also write rows to this CSV")
     p.add_argument("--json", dest="json_out", default=None, help="also write rows to this JSON")
-    p.add_argument("--largest", action="store_true", help="only the largest face per image")
-    p.add_argument("--min-face", type=int, default=None,
-                   help="also search tiles for faces down to this many pixels (slower; default: "
-                        "one pass, faces down to ~1/7 of the image side)")
+    _add_face_options(p)
     p.add_argument("--score-threshold", type=float, default=0.5,
                    help="minimum face-detector confidence (default: %(default)s)")
     p.add_argument("--save-crops", default=None, metavar="DIR",
@@ -151,13 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("images", nargs="+", help="images, folders, globs, tars or manifests")
     _add_model(x)
     x.add_argument("--out", "-o", required=True, help="output folder")
-    x.add_argument("--largest", action="store_true", help="only the largest face per image")
+    _add_face_options(x)
     x.add_argument("--target", choices=["male", "female"], default=None,
                    help="explain this class instead of the predicted one")
     x.add_argument("--layer", default=None,
                    help="Grad-CAM target layer as a dotted module name (default: the last conv "
                         "block of the architecture)")
-    x.add_argument("--min-face", type=int, default=None, help="as for predict")
     x.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     _add_detect(x)
 
