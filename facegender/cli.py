@@ -83,9 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label-smoothing", type=float, default=0.1, help="cross-entropy label smoothing")
     t.add_argument("--no-class-weights", dest="class_weights", action="store_false",
                    help="do not weight the loss by inverse class frequency")
-    t.add_argument("--augment", choices=["default", "light", "none"], default="default",
+    t.add_argument("--augment", choices=["default", "strong", "light", "none"], default="default",
                    help="face augmentations: default (flip, crop jitter, rotation, colour, grayscale, "
-                        "blur, JPEG), light (flip + small jitter, for very short runs), none")
+                        "blur, JPEG), strong (wider ranges + low-resolution faces, for photos unlike "
+                        "the training set), light (flip + small jitter, for very short runs), none")
     t.add_argument("--pretrained", action="store_true",
                    help="start from ImageNet weights (downloads them: needs internet)")
     t.add_argument("--freeze-epochs", type=int, default=0,
@@ -198,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="format to write; repeat for several (default: onnx)")
     xp.add_argument("--calib-data", default=None,
                     help="faces for INT8 calibration (default: the training source in config.json)")
-    xp.add_argument("--calib-size", type=int, default=300, help="INT8 calibration faces")
+    xp.add_argument("--calib-size", type=int, default=1000, help="INT8 calibration faces")
     xp.add_argument("--parity-data", default=None,
                     help="held-out faces for the parity check (default: the val source in "
                          "config.json)")

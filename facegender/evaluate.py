@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +16,11 @@ from typing import Any
 import numpy as np
 
 from .data import Sample, read_source, stratified_limit
-from .errors import DataError, FaceGenderError
+from .errors import DataError, FaceGenderError, MissingDependency, require
 from .metrics import compute_metrics
 from .predict import Predictor
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -194,6 +197,9 @@ def evaluate(
         out = report
     if report and out is None:
         raise FaceGenderError("report=True needs a folder: pass out=DIR or report=DIR")
+    if report:  # fail before the (long) predictions, not after
+        require("matplotlib", "report")
+        require("sklearn.metrics", "report")
     pred = predictor or Predictor(model, backend=backend, detect=detect, tta=tta,
                                   threads=threads, largest=True)
     source = read_source(data, labelled=True)
@@ -261,11 +267,16 @@ def write_report(result: EvalResult, out: Path, labels: list[str]) -> Path:
             w.writerow([ref, "", "", f"error: {reason}", ""])
         for ref in result.no_face:
             w.writerow([ref, "", "", "no_face", ""])
-    cm = m["confusion_matrix"]["rows_true_cols_pred"]
-    plot_confusion(cm, m["confusion_matrix"]["labels"], out / "confusion.png")
-    if m.get("roc_auc") is not None:
-        plot_roc(result.y_male, result.p_male, out / "roc.png")
-    (out / "report.md").write_text(markdown_report(result))
+    try:  # plots need the [report] extra; the numbers above never do
+        cm = m["confusion_matrix"]["rows_true_cols_pred"]
+        plot_confusion(cm, m["confusion_matrix"]["labels"], out / "confusion.png")
+        if m.get("roc_auc") is not None:
+            plot_roc(result.y_male, result.p_male, out / "roc.png")
+        plots = True
+    except MissingDependency as exc:
+        log.warning("no plots in %s: %s", out, exc)
+        plots = False
+    (out / "report.md").write_text(markdown_report(result, plots=plots))
     return out
 
 
@@ -277,7 +288,7 @@ def _json(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def markdown_report(result: EvalResult) -> str:
+def markdown_report(result: EvalResult, plots: bool = True) -> str:
     m = result.metrics
     pc = m["per_class"]
 
@@ -298,10 +309,13 @@ def markdown_report(result: EvalResult) -> str:
         "| class | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |",
         *[f"| {c} | {f(v['precision'])} | {f(v['recall'])} | {f(v['f1'])} | {v['support']} |"
           for c, v in pc.items()], "",
-        "![confusion matrix](confusion.png)", "",
     ]
-    if m.get("roc_auc") is not None:
-        lines += ["![ROC curve](roc.png)", ""]
+    if not plots:
+        lines += ['(No plots: install `pip install "facegender[report]"` for them.)', ""]
+    else:
+        lines += ["![confusion matrix](confusion.png)", ""]
+        if m.get("roc_auc") is not None:
+            lines += ["![ROC curve](roc.png)", ""]
     for key, rows in result.groups.items():
         lines += [f"## By {key}", "",
                   "| group | n | accuracy | 95% CI | female recall | male recall |",

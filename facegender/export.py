@@ -48,7 +48,7 @@ FP32_MAX_DP = 1e-3
 
 
 def export(model_dir: str | Path | None, formats: Sequence[str] = ("onnx",), *,
-           calib_data: str | Path | list | None = None, calib_size: int = 300,
+           calib_data: str | Path | list | None = None, calib_size: int = 1000,
            parity_data: str | Path | list | None = None, parity_size: int = 500,
            opset: int = OPSET, seed: int = 0, record: bool = True) -> dict[str, Any]:
     """Export `model_dir` to each of `formats` ('onnx', 'int8', 'torchscript') inside the folder.
@@ -165,8 +165,16 @@ def format_export_summary(results: dict[str, Any]) -> str:
 # -- helpers
 
 
-_QUANT_DESC = {"format": "QDQ", "weights": "int8 per-channel (reduce_range)",
-               "activations": "uint8", "calibration": "MinMax"}
+# Chosen by measurement on the default model (2,000 celeba val faces, 1,000 calibration faces):
+# MinMax + 7-bit weights agreed with fp32 on 99.55% of labels (max |dp| 0.26); percentile
+# ranges + full 8-bit weights on 99.85% (max |dp| 0.14) at the same speed. Excluding the
+# squeeze-excite, first/last or depthwise layers from quantization, entropy calibration or
+# other percentiles did not help further (99.4-99.85%); 16-bit activations reach 100% but run
+# 6x slower than fp32 on this CPU, which defeats the point.
+_PERCENTILE = 99.99
+_CALIB_BATCH = 20  # histogram calibrators need equal-sized batches; a ragged tail is dropped
+_QUANT_DESC = {"format": "QDQ", "weights": "int8 per-channel", "activations": "uint8",
+               "calibration": f"Percentile {_PERCENTILE}"}
 
 
 def _check_formats(formats: Iterable[str] | str) -> list[str]:
@@ -297,8 +305,9 @@ def _quantize(fp32: Path, out: Path, x_cal: np.ndarray, tmpdir: Path) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(q.CalibrationDataReader):
-        def __init__(self, x: np.ndarray, batch: int = 32):
-            self._batches = iter([{INPUT_NAME: x[i:i + batch]} for i in range(0, len(x), batch)])
+        def __init__(self, x: np.ndarray, batch: int = _CALIB_BATCH):
+            whole = max(batch, len(x) - len(x) % batch)
+            self._batches = iter([{INPUT_NAME: x[i:i + batch]} for i in range(0, whole, batch)])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._batches, None)
@@ -307,8 +316,9 @@ def _quantize(fp32: Path, out: Path, x_cal: np.ndarray, tmpdir: Path) -> None:
     pre = tmpdir / "pre.onnx"
     quant_pre_process(str(fp32), str(pre))
     q.quantize_static(str(pre), str(out), Reader(x_cal), quant_format=q.QuantFormat.QDQ,
-                      per_channel=True, reduce_range=True, activation_type=q.QuantType.QUInt8,
-                      weight_type=q.QuantType.QInt8, calibrate_method=q.CalibrationMethod.MinMax)
+                      per_channel=True, reduce_range=False, activation_type=q.QuantType.QUInt8,
+                      weight_type=q.QuantType.QInt8, calibrate_method=q.CalibrationMethod.Percentile,
+                      extra_options={"CalibPercentile": _PERCENTILE})
 
 
 def _export_torchscript(net, example, out: Path, torch) -> None:

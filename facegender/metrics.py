@@ -1,4 +1,10 @@
-"""Classification metrics and calibration on (is_male, p_male) arrays. numpy + scikit-learn."""
+"""Classification metrics and calibration on (is_male, p_male) arrays, in plain numpy.
+
+The base install (predict, evaluate, serve) must stay small, and scikit-learn + scipy alone are
+~200 MB on disk, so the handful of binary metrics evaluate reports are computed here, with
+scikit-learn's definitions (tests check them against scikit-learn). Curves for the plots and the
+temperature fit, which only the [report] and [train] extras need, use scikit-learn and scipy.
+"""
 
 from __future__ import annotations
 
@@ -6,41 +12,90 @@ from typing import Any
 
 import numpy as np
 
+NAMES = ("female", "male")
+
+
+def confusion(y_male: np.ndarray, pred_male: np.ndarray) -> np.ndarray:
+    """2x2 counts, rows = true (female, male), columns = predicted."""
+    cm = np.zeros((2, 2), dtype=int)
+    np.add.at(cm, (np.asarray(y_male, dtype=int), np.asarray(pred_male, dtype=int)), 1)
+    return cm
+
+
+def roc_auc(y_male: np.ndarray, p_male: np.ndarray) -> float:
+    """Area under the ROC curve as the Mann-Whitney statistic (ties count one half)."""
+    y = np.asarray(y_male, dtype=bool)
+    p = np.asarray(p_male, dtype=float)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    order = np.argsort(p, kind="mergesort")
+    _, inv, counts = np.unique(p[order], return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = np.empty(len(p))
+    ranks[order] = ((ends - counts + 1 + ends) / 2)[inv]  # average 1-based rank of each tie run
+    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def average_precision(y_male: np.ndarray, p_male: np.ndarray) -> float:
+    """Average precision for 'male' as scikit-learn defines it: sum over distinct thresholds of
+    precision x recall increment (no interpolation)."""
+    y = np.asarray(y_male, dtype=int)
+    p = np.asarray(p_male, dtype=float)
+    order = np.argsort(-p, kind="mergesort")
+    ys, ps = y[order], p[order]
+    last = np.r_[np.flatnonzero(np.diff(ps)), len(ps) - 1]  # last index of each distinct score
+    tp = np.cumsum(ys)[last]
+    precision = tp / (last + 1)
+    recall = tp / tp[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def _report_text(cm: np.ndarray, prec: np.ndarray, rec: np.ndarray, f1: np.ndarray) -> str:
+    """A plain-text per-class table in the layout of scikit-learn's classification_report."""
+    sup = cm.sum(axis=1)
+    n = int(sup.sum())
+    rows = [f"{'':>12}{'precision':>10}{'recall':>10}{'f1-score':>10}{'support':>10}", ""]
+    rows += [f"{NAMES[i]:>12}{prec[i]:10.4f}{rec[i]:10.4f}{f1[i]:10.4f}{sup[i]:10d}" for i in range(2)]
+    acc = np.trace(cm) / n if n else float("nan")
+    w = sup / n if n else np.zeros(2)
+    rows += ["", f"{'accuracy':>12}{'':>20}{acc:10.4f}{n:10d}",
+             f"{'macro avg':>12}{prec.mean():10.4f}{rec.mean():10.4f}{f1.mean():10.4f}{n:10d}",
+             f"{'weighted avg':>12}{(prec * w).sum():10.4f}{(rec * w).sum():10.4f}"
+             f"{(f1 * w).sum():10.4f}{n:10d}"]
+    return "\n".join(rows) + "\n"
+
 
 def compute_metrics(y_male: np.ndarray, p_male: np.ndarray, threshold: float = 0.5
                     ) -> dict[str, Any]:
     """y_male: 1 for male, 0 for female. Returns JSON-ready metrics (class names as keys)."""
-    from sklearn import metrics as skm  # imported here: `import facegender` stays light
-
     y = np.asarray(y_male, dtype=int)
     p = np.asarray(p_male, dtype=float)
     pred = (p >= threshold).astype(int)
-    names = ["female", "male"]
+    cm = confusion(y, pred)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rec = np.nan_to_num(np.diag(cm) / cm.sum(axis=1))
+        prec = np.nan_to_num(np.diag(cm) / cm.sum(axis=0))
+        f1 = np.nan_to_num(2 * prec * rec / (prec + rec))
     out: dict[str, Any] = {
         "n": int(len(y)),
-        "accuracy": float(skm.accuracy_score(y, pred)) if len(y) else float("nan"),
+        "accuracy": float(np.trace(cm) / len(y)) if len(y) else float("nan"),
         "threshold": float(threshold),
     }
     both = len(np.unique(y)) == 2
-    out["balanced_accuracy"] = float(skm.balanced_accuracy_score(y, pred)) if both else None
-    out["roc_auc"] = float(skm.roc_auc_score(y, p)) if both else None
-    out["average_precision_male"] = float(skm.average_precision_score(y, p)) if both else None
+    out["balanced_accuracy"] = float(rec.mean()) if both else None
+    out["roc_auc"] = roc_auc(y, p) if both else None
+    out["average_precision_male"] = average_precision(y, p) if both else None
     eps = 1e-7
     pc = np.clip(p, eps, 1 - eps)
     out["log_loss"] = float(-np.mean(y * np.log(pc) + (1 - y) * np.log(1 - pc))) if len(y) else None
     out["brier"] = float(np.mean((p - y) ** 2)) if len(y) else None
     out["ece"] = expected_calibration_error(y, p)
-    prec, rec, f1, sup = skm.precision_recall_fscore_support(
-        y, pred, labels=[0, 1], zero_division=0)
     out["per_class"] = {
-        names[i]: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]),
-                   "support": int(sup[i])}
+        NAMES[i]: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]),
+                   "support": int(cm[i].sum())}
         for i in range(2)
     }
-    cm = skm.confusion_matrix(y, pred, labels=[0, 1])
-    out["confusion_matrix"] = {"labels": names, "rows_true_cols_pred": cm.tolist()}
-    out["classification_report"] = skm.classification_report(
-        y, pred, labels=[0, 1], target_names=names, digits=4, zero_division=0)
+    out["confusion_matrix"] = {"labels": list(NAMES), "rows_true_cols_pred": cm.tolist()}
+    out["classification_report"] = _report_text(cm, prec, rec, f1)
     return out
 
 
@@ -83,7 +138,9 @@ def reliability_bins(y_male: np.ndarray, p_male: np.ndarray, bins: int = 10
 def fit_temperature(logits: np.ndarray, y_index: np.ndarray) -> float:
     """Temperature T minimising validation NLL of softmax(logits / T) (Guo et al. 2017).
     One parameter, so a bounded 1-D search is exact enough and cannot diverge."""
-    from scipy.optimize import minimize_scalar
+    from .errors import require
+
+    minimize_scalar = require("scipy.optimize", "train").minimize_scalar
 
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(y_index, dtype=int)

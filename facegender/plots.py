@@ -1,4 +1,5 @@
-"""Matplotlib figures (Agg backend: no display needed), titled and labelled for a quick read."""
+"""Matplotlib figures (Agg backend: no display needed), titled and labelled for a quick read.
+matplotlib and scikit-learn's curves come with the [report] (and [train]) extra, not the base install."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import require
+
 
 def _plt():
-    import matplotlib
+    matplotlib = require("matplotlib", "report")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -16,6 +19,11 @@ def _plt():
     plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False,
                          "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3})
     return plt
+
+
+def _sk(*names: str):
+    skm = require("sklearn.metrics", "report")
+    return [getattr(skm, n) for n in names]
 
 
 def plot_history(rows: list[dict], out: Path) -> Path:
@@ -63,7 +71,7 @@ def plot_confusion(cm: list[list[int]], labels: list[str], out: Path) -> Path:
 
 
 def plot_roc(y_male: np.ndarray, p_male: np.ndarray, out: Path) -> Path:
-    from sklearn.metrics import auc, roc_curve
+    auc, roc_curve = _sk("auc", "roc_curve")
 
     plt = _plt()
     fpr, tpr, _ = roc_curve(y_male, p_male)
@@ -83,7 +91,7 @@ def plot_pr(y_male: np.ndarray, p_male: np.ndarray, out: Path,
             labels: tuple[str, str] = ("female", "male")) -> Path:
     """Precision-recall for each class as the positive one (the dashed line is chance: the
     class's share of the data), so neither class's errors hide behind the other's."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve
+    average_precision_score, precision_recall_curve = _sk("average_precision_score", "precision_recall_curve")
 
     plt = _plt()
     y = np.asarray(y_male, dtype=int)

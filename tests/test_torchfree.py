@@ -11,6 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import extract_members, first_members
 
 ROOT = Path(__file__).resolve().parents[1]
 # pip's messages when it cannot reach an index: an offline machine, not a bug in the package.
@@ -128,3 +129,46 @@ def test_default_model_predicts_example_photo_without_torch(venv_bin: Path, tmp_
     info = subprocess.run([str(venv_bin / "facegender"), "info"], capture_output=True, text=True,
                           cwd=tmp_path)
     assert info.returncode == 0 and "site-packages" in json.loads(info.stdout)["path"]
+
+
+@pytest.mark.slow
+def test_evaluate_without_torch_or_sklearn(venv_bin: Path, celeba: Path, tmp_path: Path):
+    """`facegender evaluate` works on the base install (no torch, scikit-learn, scipy or
+    matplotlib) and gives the same numbers as the full install."""
+    py = str(venv_bin / "python")
+    for heavy in ("torch", "sklearn", "scipy", "matplotlib"):
+        r = subprocess.run([py, "-c", f"import {heavy}"], capture_output=True, text=True)
+        assert r.returncode != 0, f"{heavy} is in the base install"
+    names = first_members(celeba / "val.tar", 20, ("val/female/", "val/male/"))
+    extract_members(celeba / "val.tar", names, tmp_path / "faces")
+    data, out = tmp_path / "faces" / "val", tmp_path / "eval"
+    r = subprocess.run([str(venv_bin / "facegender"), "evaluate", str(data), "--no-detect",
+                        "--json", "--out", str(out)],
+                       capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["n"] == 40
+    assert "no plots" in r.stderr and "facegender[report]" in r.stderr
+    assert (out / "metrics.json").is_file() and (out / "predictions.csv").is_file()
+    assert "facegender[report]" in (out / "report.md").read_text()
+    # The full report needs the [report] extra: said at once, before any prediction work.
+    r = subprocess.run([str(venv_bin / "facegender"), "evaluate", str(data), "--no-detect",
+                        "--report", str(tmp_path / "report")],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 2 and 'pip install "facegender[report]"' in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "report").exists()
+
+    from facegender.evaluate import evaluate
+
+    ref = evaluate(data=data, detect=False, backend="onnx").metrics
+    for key in ("accuracy", "balanced_accuracy", "roc_auc", "average_precision_male", "ece"):
+        assert got[key] == pytest.approx(ref[key], abs=1e-6), key
+    assert got["confusion_matrix"] == ref["confusion_matrix"]
+
+
+@pytest.mark.slow
+def test_base_install_size(venv_bin: Path):
+    """The torch-free install (every package in the venv, pip included) stays under 300 MB."""
+    site = next((venv_bin.parent / "lib").glob("python*/site-packages"))
+    total = sum(f.stat().st_size for f in site.rglob("*") if f.is_file() and not f.is_symlink())
+    assert total < 300e6, f"base install is {total / 1e6:.0f} MB"

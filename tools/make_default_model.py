@@ -72,14 +72,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="finished training output folder")
     ap.add_argument("--n-eval", type=int, default=2000, help="faces for the benchmark accuracy")
+    ap.add_argument("--dest", type=Path, default=DEST,
+                    help="where to build it (default: the package; elsewhere to compare candidates)")
     a = ap.parse_args()
+    build(a.run, a.dest, a.n_eval)
 
-    if DEST.exists():
-        shutil.rmtree(DEST)
-    DEST.mkdir(parents=True)
+
+def build(run: Path, dest: Path, n_eval: int) -> None:
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
     for name in KEEP:
-        shutil.copy2(a.run / name, DEST / name)
-    cfg = modelfile.load_config(DEST)
+        shutil.copy2(run / name, dest / name)
+    cfg = modelfile.load_config(dest)
     cfg.crop = CropPolicy().to_dict()
     # Data paths as a user of the repository sees them, not as this machine mounts them.
     text = json.dumps(cfg.to_dict()).replace(str(DATA), "../shared/data")
@@ -88,27 +93,27 @@ def main() -> None:
         "trained on celeba tight crops as they are (with crop jitter); at prediction time faces "
         "are detected and cut with CropPolicy defaults measured to match celeba crops")
     cfg.recipe["packaged_by"] = "python tools/make_default_model.py RUN"
-    modelfile.save_config(cfg, DEST)
+    modelfile.save_config(cfg, dest)
 
-    res = export(DEST, ["onnx", "int8"], calib_data=DATA / "celeba-gender" / "train.tar",
+    res = export(dest, ["onnx", "int8"], calib_data=DATA / "celeba-gender" / "train.tar",
                  parity_data=DATA / "celeba-gender" / "val.tar", parity_size=2000)
     print(format_export_summary(res))
 
-    celeba = evaluate(DATA / "celeba-gender" / "val.tar", DEST, detect=False)
-    fair = evaluate(DATA / "fairface540" / "labels.csv", DEST, detect=True)
+    celeba = evaluate(DATA / "celeba-gender" / "val.tar", dest, detect=False)
+    fair = evaluate(DATA / "fairface540" / "labels.csv", dest, detect=True)
     print(celeba.summary())
     print(fair.summary())
-    rows = benchmark(DEST, DATA / "celeba-gender" / "val.tar", a.n_eval)
+    rows = benchmark(dest, DATA / "celeba-gender" / "val.tar", n_eval)
     print(format_table(rows))
 
-    cfg = modelfile.load_config(DEST)
+    cfg = modelfile.load_config(dest)
     cfg.metrics["celeba_val"] = _metrics_row(celeba)
     cfg.metrics["fairface540"] = {**_metrics_row(fair), "age_group": fair.groups.get("age_group")}
     cfg.metrics["benchmark"] = rows
-    modelfile.save_config(cfg, DEST)
-    write_card(DEST, cfg, held_out_section(celeba, fair, rows))
-    total = sum(p.stat().st_size for p in DEST.iterdir())
-    print(f"{DEST}: {total / 1e6:.1f} MB")
+    modelfile.save_config(cfg, dest)
+    write_card(dest, cfg, held_out_section(celeba, fair, rows))
+    total = sum(p.stat().st_size for p in dest.iterdir())
+    print(f"{dest}: {total / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":
