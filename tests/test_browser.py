@@ -117,10 +117,17 @@ def test_upload_shows_boxes_labels_and_errors(browser, server, photo_files):
     cards = {c.query_selector(".name").inner_text(): c for c in page.query_selector_all(".card")}
     portrait = cards["portrait.jpg"]
     assert portrait.query_selector(".box") is not None
+    # The small test model may be near 50/50 on this face: then the page must say "unsure"
+    # (box tag and badge) rather than print a label as if it were sure.
     tag = portrait.query_selector(".box .tag").inner_text()
-    assert "male" in tag and "%" in tag
     face_line = portrait.query_selector(".face strong").inner_text().lower()
     assert face_line.startswith("face 1: ") and face_line.split(": ")[1] in ("male", "female")
+    badge = portrait.query_selector(".face .badge")
+    if "unsure" in (portrait.query_selector(".box").get_attribute("class") or ""):
+        assert tag == "1 · unsure" and badge is not None and badge.inner_text() == "unsure"
+    else:
+        assert re.fullmatch(r"1 · (male|female) (>99|\d+)%", tag), tag
+        assert badge is None
     # the box sits inside the rendered photo
     img, box = portrait.query_selector("img").bounding_box(), portrait.query_selector(".box").bounding_box()
     assert img["width"] > 100 and box["width"] > 10
