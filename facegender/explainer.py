@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import FaceGenderError, ImageError, require
+from .faces import CropGeometry, crop_geometry
 from .modelfile import ModelConfig
 
 # Last convolutional block per registered architecture: the deepest layer that still has a
@@ -33,27 +34,6 @@ TARGET_LAYERS: dict[str, Callable[[Any], Any]] = {
     "resnet18": lambda m: m.layer4[-1],
     "mobilenetv3_small_se": lambda m: m.features[-1],  # before the SE head, not inside it
 }
-
-
-@dataclass(frozen=True)
-class CropGeometry:
-    """Where a crop came from in its photo: centre, size in photo pixels, rotation (radians).
-
-    Crop pixel (u, v), measured from the crop centre, sits at photo point
-    centre + u * (cos a, sin a) + v * (-sin a, cos a), as in faces.crop_face."""
-
-    cx: float
-    cy: float
-    width: int
-    height: int
-    angle: float = 0.0
-
-    def corners(self) -> list[tuple[float, float]]:
-        """The crop's four corners in photo coordinates (clockwise from top-left)."""
-        c, s = math.cos(self.angle), math.sin(self.angle)
-        hw, hh = self.width / 2, self.height / 2
-        return [(self.cx + u * c - v * s, self.cy + u * s + v * c)
-                for u, v in ((-hw, -hh), (hw, -hh), (hw, hh), (-hw, hh))]
 
 
 @dataclass
@@ -112,21 +92,13 @@ class Explanation:
 # --------------------------------------------------------------------------- geometry
 
 
-def crop_geometry(face: Any, policy: Any) -> CropGeometry:
-    """The geometry faces.crop_face uses for `face` under `policy` (same formulas, so the
-    heatmap lands where the crop was cut; tests check the two agree pixel for pixel)."""
-    x, y, w, h = face.box
+def face_geometry(face: Any, policy: Any) -> CropGeometry:
+    """Where the classifier's input for `face` came from: the detector crop (faces.crop_geometry)
+    or, without detection, the whole box as it is."""
     if not policy.detect:
+        x, y, w, h = face.box
         return CropGeometry(x + w / 2, y + h / 2, max(1, round(w)), max(1, round(h)), 0.0)
-    from .faces import eye_angle
-
-    base = (w + h) / 2
-    ch = base * (1.0 + policy.margin)
-    cw = ch * policy.aspect
-    theta = eye_angle(face) if policy.align else 0.0
-    cx = x + w / 2 - math.sin(theta) * policy.offset_y * base
-    cy = y + h / 2 + math.cos(theta) * policy.offset_y * base
-    return CropGeometry(cx, cy, max(1, round(cw)), max(1, round(ch)), theta)
+    return crop_geometry(face, policy)
 
 
 def map_to_photo(heatmap: np.ndarray, geom: CropGeometry, size: tuple[int, int]) -> np.ndarray:
@@ -316,7 +288,7 @@ def find_faces(images: Any, config: ModelConfig, *, detect: bool | None = None,
                 ref=ref, face=j, box=tuple(float(v) for v in face.box),
                 det_score=float(face.score) if policy.detect else None, label=None,
                 prob_male=None, target_index=None, heatmap=None, crop=crop,
-                geometry=crop_geometry(face, policy), image=img))
+                geometry=face_geometry(face, policy), image=img))
     return results
 
 

@@ -365,17 +365,32 @@ def eye_angle(face: Face) -> float:
     return math.atan2(float(ly - ry), float(lx - rx))
 
 
-def crop_face(image: Image.Image, face: Face, policy: CropPolicy,
-              size: tuple[int, int] | None = None) -> Image.Image:
-    """Cut the policy's crop around a detected face: centred on the box shifted down by
-    ``offset_y``, ``(1 + margin)`` box sizes tall, ``aspect`` wide, rotated so the eyes are level
-    when ``align``. Parts outside the image repeat its edge pixels (as the training-time
-    CropJitter does), so a face at the border still gives a plausible photo.
+@dataclass(frozen=True)
+class CropGeometry:
+    """Where a crop comes from in its photo: centre, size in photo pixels, rotation (radians).
 
-    size: optional (width, height) to resize the crop to; None keeps native resolution.
-    """
-    if image.mode != "RGB":
-        image = image.convert("RGB")
+    Crop pixel (u, v), measured from the crop centre, sits at photo point
+    centre + u * (cos a, sin a) + v * (-sin a, cos a). crop_face cuts with it and the explainer
+    maps heatmaps back with it, so the two cannot drift apart."""
+
+    cx: float
+    cy: float
+    width: int
+    height: int
+    angle: float = 0.0
+
+    def corners(self) -> list[tuple[float, float]]:
+        """The crop's four corners in photo coordinates (clockwise from top-left)."""
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        hw, hh = self.width / 2, self.height / 2
+        return [(self.cx + u * c - v * s, self.cy + u * s + v * c)
+                for u, v in ((-hw, -hh), (hw, -hh), (hw, hh), (-hw, hh))]
+
+
+def crop_geometry(face: Face, policy: CropPolicy) -> CropGeometry:
+    """The policy's crop around a detected face: centred on the box shifted down by
+    ``offset_y``, ``(1 + margin)`` box sizes tall, ``aspect`` wide, rotated so the eyes are level
+    when ``align``."""
     x, y, w, h = face.box
     if w <= 0 or h <= 0:
         raise FaceGenderError(f"face box has no area: {face.box}")
@@ -383,16 +398,29 @@ def crop_face(image: Image.Image, face: Face, policy: CropPolicy,
     ch = base * (1.0 + policy.margin)
     cw = ch * policy.aspect
     theta = eye_angle(face) if policy.align else 0.0
-    cos, sin = math.cos(theta), math.sin(theta)
     # The offset runs along the face's own downward axis, which rotates with the eyes.
-    cx = x + w / 2 - sin * policy.offset_y * base
-    cy = y + h / 2 + cos * policy.offset_y * base
-    out_w, out_h = max(1, round(cw)), max(1, round(ch))
+    cx = x + w / 2 - math.sin(theta) * policy.offset_y * base
+    cy = y + h / 2 + math.cos(theta) * policy.offset_y * base
+    return CropGeometry(cx, cy, max(1, round(cw)), max(1, round(ch)), theta)
+
+
+def crop_face(image: Image.Image, face: Face, policy: CropPolicy,
+              size: tuple[int, int] | None = None) -> Image.Image:
+    """Cut the policy's crop around a detected face (see crop_geometry). Parts outside the
+    image repeat its edge pixels (as the training-time CropJitter does), so a face at the border
+    still gives a plausible photo.
+
+    size: optional (width, height) to resize the crop to; None keeps native resolution.
+    """
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    g = crop_geometry(face, policy)
+    cx, cy, out_w, out_h = g.cx, g.cy, g.width, g.height
+    cos, sin = math.cos(g.angle), math.sin(g.angle)
     # Output pixel (u, v) samples input c + u' * (cos, sin) + v' * (-sin, cos), with u', v'
     # measured from the crop centre (PIL's AFFINE maps output to input coordinates).
     hw, hh = out_w / 2, out_h / 2
-    corners = [(cx + u * cos - v * sin, cy + u * sin + v * cos)
-               for u in (-hw, hw) for v in (-hh, hh)]
+    corners = g.corners()
     bx0 = math.floor(min(c[0] for c in corners)) - 2
     by0 = math.floor(min(c[1] for c in corners)) - 2
     bx1 = math.ceil(max(c[0] for c in corners)) + 2

@@ -18,15 +18,13 @@ pytest.importorskip("pytorch_grad_cam")
 
 from facegender.errors import FaceGenderError  # noqa: E402
 from facegender.explainer import (  # noqa: E402
-    CropGeometry,
     GradCamExplainer,
-    crop_geometry,
     explain,
     map_to_photo,
     mass_inside,
     target_layer,
 )
-from facegender.faces import CropPolicy, Face, crop_face  # noqa: E402
+from facegender.faces import CropGeometry, CropPolicy, Face, crop_face, crop_geometry  # noqa: E402
 
 FACES = ["male/fairface_0001.jpg", "female/fairface_0002.jpg", "female/fairface_0004.jpg"]
 
@@ -62,7 +60,8 @@ def coordinate_image(w: int = 320, h: int = 240) -> Image.Image:
 
 @pytest.mark.parametrize("angle_deg", [0.0, 17.0, -30.0])
 def test_crop_geometry_matches_crop_face(angle_deg):
-    """The heatmap goes back where faces.crop_face cut the crop, rotation included."""
+    """crop_face samples exactly where its geometry says (the geometry the explainer uses to put
+    heatmaps back), rotation included."""
     img = coordinate_image()
     a = math.radians(angle_deg)
     cx, cy, d = 150.0, 110.0, 30.0

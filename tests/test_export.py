@@ -92,6 +92,8 @@ def test_int8_close_to_torch(exported, val_faces, p_torch):
     assert np.abs(p_int8 - p_ref).mean() < 0.03
     assert abs(np.mean((p_int8 >= 0.5) == y) - np.mean((p_ref >= 0.5) == y)) <= 0.02
     assert res["int8"]["parity"]["agreement"] >= 0.97
+    par = res["int8"]["parity"]
+    assert 0 < par["sure_faces"] <= par["faces"] and 0.97 <= par["agreement_sure"] <= 1
     assert res["int8"]["calib"]["faces"] == 200
     assert (folder / modelfile.ONNX_INT8_NAME).stat().st_size < 0.4 * (
         folder / modelfile.ONNX_NAME).stat().st_size
@@ -170,3 +172,14 @@ def test_benchmark_refuses_missing_backend(exported, tmp_path):
         shutil.copy(exported[0] / name, bare / name)
     with pytest.raises(FaceGenderError, match="has no model.onnx"):
         benchmark(bare, backends=["onnx"])
+
+
+def test_parity_counts_flips_inside_and_outside_the_unsure_band():
+    from facegender.export import _parity
+
+    p_ref = np.array([0.10, 0.45, 0.55, 0.90, 0.75])
+    p = np.array([0.12, 0.55, 0.54, 0.88, 0.45])  # flips: one inside the band, one outside
+    par = _parity(p, p_ref, np.array([0, 1, 1, 1, 1]), 0.5, unsure_band=0.2)
+    assert par["agreement"] == pytest.approx(3 / 5)
+    assert par["sure_faces"] == 3 and par["agreement_sure"] == pytest.approx(2 / 3)
+    assert par["max_abs_dp"] == pytest.approx(0.30)
