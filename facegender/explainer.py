@@ -256,7 +256,7 @@ def find_faces(images: Any, config: ModelConfig, *, detect: bool | None = None,
     from .data import Sample
     from .faces import CropPolicy, FaceDetector, detect_and_crop
     from .images import decode_bytes, load_image
-    from .predict import _expand_inputs, _Failed
+    from .predict import FailedInput, expand_inputs
 
     crop_cfg = dict(config.crop)
     if detect is not None:
@@ -266,9 +266,9 @@ def find_faces(images: Any, config: ModelConfig, *, detect: bool | None = None,
     if policy.detect:
         detector = FaceDetector(threads=threads, **({"min_face": min_face} if min_face else {}))
     results: list[Explanation] = []
-    for ref, src in _expand_inputs(images):
+    for ref, src in expand_inputs(images):
         try:
-            if isinstance(src, _Failed):
+            if isinstance(src, FailedInput):
                 raise ImageError(ref, src.reason)
             if isinstance(src, Sample):
                 img = decode_bytes(src.read_bytes(), ref, max_pixels)

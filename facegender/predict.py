@@ -127,7 +127,7 @@ class Predictor:
 
     def _prepare(self, item: tuple[str, Any]) -> tuple[ImageResult, list]:
         ref, src = item
-        if isinstance(src, _Failed):
+        if isinstance(src, FailedInput):
             return ImageResult(path=ref, error=src.reason), []
         res = ImageResult(path=ref, sample=src if isinstance(src, Sample) else None)
         try:
@@ -168,7 +168,7 @@ class Predictor:
     def iter_predict(self, inputs: Any, batch_size: int = 64, workers: int | None = None
                      ) -> Iterator[ImageResult]:
         """Yield one ImageResult per input image, in input order, a batch at a time."""
-        items = list(_expand_inputs(inputs))
+        items = list(expand_inputs(inputs))
         workers = workers or min(4, os.cpu_count() or 1)
         with ThreadPoolExecutor(workers) as pool:
             for i in range(0, len(items), batch_size):
@@ -182,17 +182,19 @@ class Predictor:
 
 
 @dataclass
-class _Failed:
+class FailedInput:
+    """An input that could not be read (its reason is reported, the batch goes on)."""
+
     reason: str
 
 
-def _expand_inputs(inputs: Any) -> Iterable[tuple[str, Any]]:
-    """Normalise every accepted input kind to (ref, Sample | PIL image | bytes | _Failed)."""
+def expand_inputs(inputs: Any) -> Iterable[tuple[str, Any]]:
+    """Normalise every accepted input kind to (ref, Sample | PIL image | bytes | FailedInput)."""
     if isinstance(inputs, SourceData):
         for s in inputs.samples:
             yield s.ref, s
         for sk in inputs.skipped:
-            yield sk.ref, _Failed(sk.reason)
+            yield sk.ref, FailedInput(sk.reason)
         return
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -213,9 +215,9 @@ def _expand_inputs(inputs: Any) -> Iterable[tuple[str, Any]]:
             try:
                 data = read_source(item, labelled=False)
             except FaceGenderError as exc:
-                yield str(item), _Failed(str(exc).split(": ", 1)[-1])
+                yield str(item), FailedInput(str(exc).split(": ", 1)[-1])
                 continue
-            yield from _expand_inputs(data)
+            yield from expand_inputs(data)
 
 
 def load(model: str | Path | None = None, **kwargs: Any) -> Predictor:
