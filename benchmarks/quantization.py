@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from facegender import modelfile
     from facegender.bench import _timed
     from facegender.data import read_source
-    from facegender.export import INPUT_NAME, _arrays, _pick, _quantize
+    from facegender.export import INPUT_NAME, _arrays, _parity, _pick, _quantize
     from facegender.preprocess import softmax
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -97,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         return softmax(z, cfg.temperature)[:, cfg.male_index], ms
 
     p32, ms32 = run(fp32)
-    sure = np.abs(p32 - 0.5) >= cfg.unsure_band
     male = y == cfg.male_index
-    print(f"{folder}: {len(x)} val faces ({sure.sum()} outside the unsure band "
+    ref = _parity(p32, p32, male, 0.5, cfg.unsure_band)
+    print(f"{folder}: {len(x)} val faces ({ref['sure_faces']} outside the unsure band "
           f"{cfg.unsure_band}), {len(x_cal)} calibration faces; fp32 accuracy "
-          f"{np.mean((p32 >= 0.5) == male):.2%}, batch-1 {ms32:.3f} ms\n")
+          f"{ref['accuracy']:.2%}, batch-1 {ms32:.3f} ms\n")
     print("| variant | agreement | outside unsure band | max abs dp | accuracy | batch-1 ms |")
     print("| --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,10 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             out = tmpdir / "q.onnx"
             _quantize(fp32, out, x_cal, tmpdir, options)
             p8, ms = run(out)
-            same = (p8 >= 0.5) == (p32 >= 0.5)
-            print(f"| {name} | {same.mean():.2%} | {same[sure].mean():.2%} | "
-                  f"{np.abs(p8 - p32).max():.3f} | {np.mean((p8 >= 0.5) == male):.2%} | {ms:.3f} |",
-                  flush=True)
+            par = _parity(p8, p32, male, 0.5, cfg.unsure_band)
+            print(f"| {name} | {par['agreement']:.2%} | {par['agreement_sure']:.2%} | "
+                  f"{par['max_abs_dp']:.3f} | {par['accuracy']:.2%} | {ms:.3f} |", flush=True)
     return 0
 
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from . import plots
 from .data import Sample, read_source, stratified_limit
-from .errors import DataError, FaceGenderError, MissingDependency, require
+from .errors import DataError, FaceGenderError, MissingDependency
 from .metrics import compute_metrics
 from .predict import Predictor
 
@@ -197,9 +198,8 @@ def evaluate(
         out = report
     if report and out is None:
         raise FaceGenderError("report=True needs a folder: pass out=DIR or report=DIR")
-    if report:  # fail before the (long) predictions, not after
-        require("matplotlib", "report")
-        require("sklearn.metrics", "report")
+    if report and (why := plots.missing()):  # fail before the (long) predictions, not after
+        raise MissingDependency(why)
     pred = predictor or Predictor(model, backend=backend, detect=detect, tta=tta,
                                   threads=threads, largest=True)
     source = read_source(data, labelled=True)
@@ -250,8 +250,6 @@ def evaluate(
 
 
 def write_report(result: EvalResult, out: Path, labels: list[str]) -> Path:
-    from .plots import plot_confusion, plot_roc
-
     out.mkdir(parents=True, exist_ok=True)
     m = result.metrics
     (out / "metrics.json").write_text(json.dumps(
@@ -267,16 +265,15 @@ def write_report(result: EvalResult, out: Path, labels: list[str]) -> Path:
             w.writerow([ref, "", "", f"error: {reason}", ""])
         for ref in result.no_face:
             w.writerow([ref, "", "", "no_face", ""])
-    try:  # plots need the [report] extra; the numbers above never do
+    why = plots.missing()  # plots need the [report] extra; the numbers above never do
+    if why:
+        log.warning("no plots in %s: %s", out, why)
+    else:
         cm = m["confusion_matrix"]["rows_true_cols_pred"]
-        plot_confusion(cm, m["confusion_matrix"]["labels"], out / "confusion.png")
+        plots.plot_confusion(cm, m["confusion_matrix"]["labels"], out / "confusion.png")
         if m.get("roc_auc") is not None:
-            plot_roc(result.y_male, result.p_male, out / "roc.png")
-        plots = True
-    except MissingDependency as exc:
-        log.warning("no plots in %s: %s", out, exc)
-        plots = False
-    (out / "report.md").write_text(markdown_report(result, plots=plots))
+            plots.plot_roc(result.y_male, result.p_male, out / "roc.png")
+    (out / "report.md").write_text(markdown_report(result, with_plots=not why))
     return out
 
 
@@ -288,7 +285,7 @@ def _json(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def markdown_report(result: EvalResult, plots: bool = True) -> str:
+def markdown_report(result: EvalResult, with_plots: bool = True) -> str:
     m = result.metrics
     pc = m["per_class"]
 
@@ -310,7 +307,7 @@ def markdown_report(result: EvalResult, plots: bool = True) -> str:
         *[f"| {c} | {f(v['precision'])} | {f(v['recall'])} | {f(v['f1'])} | {v['support']} |"
           for c, v in pc.items()], "",
     ]
-    if not plots:
+    if not with_plots:
         lines += ['(No plots: install `pip install "facegender[report]"` for them.)', ""]
     else:
         lines += ["![confusion matrix](confusion.png)", ""]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-NAMES = ("female", "male")
+NAMES = ("female", "male")  # indexed by y_male (0/1), whatever a model's own label order
 
 
 def confusion(y_male: np.ndarray, pred_male: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import require
+from .errors import MissingDependency, require
 
 
 def _plt():
@@ -19,6 +19,16 @@ def _plt():
     plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False,
                          "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3})
     return plt
+
+
+def missing() -> str | None:
+    """Why plots cannot be drawn in this install (with the pip command), or None if they can."""
+    for module in ("matplotlib", "sklearn.metrics"):
+        try:
+            require(module, "report")
+        except MissingDependency as exc:
+            return str(exc)
+    return None
 
 
 def _sk(*names: str):
