@@ -1,7 +1,8 @@
 """facegender: male/female face classification with calibrated probabilities.
 
-The public API maps 1:1 onto the CLI verbs: `train`, `evaluate`, `predict`, `info`.
-Nothing here imports torch: `train` loads the trainer (and torch) on first use.
+The public API maps 1:1 onto the CLI verbs: `train`, `evaluate`, `predict`, `explain`, `qat`,
+`info` (`export`, `benchmark` and `serve` live in their modules). Nothing here imports torch:
+`train` and `qat` load it on first use.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from .explainer import explain  # noqa: E402
 from .info import info  # noqa: E402
 from .predict import ImageResult, Predictor, load, predict  # noqa: E402
 
-__all__ = ["train", "evaluate", "predict", "explain", "info", "load", "Predictor", "ImageResult",
+__all__ = ["train", "qat", "evaluate", "predict", "explain", "info", "load", "Predictor", "ImageResult",
            "__version__"]
 
 
@@ -24,3 +25,10 @@ def train(*args, **kwargs):
     return _train(*args, **kwargs)
 
 
+
+
+def qat(*args, **kwargs):
+    """Quantization-aware fine-tuning of a model folder; see facegender.quantaware.finetune."""
+    from .quantaware import finetune
+
+    return finetune(*args, **kwargs)

@@ -12,6 +12,27 @@ def _pct(x: Any) -> str:
     return f"{x:.2%}" if isinstance(x, (int, float)) else "n/a"
 
 
+def _qat_section(qat: dict | None, before: dict | None) -> list[str]:
+    """Quantization-aware fine-tuning, when the weights came from `facegender qat`."""
+    if not qat:
+        return []
+    val = (before or {}).get("val") or {}
+    return [
+        "",
+        "### Quantization-aware fine-tuning (`facegender qat`)",
+        "The weights above were then fine-tuned while simulating ONNX Runtime's INT8 "
+        "quantization, so the INT8 export labels faces as this model does; the validation "
+        "metrics above are the fine-tuned model's.",
+        "```",
+        qat.get("command") or "(run through the Python API; parameters below)",
+        "```",
+        "| parameter | value |",
+        "| --- | --- |",
+        *[f"| {k} | {v} |" for k, v in qat.items() if k not in ("command", "data", "val")],
+        f"| val accuracy before fine-tuning | {_pct(val.get('accuracy'))} |",
+    ]
+
+
 def write_card(folder: Path, cfg: ModelConfig, extra_sections: str = "") -> Path:
     r, d, m = cfg.recipe, cfg.data, cfg.metrics.get("val", {})
     lines = [
@@ -60,8 +81,9 @@ def write_card(folder: Path, cfg: ModelConfig, extra_sections: str = "") -> Path
         "```",
         "| parameter | value |",
         "| --- | --- |",
-        *[f"| {k} | {v} |" for k, v in r.items() if k != "command"],
+        *[f"| {k} | {v} |" for k, v in r.items() if k not in ("command", "qat")],
         f"| training time (s) | {cfg.metrics.get('train_seconds')} |",
+        *_qat_section(r.get("qat"), cfg.metrics.get("before_qat")),
         "",
         "## Limits",
         "- Binary labels only; they say nothing about how a person identifies.",

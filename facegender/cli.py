@@ -206,6 +206,34 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--parity-size", type=int, default=500, help="faces in the parity check")
     xp.add_argument("--opset", type=int, default=18, help="ONNX opset")
 
+    qa = sub.add_parser("qat", help="fine-tune a model so its INT8 export agrees with it",
+                        description="Quantization-aware fine-tuning (needs the [train] extra): "
+                        "simulates ONNX Runtime's INT8 quantization in torch while training, "
+                        "re-fits the temperature on val, writes a new model folder to --out and "
+                        "exports it (ONNX + INT8 with parity checks).")
+    qa.add_argument("model", nargs="?", default=None,
+                    help="model folder to start from (default: the model shipped in the package)")
+    qa.add_argument("data", help="training source (also the INT8 calibration faces)")
+    qa.add_argument("--out", "-o", required=True, help="output model folder")
+    qa.add_argument("--val", default=None,
+                    help="validation source (default: the source's own val split)")
+    qa.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (default: %(default)s)")
+    qa.add_argument("--lr", type=float, default=1e-4, help="peak AdamW learning rate (cosine)")
+    qa.add_argument("--batch-size", type=int, default=64, help="images per step")
+    qa.add_argument("--consistency", type=float, default=2.0,
+                    help="weight of the fp32-vs-int8 logit-margin agreement term")
+    qa.add_argument("--calib-size", type=int, default=1000, help="activation-range calibration faces")
+    qa.add_argument("--augment", choices=["default", "strong", "light", "none"], default="default",
+                    help="face augmentations while fine-tuning")
+    qa.add_argument("--limit", type=int, default=None, help="use a stratified subset of N faces")
+    qa.add_argument("--val-limit", type=int, default=None, help="use N val faces")
+    qa.add_argument("--no-export", dest="export", action="store_false",
+                    help="do not export ONNX + INT8 at the end")
+    qa.add_argument("--workers", type=int, default=None, help="data-loading processes")
+    qa.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    qa.add_argument("--seed", type=int, default=0, help="seed for sampling and augmentation")
+    qa.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
     bm = sub.add_parser("benchmark", help="latency, throughput, accuracy and memory per backend",
                         description="Measure every available backend of a model folder in one "
                         "run: batch-1 latency p50/p95 on one thread, batch-64 throughput on all "
@@ -367,6 +395,26 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_qat(a: argparse.Namespace) -> int:
+    from .export import format_export_summary
+    from .quantaware import finetune
+
+    res = finetune(a.model, a.data, a.out, val=a.val, epochs=a.epochs, lr=a.lr,
+                   batch_size=a.batch_size, consistency=a.consistency,
+                   calib_size=a.calib_size,
+                   limit=a.limit, val_limit=a.val_limit, augment=a.augment, workers=a.workers,
+                   threads=a.threads, seed=a.seed, export_formats=("onnx", "int8") if a.export
+                   else (), progress=a.progress)
+    v, last = res["metrics"]["val"], res["history"][-1]
+    print(f"model folder: {res['model_dir']} (val accuracy {v['accuracy']:.2%}; simulated INT8 "
+          f"agreement {last['agreement']:.2%} on {v['n']} val faces)")
+    if res["export"]:
+        print(format_export_summary(res["export"]))
+    for ref, reason in res["skipped"][:20]:
+        print(f"skipped {ref}: {reason}", file=sys.stderr)
+    return 1 if res["skipped"] else 0
+
+
 def cmd_benchmark(a: argparse.Namespace) -> int:
     from .bench import benchmark, format_table
 
@@ -389,7 +437,7 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "explain": cmd_explain, "export": cmd_export, "benchmark": cmd_benchmark,
+            "explain": cmd_explain, "export": cmd_export, "qat": cmd_qat, "benchmark": cmd_benchmark,
             "serve": cmd_serve, "info": cmd_info}
 
 

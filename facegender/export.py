@@ -181,6 +181,17 @@ _QUANT_DESC = {"format": "QDQ", "weights": "int8 per-channel (reduce_range)", "a
                "calibration": f"Percentile {_PERCENTILE}"}
 
 
+def calibration_faces(source, cfg: ModelConfig, size: int = 1000, seed: int = 0) -> np.ndarray:
+    """The preprocessed faces INT8 calibration uses: `size` stratified, seeded training faces."""
+    return _arrays(_pick(source, ("train",), size, seed, exclude=set()), cfg)[0]
+
+
+def calibration_batches(x: np.ndarray) -> list[np.ndarray]:
+    """Calibration faces in the equal batches they are fed in (a ragged tail is dropped)."""
+    whole = max(_CALIB_BATCH, len(x) - len(x) % _CALIB_BATCH)
+    return [x[i:i + _CALIB_BATCH] for i in range(0, whole, _CALIB_BATCH)]
+
+
 def _check_formats(formats: Iterable[str] | str) -> list[str]:
     if isinstance(formats, str):
         formats = [formats]
@@ -316,9 +327,8 @@ def _quantize(fp32: Path, out: Path, x_cal: np.ndarray, tmpdir: Path,
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(q.CalibrationDataReader):
-        def __init__(self, x: np.ndarray, batch: int = _CALIB_BATCH):
-            whole = max(batch, len(x) - len(x) % batch)
-            self._batches = iter([{INPUT_NAME: x[i:i + batch]} for i in range(0, whole, batch)])
+        def __init__(self, x: np.ndarray):
+            self._batches = iter([{INPUT_NAME: b} for b in calibration_batches(x)])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._batches, None)

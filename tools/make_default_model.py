@@ -28,6 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 DEST = ROOT / "facegender" / "weights" / "default"
 KEEP = ("config.json", "model.safetensors", "history.csv", "curves.png")
+QAT_HISTORY = "qat_history.csv"  # present when the run came from `facegender qat`
+
+
+def _portable(cfg: modelfile.ModelConfig) -> modelfile.ModelConfig:
+    """Paths as a user of the repository sees them, not as this machine mounts them."""
+    text = json.dumps(cfg.to_dict()).replace(str(DATA), "../shared/data")
+    text = text.replace(str(ROOT) + "/", "").replace(str(ROOT), ".")
+    return modelfile.ModelConfig.from_dict(json.loads(text))
 
 
 def _metrics_row(r) -> dict:
@@ -84,11 +92,10 @@ def build(run: Path, dest: Path, n_eval: int) -> None:
     dest.mkdir(parents=True)
     for name in KEEP:
         shutil.copy2(run / name, dest / name)
-    cfg = modelfile.load_config(dest)
+    if (run / QAT_HISTORY).exists():
+        shutil.copy2(run / QAT_HISTORY, dest / QAT_HISTORY)
+    cfg = _portable(modelfile.load_config(dest))
     cfg.crop = CropPolicy().to_dict()
-    # Data paths as a user of the repository sees them, not as this machine mounts them.
-    text = json.dumps(cfg.to_dict()).replace(str(DATA), "../shared/data")
-    cfg = modelfile.ModelConfig.from_dict(json.loads(text))
     cfg.recipe["crop_policy_note"] = (
         "trained on celeba tight crops as they are (with crop jitter); at prediction time faces "
         "are detected and cut with CropPolicy defaults measured to match celeba crops")
@@ -106,7 +113,7 @@ def build(run: Path, dest: Path, n_eval: int) -> None:
     rows = benchmark(dest, DATA / "celeba-gender" / "val.tar", n_eval)
     print(format_table(rows))
 
-    cfg = modelfile.load_config(dest)
+    cfg = _portable(modelfile.load_config(dest))  # export recorded this machine's paths
     cfg.metrics["celeba_val"] = _metrics_row(celeba)
     cfg.metrics["fairface540"] = {**_metrics_row(fair), "age_group": fair.groups.get("age_group")}
     cfg.metrics["benchmark"] = rows
