@@ -223,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     qa.add_argument("--consistency", type=float, default=2.0,
                     help="weight of the fp32-vs-int8 logit-margin agreement term")
     qa.add_argument("--calib-size", type=int, default=1000, help="activation-range calibration faces")
+    qa.add_argument("--recalibrate-every", type=int, default=200,
+                    help="steps between activation-range calibrations (0: once per epoch)")
     qa.add_argument("--augment", choices=["default", "strong", "light", "none"], default="default",
                     help="face augmentations while fine-tuning")
     qa.add_argument("--limit", type=int, default=None, help="use a stratified subset of N faces")
@@ -401,7 +403,7 @@ def cmd_qat(a: argparse.Namespace) -> int:
 
     res = finetune(a.model, a.data, a.out, val=a.val, epochs=a.epochs, lr=a.lr,
                    batch_size=a.batch_size, consistency=a.consistency,
-                   calib_size=a.calib_size,
+                   calib_size=a.calib_size, recalibrate_every=a.recalibrate_every or None,
                    limit=a.limit, val_limit=a.val_limit, augment=a.augment, workers=a.workers,
                    threads=a.threads, seed=a.seed, export_formats=("onnx", "int8") if a.export
                    else (), progress=a.progress)

@@ -25,7 +25,7 @@ folded bias in its shift), so everything else loads it unchanged.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,50 +61,46 @@ class ActQuant(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.mode = "off"  # "off" | "observe" | "quant"
+        self.mode = "off"  # "off" | "range" | "histogram" (calibration passes) | "quant"
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("zero_point", torch.tensor(0, dtype=torch.int32))
         self._reset()
 
     def _reset(self) -> None:
         self._hist: np.ndarray | None = None
-        self._edges: np.ndarray | None = None
-        self._min = np.float32(np.inf)
+        self._min = np.float32(np.inf)  # of x
         self._max = np.float32(-np.inf)
+        self._abs_min = np.float32(np.inf)  # of |x|: the histogram's range
+        self._abs_max = np.float32(-np.inf)
 
     def forward(self, x):
         if self.mode == "quant":
             return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point,
                                                          A_QMIN, A_QMAX)
-        if self.mode == "observe":
-            self._observe(x.detach().float().flatten().numpy())
+        if self.mode in ("range", "histogram"):
+            a = x.detach().float().flatten().numpy()
+            if self.mode == "range":
+                self._min, self._max = min(self._min, a.min()), max(self._max, a.max())
+                a = np.abs(a)
+                self._abs_min = min(self._abs_min, a.min())
+                self._abs_max = max(self._abs_max, a.max())
+            else:
+                hist, _ = np.histogram(np.abs(a), bins=_BINS,
+                                       range=(self._abs_min, self._abs_max))
+                self._hist = hist if self._hist is None else self._hist + hist
         return x
 
-    def _observe(self, a: np.ndarray) -> None:
-        # ONNX Runtime's HistogramCollector.collect_absolute_value, step for step: a histogram
-        # of |x| whose 2048 bins are fixed by the first batch and extended at the same width.
-        self._min = min(self._min, a.min())
-        self._max = max(self._max, a.max())
-        a = np.abs(a)
-        if self._hist is None:
-            hist, edges = np.histogram(a, bins=_BINS)
-        else:
-            edges = self._edges
-            if a.max() > edges[-1]:
-                width = edges[1] - edges[0]
-                edges = np.hstack((edges, np.arange(edges[-1] + width, a.max() + width, width)))
-            # The edges are evenly spaced, so numpy's fast equal-width path counts the same bins.
-            hist, _ = np.histogram(a, bins=len(edges) - 1, range=(edges[0], edges[-1]))
-            hist[:len(self._hist)] += self._hist
-        self._hist, self._edges = hist, edges.astype(np.float32)
-
     def finish_observing(self, percentile: float = PERCENTILE) -> None:
-        """Scale and zero point as ONNX Runtime derives them from what was observed
-        (symmetric Percentile calibration, then quant_utils.compute_scale_zp for uint8)."""
+        """Scale and zero point as ONNX Runtime derives them (symmetric Percentile calibration,
+        then quant_utils.compute_scale_zp for uint8). Its calibrator histograms |x| of all
+        calibration batches at once, 2048 bins from min |x| to max |x|; the "range" pass finds
+        those bounds, so the "histogram" pass can add up the same bins batch by batch."""
         if self._hist is None:
             raise FaceGenderError("quantization point saw no data during calibration")
+        edges = np.histogram_bin_edges(np.array([self._abs_min, self._abs_max]), bins=_BINS,
+                                       range=(self._abs_min, self._abs_max)).astype(np.float32)
         cdf = np.cumsum(self._hist / self._hist.sum())
-        threshold = self._edges[np.searchsorted(cdf, percentile / 100.0)]
+        threshold = edges[np.searchsorted(cdf, percentile / 100.0)]
         lo, hi = max(-threshold, self._min), min(threshold, self._max)
         rmin, rmax = min(lo, np.float32(0)), max(hi, np.float32(0))
         scale = (np.float64(rmax) - np.float64(rmin)) / (A_QMAX - A_QMIN)
@@ -227,13 +223,15 @@ def set_mode(model: nn.Module, mode: str) -> None:
         q.mode = mode
 
 
-def calibrate(model: nn.Module, batches: Iterable) -> None:
-    """Activation ranges from `batches` of preprocessed faces, as ONNX Runtime's calibrator."""
-    set_mode(model, "observe")
+def calibrate(model: nn.Module, batches: Sequence) -> None:
+    """Activation ranges from `batches` of preprocessed faces, as ONNX Runtime's calibrator
+    computes them from the same faces (two passes: value ranges, then histograms)."""
     model.eval()
     with torch.inference_mode():
-        for x in batches:
-            model(x)
+        for mode in ("range", "histogram"):
+            set_mode(model, mode)
+            for x in batches:
+                model(x)
     for q in act_quants(model):
         q.finish_observing()
     set_mode(model, "quant")
@@ -255,12 +253,11 @@ def unfold_into(prepared: nn.Module, original: nn.Module) -> dict[str, Any]:
             if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
                 folded = qmods[f"{name}.{a}" if name else a]
                 prefix = f"{name}.{b}." if name else f"{b}."
-                state[(f"{name}.{a}." if name else f"{a}.") + "weight"] = folded.weight.detach().clone()
                 state[prefix + "weight"] = torch.ones_like(bn.weight)
                 state[prefix + "bias"] = folded.bias.detach().clone()
                 state[prefix + "running_mean"] = torch.zeros_like(bn.running_mean)
                 state[prefix + "running_var"] = torch.full_like(bn.running_var, 1.0 - bn.eps)
-    for name, mod in original.named_modules():
+    for name, mod in original.named_modules():  # every conv / linear: its grid weights
         if isinstance(mod, (nn.Conv2d, nn.Linear)) and name in qmods and name + ".weight" in state:
             q = qmods[name]
             state[name + ".weight"] = q.weight.detach().clone()  # parametrized: the grid value
@@ -290,6 +287,7 @@ def finetune(
     batch_size: int = 64,
     consistency: float = 2.0,
     calib_size: int = 1000,
+    recalibrate_every: int | None = 200,
     limit: int | None = None,
     val_limit: int | None = None,
     augment: str = "default",
@@ -306,7 +304,8 @@ def finetune(
     temperature and unsure band and to report accuracy and int8 agreement per epoch. The new
     folder is then exported to `export_formats` with parity checks (see facegender.export).
     `consistency` weighs the agreement term: the mean squared difference of the calibrated logit
-    margins with and without activation quantization.
+    margins with and without activation quantization. Activation ranges are re-calibrated every
+    `recalibrate_every` steps and after each epoch.
     Returns {"model_dir", "history", "metrics", "export"}.
     """
     import copy
@@ -362,7 +361,7 @@ def finetune(
     train_ds = FaceDataset(train_s, cfg, augment=face_augmentation(augment))
 
     def recalibrate() -> None:
-        calibrate(qnet, (torch.from_numpy(b) for b in calibration_batches(x_cal)))
+        calibrate(qnet, [torch.from_numpy(b) for b in calibration_batches(x_cal)])
 
     def margins(z):  # calibrated logit margin male - female, what the label is decided on
         m, f = cfg.male_index, 1 - cfg.male_index
@@ -396,6 +395,7 @@ def finetune(
         optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
     ce = nn.CrossEntropyLoss(label_smoothing=cfg.recipe.get("label_smoothing", 0.0) or 0.0)
     skipped: dict[str, str] = {}
+    step = 0
     for epoch in range(epochs):
         torch.manual_seed(seed * 100_003 + epoch)
         qnet.train()
@@ -419,6 +419,13 @@ def finetune(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            step += 1
+            if recalibrate_every and step % recalibrate_every == 0:
+                # Ranges follow the weights, so the simulated error stays the one ONNX Runtime's
+                # calibration of these weights will produce (a small scale change reshuffles
+                # which values round up and down).
+                recalibrate()
+                qnet.train()
             tot += loss.item() * len(y)
             cons_tot += cons.item() * len(y)
             n += len(y)
@@ -448,6 +455,7 @@ def finetune(
         else None,
         "from": str(src_dir), "data": prov, "val": vprov, "epochs": epochs, "lr": lr,
         "batch_size": batch_size, "consistency": consistency, "calib_faces": len(x_cal),
+        "recalibrate_every": recalibrate_every,
         "augment": augment, "seed": seed,
         "weights": f"int8 per-channel symmetric [{W_QMIN}, {W_QMAX}] (reduce_range)",
         "activations": f"uint8 per-tensor, Percentile {PERCENTILE}",
