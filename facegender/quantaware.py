@@ -172,7 +172,11 @@ def prepare(model: nn.Module) -> nn.Module:
         def is_leaf_module(self, m, qualname):
             return isinstance(m, QuantHardswish) or super().is_leaf_module(m, qualname)
 
-    graph = Tracer().trace(model)
+    try:
+        graph = Tracer().trace(model)
+    except Exception as exc:  # data-dependent control flow and the like
+        raise FaceGenderError(f"quantization-aware fine-tuning cannot trace this model with "
+                              f"torch.fx ({type(exc).__name__}: {str(exc)[:200]})") from None
     gm = fx.GraphModule(model, graph)
     # Identity (ex-BatchNorm, ex-Dropout) nodes go, so a conv's users are seen directly.
     for node in list(gm.graph.nodes):

@@ -147,3 +147,23 @@ def test_simulated_int8_tracks_onnxruntime(trained_model, celeba, tmp_path):
         z_fp = q(torch.from_numpy(x_val)).numpy()
     sim_err, fp_err = np.abs(z_ort - z_sim).mean(), np.abs(z_ort - z_fp).mean()
     assert sim_err < 0.6 * fp_err, (sim_err, fp_err)
+
+
+def test_models_it_cannot_prepare_get_a_clear_error():
+    from facegender.errors import FaceGenderError
+
+    class Branchy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y if y.sum() > 0 else -y  # data-dependent: torch.fx cannot trace it
+
+    with pytest.raises(FaceGenderError, match="cannot trace"):
+        prepare(Branchy())
+    lone_bn = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4),
+                                  torch.nn.BatchNorm1d(4))
+    with pytest.raises(FaceGenderError, match="cannot fold 2"):
+        prepare(lone_bn)
