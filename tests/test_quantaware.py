@@ -105,6 +105,7 @@ def test_qat_cli_writes_a_model_whose_int8_export_agrees(trained_model, celeba, 
     assert int8["parity"]["faces"] == 300
     assert int8["parity"]["agreement"] >= 0.98
     assert (out / modelfile.ONNX_INT8_NAME).is_file() and (out / modelfile.ONNX_NAME).is_file()
+    assert "Quantization-aware fine-tuning" in (out / modelfile.CARD_NAME).read_text()
     net, _ = modelfile.load_torch_model(out)
     assert isinstance(net, torch.nn.Module)
 
