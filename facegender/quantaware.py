@@ -126,19 +126,26 @@ class QuantHardswish(nn.Module):
         return self.q_out(x * self.q_gate(F.hardsigmoid(x)))
 
 
+def _conv_bn_pairs(model: nn.Module):
+    """(Sequential's name, Sequential, conv key, BatchNorm key) for each conv -> BatchNorm2d."""
+    for name, seq in model.named_modules():
+        if isinstance(seq, nn.Sequential):
+            keys = list(seq._modules)
+            for a, b in zip(keys, keys[1:], strict=False):
+                if isinstance(seq._modules[a], nn.Conv2d) and \
+                        isinstance(seq._modules[b], nn.BatchNorm2d):
+                    yield name, seq, a, b
+
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Fold every BatchNorm that follows a conv in a Sequential into the conv (eval statistics);
     the BatchNorm becomes an Identity. Raises when a BatchNorm is left that cannot be folded."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     model.eval()
-    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        names = list(seq._modules)
-        for a, b in zip(names, names[1:], strict=False):
-            conv, bn = seq._modules[a], seq._modules[b]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                seq._modules[a] = fuse_conv_bn_eval(conv, bn)
-                seq._modules[b] = nn.Identity()
+    for _, seq, a, b in list(_conv_bn_pairs(model)):
+        seq._modules[a] = fuse_conv_bn_eval(seq._modules[a], seq._modules[b])
+        seq._modules[b] = nn.Identity()
     left = [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if left:
         raise FaceGenderError("quantization-aware fine-tuning needs every BatchNorm right after a "
@@ -248,19 +255,12 @@ def unfold_into(prepared: nn.Module, original: nn.Module) -> dict[str, Any]:
     bias as its shift (running_var = 1 - eps, so var + eps = 1)."""
     state = {k: v.clone() for k, v in original.state_dict().items()}
     qmods = dict(prepared.named_modules())
-    for name, mod in original.named_modules():
-        if not isinstance(mod, nn.Sequential):
-            continue
-        names = list(mod._modules)
-        for a, b in zip(names, names[1:], strict=False):
-            conv, bn = mod._modules[a], mod._modules[b]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                folded = qmods[f"{name}.{a}" if name else a]
-                prefix = f"{name}.{b}." if name else f"{b}."
-                state[prefix + "weight"] = torch.ones_like(bn.weight)
-                state[prefix + "bias"] = folded.bias.detach().clone()
-                state[prefix + "running_mean"] = torch.zeros_like(bn.running_mean)
-                state[prefix + "running_var"] = torch.full_like(bn.running_var, 1.0 - bn.eps)
+    for name, seq, a, b in _conv_bn_pairs(original):
+        bn, prefix = seq._modules[b], f"{name}.{b}." if name else f"{b}."
+        state[prefix + "weight"] = torch.ones_like(bn.weight)
+        state[prefix + "bias"] = qmods[f"{name}.{a}" if name else a].bias.detach().clone()
+        state[prefix + "running_mean"] = torch.zeros_like(bn.running_mean)
+        state[prefix + "running_var"] = torch.full_like(bn.running_var, 1.0 - bn.eps)
     for name, mod in original.named_modules():  # every conv / linear: its grid weights
         if isinstance(mod, (nn.Conv2d, nn.Linear)) and name in qmods and name + ".weight" in state:
             q = qmods[name]
@@ -327,8 +327,8 @@ def finetune(
     from .export import calibration_batches, calibration_faces
     from .export import export as export_model
     from .preprocess import softmax
-    from .torchdata import FaceDataset, make_loader
-    from .trainer import _calibrate, _predict_logits, _source_samples
+    from .torchdata import FaceDataset, default_workers, make_loader
+    from .trainer import _calibrate, _given_val, _predict_logits, _source_samples
 
     out = Path(out)
     if (out / modelfile.CONFIG_NAME).exists():
@@ -336,25 +336,17 @@ def finetune(
     if threads:
         torch.set_num_threads(threads)
     if workers is None:
-        import os
-
-        workers = min(4, max(0, (os.cpu_count() or 1) - 1))
+        workers = default_workers()
     src_dir = modelfile.resolve_model_dir(model)
     net, cfg = modelfile.load_torch_model(src_dir)
     cfg = copy.deepcopy(cfg)
 
     train_s, own_val, prov = _source_samples(data, "train", limit, seed, "training data")
-    if val is not None:
-        val_s, _, vprov = _source_samples(val, "val", val_limit, seed, "validation data")
-    elif own_val:
-        from .data import stratified_limit
-
-        val_s, vprov = stratified_limit(own_val, val_limit, seed), {
-            "source": f"{data} (its own val split)"}
-    else:
+    given = _given_val(data, val, own_val, val_limit, seed)
+    if given is None:
         raise FaceGenderError(f"{data} has no val split: give val / --val (faces to re-fit the "
                               "temperature and measure agreement on)")
-    vprov["images"] = len(val_s)
+    val_s, vprov = given
     # The very faces, batches and order export's INT8 calibration uses: the simulated ranges
     # then are the ones ONNX Runtime will pick for the final weights.
     x_cal = calibration_faces(data, cfg, calib_size)
@@ -371,10 +363,12 @@ def finetune(
         m, f = cfg.male_index, 1 - cfg.male_index
         return (z[:, m] - z[:, f]) / cfg.temperature
 
+    last_fp: dict = {}  # val logits of the latest fp32 pass: the final calibration reuses them
+
     def measure() -> dict[str, float]:
-        skipped: dict = {}
         set_mode(qnet, "off")
         fp = _predict_logits(qnet, val_ds, batch_size, workers, skipped, val_s)
+        last_fp.update(fp)
         set_mode(qnet, "quant")
         q = _predict_logits(qnet, val_ds, batch_size, workers, skipped, val_s)
         pf = softmax(fp["logits"], cfg.temperature)[:, cfg.male_index]
@@ -386,6 +380,7 @@ def finetune(
                 "max_abs_dp": float(np.abs(pf - pq).max()),
                 "mean_abs_dp": float(np.abs(pf - pq).mean())}
 
+    skipped: dict[str, str] = {}
     recalibrate()
     history = [{"epoch": 0, "train_loss": None, "consistency": None, **measure(),
                 "epoch_seconds": 0.0}]
@@ -398,7 +393,6 @@ def finetune(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
     ce = nn.CrossEntropyLoss(label_smoothing=cfg.recipe.get("label_smoothing", 0.0) or 0.0)
-    skipped: dict[str, str] = {}
     step = 0
     for epoch in range(epochs):
         torch.manual_seed(seed * 100_003 + epoch)
@@ -445,11 +439,11 @@ def finetune(
               f"{row['max_abs_dp']:.3f} | {seconds:.0f} s", file=sys.stderr)
         _save(qnet, cfg, out, history)
 
-    # The fine-tuned fp32 model is what ships: re-fit its temperature and unsure band on val.
+    # The fine-tuned fp32 model is what ships: re-fit its temperature and unsure band on val
+    # (the last measure() ran exactly these weights without activation quantization).
     final = to_original(qnet, cfg.arch, len(cfg.labels))
-    val_out = _predict_logits(final, val_ds, batch_size, workers, skipped, val_s)
     source_metrics = cfg.metrics
-    cfg.metrics = _calibrate(cfg, val_out)
+    cfg.metrics = _calibrate(cfg, last_fp)
     # A model fine-tuned again keeps the figures from before its first fine-tuning.
     cfg.metrics["before_qat"] = source_metrics.get("before_qat") or {
         "model": str(src_dir), "val": source_metrics.get("val")}

@@ -68,6 +68,13 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+def default_workers() -> int:
+    """Data-loading processes when none are asked for: leave one core to the model."""
+    import os
+
+    return min(4, max(0, (os.cpu_count() or 1) - 1))
+
+
 def make_loader(dataset: FaceDataset, batch_size: int, shuffle: bool, workers: int,
                 seed: int | None = None):
     gen = None

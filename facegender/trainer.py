@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import sys
 import time
 from collections import Counter
@@ -73,6 +72,18 @@ def _source_samples(source, split: str | None, limit: int | None, seed: int, wha
     return samples, held, prov
 
 
+def _given_val(data, val, own_val: list[Sample] | None, val_limit: int | None, seed: int
+               ) -> tuple[list[Sample], dict] | None:
+    """Validation faces from `val`, else from the data's own val split; None when neither."""
+    if val is not None:
+        val_s, _, vprov = _source_samples(val, "val", val_limit, seed, "validation data")
+        return val_s, vprov
+    if own_val:
+        val_s = stratified_limit(own_val, val_limit, seed)
+        return val_s, {"source": f"{data} (its own val split)", "images": len(val_s)}
+    return None
+
+
 def _lr_lambda(total_steps: int, warmup_steps: int, final: float = 0.01):
     def f(step: int) -> float:
         if step < warmup_steps:
@@ -128,13 +139,13 @@ def train(
     from .card import write_card
     from .models import backbone_and_head, build_model
     from .plots import plot_history
-    from .torchdata import FaceDataset, make_loader
+    from .torchdata import FaceDataset, default_workers, make_loader
 
     out = Path(out)
     if threads:
         torch.set_num_threads(threads)
     if workers is None:
-        workers = min(4, max(0, (os.cpu_count() or 1) - 1))
+        workers = default_workers()
     if monitor not in ("balanced_accuracy", "accuracy", "roc_auc", "loss"):
         raise FaceGenderError(f"unknown monitor '{monitor}'")
     if schedule not in ("cosine", "plateau"):
@@ -142,11 +153,9 @@ def train(
 
     # ---- data
     train_s, own_val, prov = _source_samples(data, "train", limit, seed, "training data")
-    if val is not None:
-        val_s, _, vprov = _source_samples(val, "val", val_limit, seed, "validation data")
-    elif own_val:
-        val_s = stratified_limit(own_val, val_limit, seed)
-        vprov = {"source": f"{data} (its own val split)", "images": len(val_s)}
+    given = _given_val(data, val, own_val, val_limit, seed)
+    if given is not None:
+        val_s, vprov = given
     else:
         train_s, val_s = stratified_split(train_s, val_fraction, seed)
         vprov = {"source": f"{data} (stratified {val_fraction:.0%} held out, seed {seed})",
