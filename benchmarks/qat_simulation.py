@@ -26,6 +26,8 @@ def main() -> None:
     ap.add_argument("model", nargs="?", default=None, help="model folder (default: shipped)")
     ap.add_argument("--n-calib", type=int, default=1000, help="training faces for calibration")
     ap.add_argument("--n-val", type=int, default=3000, help="held-out val faces compared")
+    ap.add_argument("--float-stride", type=int, default=None,
+                    help="INT8 fp32 front, as export's --int8-float-stride (default: export's)")
     a = ap.parse_args()
 
     import onnx
@@ -34,20 +36,28 @@ def main() -> None:
     from onnx import helper, numpy_helper
 
     from facegender import modelfile
-    from facegender.export import _export_onnx, _quantize, calibration_batches, calibration_faces
+    from facegender.export import (
+        FLOAT_STRIDE,
+        _export_onnx,
+        _quantize,
+        calibration_batches,
+        calibration_faces,
+    )
     from facegender.quantaware import act_quants, calibrate, prepare, set_mode, to_original
 
     torch.set_num_threads(2)
+    if a.float_stride is None:
+        a.float_stride = FLOAT_STRIDE
     net, cfg = modelfile.load_torch_model(a.model)
     celeba = DATA / "celeba-gender"
     x_cal = calibration_faces(celeba / "train.tar", cfg, a.n_calib)
     x_val = calibration_faces(celeba / "val.tar", cfg, a.n_val, seed=3)
-    sim = prepare(copy.deepcopy(net))
+    sim = prepare(copy.deepcopy(net), a.float_stride, cfg.input_size)
     calibrate(sim, [torch.from_numpy(b) for b in calibration_batches(x_cal)])
     tmp = Path(tempfile.mkdtemp())
     _export_onnx(to_original(sim, cfg.arch, len(cfg.labels)), torch.from_numpy(x_cal[:2]),
                  tmp / "fp32.onnx", 18)
-    _quantize(tmp / "fp32.onnx", tmp / "int8.onnx", x_cal, tmp)
+    _quantize(tmp / "fp32.onnx", tmp / "int8.onnx", x_cal, tmp, float_stride=a.float_stride)
 
     # Scales: feed a few faces through the fp32 graph with every quantized tensor as an output,
     # and through the simulation (quantizers off), then pair tensors by their values.

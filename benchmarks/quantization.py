@@ -20,53 +20,37 @@ import numpy as np
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def variants(pre_model: Path) -> dict[str, dict]:
-    """quantize_static overrides per variant; node lists come from the pre-processed graph."""
-    import onnx
+def variants() -> dict[str, dict]:
+    """quantize_static overrides per variant; "float_stride" picks export's fp32 front."""
     from onnxruntime import quantization as q
 
-    nodes = onnx.load(str(pre_model)).graph.node
-    made_by = {o: n for n in nodes for o in n.output}
-
-    def parent(n, op):
-        p = made_by.get(n.input[0])
-        return p if p is not None and p.op_type == op else None
-
-    convs = [n for n in nodes if n.op_type == "Conv"]
-    depthwise = [n.name for n in convs
-                 if next((a.i for a in n.attribute if a.name == "group"), 1) > 1]
-    se_in = [n for n in convs if parent(n, "ReduceMean")]  # squeeze-excite: pool -> fc1
-    se_out = [n for n in convs if (r := parent(n, "Relu")) is not None
-              and made_by.get(r.input[0]) in se_in]  # fc1 -> relu -> fc2
-    heads = [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
     pct = q.CalibrationMethod.Percentile
-    chosen = {}  # export's own settings
+    every = {"float_stride": 0}
     return {
-        "MinMax, 7-bit weights": dict(calibrate_method=q.CalibrationMethod.MinMax, extra_options={}),
-        "MinMax, 8-bit weights": dict(calibrate_method=q.CalibrationMethod.MinMax, extra_options={},
-                                      reduce_range=False),
-        "Percentile 99.99, 7-bit weights (chosen)": chosen,
-        "Percentile 99.99, 8-bit weights": dict(reduce_range=False),
-        "Percentile 99.999": dict(calibrate_method=pct, extra_options={"CalibPercentile": 99.999}),
-        "Percentile 99.9": dict(calibrate_method=pct, extra_options={"CalibPercentile": 99.9}),
-        "squeeze-excite convs left fp32": dict(nodes_to_exclude=[n.name for n in se_in + se_out]),
-        "first conv + classifier left fp32": dict(nodes_to_exclude=[convs[0].name] + heads),
-        "depthwise convs left fp32": dict(nodes_to_exclude=depthwise),
+        "every layer INT8, MinMax": dict(every, calibrate_method=q.CalibrationMethod.MinMax,
+                                         extra_options={}),
+        "every layer INT8, Percentile 99.99": every,
+        "every layer INT8, Percentile 99.99, 8-bit weights": dict(every, reduce_range=False),
+        "every layer INT8, Percentile 99.999": dict(every, calibrate_method=pct,
+                                                    extra_options={"CalibPercentile": 99.999}),
+        "fp32 at output stride <= 2 (stem)": {"float_stride": 2},
+        "fp32 at output stride <= 4": {"float_stride": 4},
+        "fp32 at output stride <= 8 (chosen)": {},
+        "fp32 at output stride <= 16": {"float_stride": 16},
         # 16 bits hold the full range: no need to clip outliers.
-        "16-bit activations, 8-bit weights, MinMax": dict(
-            activation_type=q.QuantType.QUInt16, reduce_range=False,
+        "every layer 16-bit activations, 8-bit weights, MinMax": dict(
+            every, activation_type=q.QuantType.QUInt16, reduce_range=False,
             calibrate_method=q.CalibrationMethod.MinMax, extra_options={"UseQDQContribOps": True}),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from facegender import modelfile
     from facegender.bench import _timed
     from facegender.data import read_source
-    from facegender.export import INPUT_NAME, _arrays, _parity, _pick, _quantize
+    from facegender.export import FLOAT_STRIDE, INPUT_NAME, _arrays, _parity, _pick, _quantize
     from facegender.preprocess import softmax
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -106,11 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
-        pre = tmpdir / "pre.onnx"
-        quant_pre_process(str(fp32), str(pre))
-        for name, options in variants(pre).items():
+        for name, options in variants().items():
             out = tmpdir / "q.onnx"
-            _quantize(fp32, out, x_cal, tmpdir, options)
+            options = dict(options)
+            stride = options.pop("float_stride", FLOAT_STRIDE)
+            _quantize(fp32, out, x_cal, tmpdir, options, float_stride=stride)
             p8, ms = run(out)
             par = _parity(p8, p32, male, 0.5, cfg.unsure_band)
             print(f"| {name} | {par['agreement']:.2%} | {par['agreement_sure']:.2%} | "

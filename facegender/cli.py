@@ -205,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "config.json)")
     xp.add_argument("--parity-size", type=int, default=500, help="faces in the parity check")
     xp.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    xp.add_argument("--int8-float-stride", type=int, default=8,
+                    help="INT8: keep in fp32 the layers whose output stride is at most this "
+                         "(the high-resolution front, where quantization flips labels); 0 "
+                         "quantizes every layer (default: %(default)s)")
 
     qa = sub.add_parser("qat", help="fine-tune a model so its INT8 export agrees with it",
                         description="Quantization-aware fine-tuning (needs the [train] extra): "
@@ -229,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="face augmentations while fine-tuning")
     qa.add_argument("--limit", type=int, default=None, help="use a stratified subset of N faces")
     qa.add_argument("--val-limit", type=int, default=None, help="use N val faces")
+    qa.add_argument("--int8-float-stride", type=int, default=8,
+                    help="as export's: layers at output stride <= this stay fp32 in the INT8 "
+                         "model, so the simulation leaves them unquantized (default: %(default)s)")
     qa.add_argument("--no-export", dest="export", action="store_false",
                     help="do not export ONNX + INT8 at the end")
     qa.add_argument("--workers", type=int, default=None, help="data-loading processes")
@@ -392,7 +399,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
     res = export(a.model, a.formats or ["onnx"], calib_data=a.calib_data,
                  calib_size=a.calib_size, parity_data=a.parity_data, parity_size=a.parity_size,
-                 opset=a.opset)
+                 opset=a.opset, float_stride=a.int8_float_stride)
     print(format_export_summary(res))
     return 0
 
@@ -406,7 +413,7 @@ def cmd_qat(a: argparse.Namespace) -> int:
                    calib_size=a.calib_size, recalibrate_every=a.recalibrate_every or None,
                    limit=a.limit, val_limit=a.val_limit, augment=a.augment, workers=a.workers,
                    threads=a.threads, seed=a.seed, export_formats=("onnx", "int8") if a.export
-                   else (), progress=a.progress)
+                   else (), float_stride=a.int8_float_stride, progress=a.progress)
     v, last = res["metrics"]["val"], res["history"][-1]
     print(f"model folder: {res['model_dir']} (val accuracy {v['accuracy']:.2%}; simulated INT8 "
           f"agreement {last['agreement']:.2%} on {v['n']} val faces)")

@@ -15,6 +15,8 @@ Choices measured on this project's MobileNetV3-Small (2-core AVX2 CPU without VN
   fp32 on this CPU (MLAS has no fast s8s8 path without VNNI). reduce_range (7-bit weights)
   avoids the u8s8 saturation of the VPMADDUBSW instruction on AVX2/AVX-512 CPUs without VNNI;
   on all 11,649 celeba val faces it agreed with fp32 within one face of 8-bit weights.
+  The high-resolution front (output stride <= 8) stays fp32: it holds few weights but its
+  quantization errors caused most label flips.
 - Parity also reports label agreement on the faces the model labels outright (outside its
   unsure band): INT8 flips only faces that are reported as unsure anyway.
 """
@@ -47,12 +49,15 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 # fp32 exports must match torch to rounding error; anything larger means a broken export.
 FP32_MAX_DP = 1e-3
+# INT8 keeps layers at output stride <= 8 in fp32 (see _PERCENTILE's comment for why).
+FLOAT_STRIDE = 8
 
 
 def export(model_dir: str | Path | None, formats: Sequence[str] = ("onnx",), *,
            calib_data: str | Path | list | None = None, calib_size: int = 1000,
            parity_data: str | Path | list | None = None, parity_size: int = 500,
-           opset: int = OPSET, seed: int = 0, record: bool = True) -> dict[str, Any]:
+           opset: int = OPSET, seed: int = 0, float_stride: int = FLOAT_STRIDE,
+           record: bool = True) -> dict[str, Any]:
     """Export `model_dir` to each of `formats` ('onnx', 'int8', 'torchscript') inside the folder.
 
     calib_data: faces to calibrate INT8 activation ranges on (any source read_source accepts;
@@ -61,6 +66,9 @@ def export(model_dir: str | Path | None, formats: Sequence[str] = ("onnx",), *,
     parity_data: held-out faces to compare each export with torch on (default: the validation
         source recorded in config.json, else calibration-source faces not used for
         calibration). Without any, fp32 formats are checked on random inputs only.
+    float_stride: INT8 keeps in fp32 the layers whose output stride (input side / feature-map
+        side) is at most this, the high-resolution front where quantization errors flip labels;
+        0 quantizes every layer.
     record: write the figures into config.json under metrics["export"].
 
     Returns {format: {"file", "bytes", "seconds", "parity": {...}, ...}} as recorded. Raises
@@ -120,8 +128,10 @@ def export(model_dir: str | Path | None, formats: Sequence[str] = ("onnx",), *,
                 if len(x_cal) < 10:
                     raise FaceGenderError(f"{calib_src}: only {len(x_cal)} usable calibration "
                                           "faces; INT8 calibration needs at least 10")
-                _quantize(fp32_path, staged, x_cal, tmpdir)
-                entry.update(exporter=exporter, opset=opset, quantization=_QUANT_DESC,
+                kept, nodes = _quantize(fp32_path, staged, x_cal, tmpdir,
+                                        float_stride=float_stride)
+                entry.update(exporter=exporter, opset=opset,
+                             quantization=quantization_desc(float_stride, len(kept), nodes),
                              calib={"source": str(calib_src), "faces": len(x_cal)})
                 p = _ort_probs(staged, x_par, cfg)
             else:
@@ -164,6 +174,8 @@ def format_export_summary(results: dict[str, Any]) -> str:
                 line += f" (accuracy {par['accuracy']:.2%} vs torch {par['torch_accuracy']:.2%})"
         else:
             line += "  (random inputs only: no parity faces found)"
+        if e.get("quantization", {}).get("float_layers", "none") != "none":
+            line += f"\n{'':12}fp32 layers: {e['quantization']['float_layers']}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -171,14 +183,22 @@ def format_export_summary(results: dict[str, Any]) -> str:
 # -- helpers
 
 
-# Chosen by measurement (benchmarks/quantization.py, default model, 2,000 celeba val faces):
-# 99.99th-percentile ranges agreed with fp32 on 99.75% of labels vs 99.30% for MinMax, at the
-# same speed; leaving layers in fp32 or other percentiles did not do better, and 16-bit
-# activations (100%) run 6x slower than fp32 on this CPU.
+# Chosen by measurement (benchmarks/quantization.py, default model, all 11,649 celeba val faces):
+# 99.99th-percentile ranges beat MinMax and other percentiles. Most label flips come from the
+# high-resolution front of the network: quantizing it gives a few faces large errors, so the
+# layers whose output stride is <= 8 (>= 10x10 maps at 80 px: stem and first blocks) stay fp32.
+# That cut 30 flips to 7 (99.74% -> 99.94% agreement) at the same file size and speed on this
+# CPU; those layers hold few weights. 16-bit activations (100%) run 6x slower than fp32 here.
 _PERCENTILE = 99.99
 _CALIB_BATCH = 20  # histogram calibrators need equal-sized batches; a ragged tail is dropped
-_QUANT_DESC = {"format": "QDQ", "weights": "int8 per-channel (reduce_range)", "activations": "uint8",
-               "calibration": f"Percentile {_PERCENTILE}"}
+
+
+def quantization_desc(float_stride: int, float_nodes: int, nodes: int) -> dict[str, str]:
+    """What config.json records about an INT8 export."""
+    return {"format": "QDQ", "weights": "int8 per-channel (reduce_range)",
+            "activations": "uint8", "calibration": f"Percentile {_PERCENTILE}",
+            "float_layers": (f"output stride <= {float_stride}: {float_nodes} of {nodes} nodes "
+                             "stay fp32") if float_stride else "none"}
 
 
 def calibration_faces(source, cfg: ModelConfig, size: int = 1000, seed: int = 0) -> np.ndarray:
@@ -319,10 +339,13 @@ def _export_onnx(net, example, out: Path, opset: int) -> str:
 
 
 def _quantize(fp32: Path, out: Path, x_cal: np.ndarray, tmpdir: Path,
-              options: dict[str, Any] | None = None) -> None:
+              options: dict[str, Any] | None = None,
+              float_stride: int = FLOAT_STRIDE) -> tuple[list[str], int]:
     """Static QDQ quantization with the settings above; `options` overrides quantize_static
-    arguments (benchmarks/quantization.py compares variants through it)."""
+    arguments (benchmarks/quantization.py compares variants through it). Returns the nodes left
+    in fp32 (see float_nodes) and the node count of the pre-processed graph."""
     require("onnxruntime")
+    import onnx
     from onnxruntime import quantization as q
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -336,13 +359,43 @@ def _quantize(fp32: Path, out: Path, x_cal: np.ndarray, tmpdir: Path,
     # Shape inference + graph cleanup first, as onnxruntime recommends for static quantization.
     pre = tmpdir / "pre.onnx"
     quant_pre_process(str(fp32), str(pre))
+    graph = onnx.load(str(pre))
+    for i, node in enumerate(graph.graph.node):
+        # The optimiser's HardSwish -> HardSigmoid * x rewrite leaves nodes without names, which
+        # nodes_to_exclude cannot address.
+        node.name = node.name or f"{node.op_type}_{i}"
+    onnx.save(graph, str(pre))
+    kept = float_nodes(graph, float_stride)
     kw: dict[str, Any] = dict(
         quant_format=q.QuantFormat.QDQ, per_channel=True, reduce_range=True,
         activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
         calibrate_method=q.CalibrationMethod.Percentile,
-        extra_options={"CalibPercentile": _PERCENTILE})
+        extra_options={"CalibPercentile": _PERCENTILE}, nodes_to_exclude=kept)
     kw.update(options or {})
     q.quantize_static(str(pre), str(out), Reader(x_cal), **kw)
+    return kept, len(graph.graph.node)
+
+
+def float_nodes(model, float_stride: int) -> list[str]:
+    """Names of the nodes whose output feature map is at least 1/float_stride of the input's
+    side. A node without a spatial output (pooled squeeze-excite branch, classifier) takes the
+    resolution of its first input, so a squeeze-excite block stays with its feature map."""
+    if not float_stride:
+        return []
+    g = model.graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(g.input) + list(g.value_info) + list(g.output)}
+    side = shapes[g.input[0].name][2]
+    res: dict[str, int] = {g.input[0].name: side}
+    kept = []
+    for node in g.node:
+        dims = shapes.get(node.output[0], [])
+        r = dims[2] if len(dims) == 4 and dims[2] > 1 else res.get(node.input[0], 0)
+        for o in node.output:
+            res[o] = r
+        if r and r * float_stride >= side:
+            kept.append(node.name)
+    return kept
 
 
 def _export_torchscript(net, example, out: Path, torch) -> None:

@@ -183,3 +183,27 @@ def test_parity_counts_flips_inside_and_outside_the_unsure_band():
     assert par["agreement"] == pytest.approx(3 / 5)
     assert par["sure_faces"] == 3 and par["agreement_sure"] == pytest.approx(2 / 3)
     assert par["max_abs_dp"] == pytest.approx(0.30)
+
+
+def test_int8_keeps_the_high_resolution_front_in_fp32(exported):
+    """The stem's weights stay float (no DequantizeLinear feeds them); the last conv's are int8."""
+    import onnx
+
+    from facegender.export import float_nodes, format_export_summary
+
+    folder, res = exported
+    graph = onnx.load(str(folder / modelfile.ONNX_INT8_NAME)).graph
+    made_by = {o: n for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+
+    def int8_weights(conv) -> bool:
+        return getattr(made_by.get(conv.input[1]), "op_type", None) == "DequantizeLinear"
+
+    assert not int8_weights(convs[0]) and int8_weights(convs[-1])
+    assert 0 < sum(map(int8_weights, convs)) < len(convs)
+    assert "output stride <= 8" in res["int8"]["quantization"]["float_layers"]
+    summary = format_export_summary(res)
+    assert "fp32 layers: output stride <= 8" in summary and "random inputs only" not in summary
+    fp32 = onnx.shape_inference.infer_shapes(onnx.load(str(folder / modelfile.ONNX_NAME)))
+    kept = [len(float_nodes(fp32, s)) for s in (0, 2, 8, 64)]
+    assert kept[0] == 0 < kept[1] < kept[2] < kept[3] == len(fp32.graph.node)

@@ -56,15 +56,18 @@ def test_folding_batchnorm_keeps_outputs(net, x):
         assert torch.allclose(folded(x), net(x), atol=1e-4)
 
 
-def test_quant_points_match_onnxruntime(net, x, tmp_path):
-    """One simulated quantizer per tensor ONNX Runtime's QDQ quantizer quantizes."""
+@pytest.mark.parametrize("stride,points", [(0, 127), (8, None)])
+def test_quant_points_match_onnxruntime(net, x, tmp_path, stride, points):
+    """One simulated quantizer per tensor ONNX Runtime's QDQ quantizer quantizes, with every
+    layer quantized and with export's fp32 front."""
     onnx = pytest.importorskip("onnx")
-    q = prepare(copy.deepcopy(net))
+    q = prepare(copy.deepcopy(net), stride, x.shape[-1])
     fp32, int8 = tmp_path / "f.onnx", tmp_path / "q.onnx"
     _export_onnx(net, x[:2], fp32, 18)
-    _quantize(fp32, int8, x.numpy(), tmp_path)
+    _quantize(fp32, int8, x.numpy(), tmp_path, float_stride=stride)
     ort_points = sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(int8)).graph.node)
-    assert len(act_quants(q)) == ort_points == 127
+    assert len(act_quants(q)) == ort_points == (points or ort_points)
+    assert stride == 0 or ort_points < 127
 
 
 def test_simulation_switches_and_weights_lie_on_the_int8_grid(net, x):
@@ -131,7 +134,7 @@ def test_simulated_int8_tracks_onnxruntime(trained_model, celeba, tmp_path):
     calibrate(q, [torch.from_numpy(b) for b in calibration_batches(x_cal)])
     fp32, int8 = tmp_path / "f.onnx", tmp_path / "q.onnx"
     _export_onnx(to_original(q, cfg.arch, 2), torch.from_numpy(x_cal[:2]), fp32, 18)
-    _quantize(fp32, int8, x_cal, tmp_path)
+    _quantize(fp32, int8, x_cal, tmp_path, float_stride=0)
     # The input's range is computed from the same faces by both: it must be ORT's exactly.
     onnx = pytest.importorskip("onnx")
     from onnx import numpy_helper

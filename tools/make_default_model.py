@@ -103,7 +103,7 @@ def build(run: Path, dest: Path, n_eval: int) -> None:
     modelfile.save_config(cfg, dest)
 
     res = export(dest, ["onnx", "int8"], calib_data=DATA / "celeba-gender" / "train.tar",
-                 parity_data=DATA / "celeba-gender" / "val.tar", parity_size=2000)
+                 parity_data=DATA / "celeba-gender" / "val.tar", parity_size=20000)  # all of val
     print(format_export_summary(res))
 
     celeba = evaluate(DATA / "celeba-gender" / "val.tar", dest, detect=False)
