@@ -386,6 +386,8 @@ def float_nodes(model, float_stride: int) -> list[str]:
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in list(g.input) + list(g.value_info) + list(g.output)}
     side = shapes[g.input[0].name][2]
+    if not side:  # spatial size not fixed in the graph: no resolution to cut at
+        return []
     res: dict[str, int] = {g.input[0].name: side}
     kept = []
     for node in g.node:
