@@ -201,6 +201,8 @@ def prepare(model: nn.Module, float_stride: int = 0, input_size: int = 0) -> nn.
 
     res: dict = {}
     if float_stride:
+        if input_size <= 0:
+            raise ValueError("prepare(): float_stride needs the model's input_size")
         ShapeProp(gm).propagate(torch.zeros(1, 3, input_size, input_size))
         for node in gm.graph.nodes:  # the feature-map side each op works at, as export sees it
             shape = getattr(node.meta.get("tensor_meta"), "shape", ())
