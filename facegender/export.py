@@ -365,7 +365,6 @@ def _quantize(fp32: Path, out: Path, x_cal: np.ndarray, tmpdir: Path,
         # The optimiser's HardSwish -> HardSigmoid * x rewrite leaves nodes without names, which
         # nodes_to_exclude cannot address.
         node.name = node.name or f"{node.op_type}_{i}"
-    onnx.save(graph, str(pre))
     kept = float_nodes(graph, float_stride)
     kw: dict[str, Any] = dict(
         quant_format=q.QuantFormat.QDQ, per_channel=True, reduce_range=True,
@@ -373,8 +372,14 @@ def _quantize(fp32: Path, out: Path, x_cal: np.ndarray, tmpdir: Path,
         calibrate_method=q.CalibrationMethod.Percentile,
         extra_options={"CalibPercentile": _PERCENTILE}, nodes_to_exclude=kept)
     kw.update(options or {})
-    q.quantize_static(str(pre), str(out), Reader(x_cal), **kw)
+    q.quantize_static(graph, str(out), Reader(x_cal), **kw)
     return kept, len(graph.graph.node)
+
+
+def in_float_front(side: int, input_side: int, float_stride: int) -> bool:
+    """Whether an op whose feature map is `side` wide stays fp32 in the INT8 export (output
+    stride input_side / side at most float_stride). quantaware's simulation uses it too."""
+    return bool(float_stride) and side * float_stride >= input_side
 
 
 def float_nodes(model, float_stride: int) -> list[str]:
@@ -396,7 +401,7 @@ def float_nodes(model, float_stride: int) -> list[str]:
         r = dims[2] if len(dims) == 4 and dims[2] > 1 else res.get(node.input[0], 0)
         for o in node.output:
             res[o] = r
-        if r and r * float_stride >= side:
+        if r and in_float_front(r, side, float_stride):
             kept.append(node.name)
     return kept
 

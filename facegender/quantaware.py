@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from .errors import FaceGenderError, require
+from .export import FLOAT_STRIDE, in_float_front
 
 torch = require("torch")
 nn = torch.nn
@@ -211,7 +212,7 @@ def prepare(model: nn.Module, float_stride: int = 0, input_size: int = 0) -> nn.
                 res.get(first, input_size)
 
     def in_float(n) -> bool:
-        return bool(float_stride) and res[n] * float_stride >= input_size
+        return in_float_front(res.get(n, input_size), input_size, float_stride)
 
     def is_relu(n) -> bool:
         return (n.op == "call_module" and isinstance(gm.get_submodule(n.target), nn.ReLU)) or \
@@ -231,14 +232,14 @@ def prepare(model: nn.Module, float_stride: int = 0, input_size: int = 0) -> nn.
             quant = node.target in _QUANT_AFTER_FUNCTIONS
         else:
             quant = False
-        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), QuantHardswish) \
-                and in_float(node):
-            hs = gm.get_submodule(node.target)
-            hs.q_gate = nn.Identity()  # its product is computed in fp32
-            if all(in_float(u) for u in node.users):
-                hs.q_out = nn.Identity()
         # ONNX Runtime quantizes a tensor when its producer or a consumer is quantized.
-        if not quant or (in_float(node) and all(in_float(u) for u in node.users)):
+        float_out = in_float(node) and all(in_float(u) for u in node.users)
+        if node.op == "call_module" and in_float(node) and \
+                isinstance(hs := gm.get_submodule(node.target), QuantHardswish):
+            hs.q_gate = nn.Identity()  # its product is computed in fp32
+            if float_out:
+                hs.q_out = nn.Identity()
+        if not quant or float_out:
             continue
         name = f"actquant_{count}"
         count += 1
@@ -328,7 +329,7 @@ def finetune(
     threads: int | None = None,
     seed: int = 0,
     export_formats: tuple[str, ...] = ("onnx", "int8"),
-    float_stride: int | None = None,
+    float_stride: int = FLOAT_STRIDE,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Quantization-aware fine-tuning of a model folder; writes a new model folder to `out`.
@@ -339,8 +340,8 @@ def finetune(
     folder is then exported to `export_formats` with parity checks (see facegender.export).
     `consistency` weighs the agreement term: the mean squared difference of the calibrated logit
     margins with and without activation quantization. Activation ranges are re-calibrated every
-    `recalibrate_every` steps and after each epoch. `float_stride` (default: export's) is the
-    INT8 export's fp32 front, left unquantized in the simulation too.
+    `recalibrate_every` steps and after each epoch. `float_stride` is the INT8 export's fp32
+    front (export.float_nodes), left unquantized in the simulation too.
     Returns {"model_dir", "history", "metrics", "export"}.
     """
     import copy
@@ -355,7 +356,7 @@ def finetune(
     from . import modelfile
     from .augment import face_augmentation
     from .card import write_card
-    from .export import FLOAT_STRIDE, calibration_batches, calibration_faces
+    from .export import calibration_batches, calibration_faces
     from .export import export as export_model
     from .preprocess import softmax
     from .torchdata import FaceDataset, default_workers, make_loader
@@ -383,8 +384,6 @@ def finetune(
     x_cal = calibration_faces(data, cfg, calib_size)
 
     torch.manual_seed(seed)
-    if float_stride is None:
-        float_stride = FLOAT_STRIDE
     qnet = prepare(copy.deepcopy(net), float_stride, cfg.input_size)
     val_ds = FaceDataset(val_s, cfg)
     train_ds = FaceDataset(train_s, cfg, augment=face_augmentation(augment))
