@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT / ".." / "shared" / "data"
 
-from facegender.faces import Face, FaceDetector  # noqa: E402
+from facegender.faces.detector import Face, FaceDetector  # noqa: E402
 
 Detect = Callable[[Image.Image], list[Face]]
 
@@ -183,8 +183,8 @@ POLICIES: dict[str, dict | None] = {
 def crop_policy_accuracy(model: str | None) -> None:
     """Gender accuracy of `model` (default: the shipped one) on fairface540 per crop policy."""
     from facegender import evaluate
-    from facegender.data import read_source
-    from facegender.predict import Predictor
+    from facegender.infer.predictor import Predictor
+    from facegender.io.sources import read_source
 
     source = read_source(DATA / "fairface540" / "labels.csv")
     print(f"\ngender accuracy on fairface540 by crop policy (model: {model or 'default'})")

@@ -35,15 +35,15 @@ def main() -> None:
     import torch
     from onnx import helper, numpy_helper
 
-    from facegender import modelfile
-    from facegender.export import (
+    from facegender.infer.export import (
         FLOAT_STRIDE,
         _export_onnx,
         _quantize,
         calibration_batches,
         calibration_faces,
     )
-    from facegender.quantaware import act_quants, calibrate, prepare, set_mode, to_original
+    from facegender.models import modelfile
+    from facegender.training.quantaware import act_quants, calibrate, prepare, set_mode, to_original
 
     torch.set_num_threads(2)
     if a.float_stride is None:

@@ -47,11 +47,11 @@ def variants() -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
-    from facegender import modelfile
-    from facegender.bench import _timed
-    from facegender.data import read_source
-    from facegender.export import FLOAT_STRIDE, INPUT_NAME, _arrays, _parity, _pick, _quantize
-    from facegender.preprocess import softmax
+    from facegender.infer.bench import _timed
+    from facegender.infer.export import FLOAT_STRIDE, INPUT_NAME, _arrays, _parity, _pick, _quantize
+    from facegender.infer.preprocess import softmax
+    from facegender.io.sources import read_source
+    from facegender.models import modelfile
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", nargs="?", default=None, help="model folder (default: shipped)")

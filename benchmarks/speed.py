@@ -24,7 +24,7 @@ FAIRFACE = DATA / "fairface540" / "fairface540.tar"
 
 def fairface_photo() -> bytes | None:
     """The first fairface face (a loose 224 px crop) on a 640x480 canvas, or None."""
-    from facegender.bench import make_photo
+    from facegender.infer.bench import make_photo
 
     if not FAIRFACE.is_file():
         return None
@@ -36,8 +36,8 @@ def fairface_photo() -> bytes | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from facegender.bench import benchmark, format_table
     from facegender.errors import FaceGenderError
+    from facegender.infer.bench import benchmark, format_table
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model", nargs="?", default=None, help="model folder (default: shipped model)")
@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         if a.export:
-            from facegender import modelfile
-            from facegender.export import export, format_export_summary
+            from facegender.infer.export import export, format_export_summary
+            from facegender.models import modelfile
 
             folder = modelfile.resolve_model_dir(a.model)
             missing = [f for f, name in (("onnx", modelfile.ONNX_NAME),

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from facegender.models import REGISTRY, build_model
+from facegender.models.registry import REGISTRY, build_model
 
 
 def measure(arch: str, size: int, batch: int, steps: int) -> tuple[float, int]:

@@ -7,20 +7,19 @@ The public API maps 1:1 onto the CLI verbs: `train`, `evaluate`, `predict`, `exp
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .evaluate import evaluate  # noqa: E402
-from .explainer import explain  # noqa: E402
-from .info import info  # noqa: E402
-from .predict import ImageResult, Predictor, load, predict  # noqa: E402
+from .infer.predictor import ImageResult, Predictor, load, predict  # noqa: E402
+from .models.info import info  # noqa: E402
+from .report.evaluate import evaluate  # noqa: E402
+from .report.explainer import explain  # noqa: E402
+from .version import __version__  # noqa: E402
 
 __all__ = ["train", "qat", "evaluate", "predict", "explain", "info", "load", "Predictor", "ImageResult",
            "__version__"]
 
 
 def train(*args, **kwargs):
-    """Train a classifier and write a model folder; see facegender.trainer.train."""
-    from .trainer import train as _train
+    """Train a classifier and write a model folder; see facegender.training.trainer.train."""
+    from .training.trainer import train as _train
 
     return _train(*args, **kwargs)
 
@@ -28,7 +27,7 @@ def train(*args, **kwargs):
 
 
 def qat(*args, **kwargs):
-    """Quantization-aware fine-tuning of a model folder; see facegender.quantaware.finetune."""
-    from .quantaware import finetune
+    """Quantization-aware fine-tuning of a model folder; see facegender.training.quantaware.finetune."""
+    from .training.quantaware import finetune
 
     return finetune(*args, **kwargs)

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="facegender",
         description="Male/female face classification with calibrated probabilities.")
-    from . import __version__
+    from .version import __version__
 
     ap.add_argument("--version", action="version", version=f"facegender {__version__}")
     sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -301,7 +301,7 @@ def _write_rows(rows: list[dict], fmt: str, fh) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from .trainer import train
+    from .training.trainer import train
 
     crop = json.loads(a.crop) if a.crop else None
     res = train(a.data, a.out, val=a.val, arch=a.arch, input_size=a.input_size, epochs=a.epochs,
@@ -320,7 +320,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from .evaluate import evaluate
+    from .report.evaluate import evaluate
 
     r = evaluate(a.data, a.model, split=a.split, limit=a.limit, seed=a.seed, out=a.out,
                  backend=a.backend, detect=a.detect, tta=a.tta, batch_size=a.batch_size,
@@ -342,8 +342,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    from .annotate import save_outputs
-    from .predict import Predictor
+    from .infer.annotate import save_outputs
+    from .infer.predictor import Predictor
 
     keep = bool(a.save_crops or a.annotate)
     pred = Predictor(a.model, backend=a.backend, threads=a.threads, tta=a.tta, detect=a.detect,
@@ -374,7 +374,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 
 def cmd_explain(a: argparse.Namespace) -> int:
-    from .explainer import explain
+    from .report.explainer import explain
 
     results = explain(a.images, a.model, a.out, detect=a.detect, largest=a.largest,
                       target=a.target, layer=a.layer, threads=a.threads, min_face=a.min_face)
@@ -386,7 +386,7 @@ def cmd_explain(a: argparse.Namespace) -> int:
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
-    from .serve import serve
+    from .serve.app import serve
 
     serve(a.model, a.host, a.port, log_level=a.log_level, backend=a.backend, workers=a.workers,
           threads=a.threads, detect=a.detect, max_upload_bytes=int(a.max_upload_mb * 2**20),
@@ -395,7 +395,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from .export import export, format_export_summary
+    from .infer.export import export, format_export_summary
 
     res = export(a.model, a.formats or ["onnx"], calib_data=a.calib_data,
                  calib_size=a.calib_size, parity_data=a.parity_data, parity_size=a.parity_size,
@@ -405,8 +405,8 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_qat(a: argparse.Namespace) -> int:
-    from .export import format_export_summary
-    from .quantaware import finetune
+    from .infer.export import format_export_summary
+    from .training.quantaware import finetune
 
     res = finetune(a.model, a.data, a.out, val=a.val, epochs=a.epochs, lr=a.lr,
                    batch_size=a.batch_size, consistency=a.consistency,
@@ -425,7 +425,7 @@ def cmd_qat(a: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(a: argparse.Namespace) -> int:
-    from .bench import benchmark, format_table
+    from .infer.bench import benchmark, format_table
 
     data = a.data
     if data is None:
@@ -439,7 +439,7 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
 
 
 def cmd_info(a: argparse.Namespace) -> int:
-    from .info import info
+    from .models.info import info
 
     print(json.dumps(info(a.model), indent=2))
     return 0

@@ -41,7 +41,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(trained_model):
     from facegender.errors import FaceGenderError
-    from facegender.serve import create_app
+    from facegender.serve.app import create_app
 
     try:  # boxes on real faces when the detector is installed, whole-image boxes otherwise
         app = create_app(trained_model, detect=True)

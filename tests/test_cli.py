@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from facegender.cli import build_parser, main
-from facegender.modelfile import load_config
+from facegender.models.modelfile import load_config
 
 
 @pytest.mark.parametrize("verb", ["train", "evaluate", "predict", "explain", "export", "benchmark", "serve",
@@ -53,7 +53,7 @@ def test_labels_are_read_from_config_not_assumed(trained_model, tmp_path, celeba
     from safetensors.numpy import load_file, save_file
 
     from facegender import predict
-    from facegender.data import read_source
+    from facegender.io.sources import read_source
 
     swapped = tmp_path / "swapped"
     shutil.copytree(trained_model, swapped, ignore=shutil.ignore_patterns("checkpoints"))

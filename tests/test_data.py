@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facegender.data import read_source, require_both_classes, stratified_limit, stratified_split
 from facegender.errors import DataError
+from facegender.io.sources import read_source, require_both_classes, stratified_limit, stratified_split
 
 
 def _jpeg(seed: int = 0) -> bytes:

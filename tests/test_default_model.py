@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from facegender import evaluate, info, modelfile
+from facegender import evaluate, info
+from facegender.models import modelfile
 
 # Measured (tools/make_default_model.py / benchmarks/accuracy.py, see the model card): 97.09% on
 # all 11,649 celeba val faces; 69.39% on fairface540 through the detector (539 faces found).
@@ -55,8 +56,8 @@ def test_shipped_int8_agrees_with_fp32(celeba):
     (measured: 2 flips in these 2,000 faces, 6 in all 11,649; every layer INT8 flipped 31)."""
     import numpy as np
 
-    from facegender.export import calibration_faces
-    from facegender.predict import Predictor
+    from facegender.infer.export import calibration_faces
+    from facegender.infer.predictor import Predictor
 
     cfg = modelfile.load_config(modelfile.default_model_dir())
     x = calibration_faces(celeba / "val.tar", cfg, 2000, seed=7)  # val faces: held out

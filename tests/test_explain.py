@@ -17,14 +17,14 @@ pytest.importorskip("torch")
 pytest.importorskip("pytorch_grad_cam")
 
 from facegender.errors import FaceGenderError  # noqa: E402
-from facegender.explainer import (  # noqa: E402
+from facegender.faces.detector import CropGeometry, CropPolicy, Face, crop_face, crop_geometry  # noqa: E402
+from facegender.report.explainer import (  # noqa: E402
     GradCamExplainer,
     explain,
     map_to_photo,
     mass_inside,
     target_layer,
 )
-from facegender.faces import CropGeometry, CropPolicy, Face, crop_face, crop_geometry  # noqa: E402
 
 FACES = ["male/fairface_0001.jpg", "female/fairface_0002.jpg", "female/fairface_0004.jpg"]
 
@@ -35,7 +35,7 @@ def fairface_image(fairface, name: str) -> Image.Image:
 
 
 def detector_or_skip():
-    from facegender.faces import FaceDetector
+    from facegender.faces.detector import FaceDetector
 
     try:
         return FaceDetector(threads=1)
@@ -110,7 +110,7 @@ def test_map_to_photo_inverts_the_crop():
 def test_target_layer_table_covers_registry():
     import torch
 
-    from facegender.models import REGISTRY, build_model
+    from facegender.models.registry import REGISTRY, build_model
 
     for arch in REGISTRY:
         net = build_model(arch, 2).eval()

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from facegender import modelfile
-from facegender.data import read_source, stratified_limit
 from facegender.errors import FaceGenderError
-from facegender.images import decode_bytes
-from facegender.predict import Predictor
-from facegender.preprocess import softmax, to_array
+from facegender.infer.predictor import Predictor
+from facegender.infer.preprocess import softmax, to_array
+from facegender.io.images import decode_bytes
+from facegender.io.sources import read_source, stratified_limit
+from facegender.models import modelfile
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
-from facegender.export import TORCHSCRIPT_NAME, export  # noqa: E402
+from facegender.infer.export import TORCHSCRIPT_NAME, export  # noqa: E402
 
 N_FACES = 600  # held-out celeba val faces, drawn with a seed the export's own check does not use
 
@@ -151,7 +151,7 @@ def test_export_errors(exported, tmp_path):
 
 
 def test_benchmark_rows(exported, celeba):
-    from facegender.bench import benchmark, format_table
+    from facegender.infer.bench import benchmark, format_table
 
     folder, _ = exported
     rows = benchmark(folder, celeba / "val.tar", n_eval=64, backends=["onnx", "int8"],
@@ -164,7 +164,7 @@ def test_benchmark_rows(exported, celeba):
 
 
 def test_benchmark_refuses_missing_backend(exported, tmp_path):
-    from facegender.bench import benchmark
+    from facegender.infer.bench import benchmark
 
     bare = tmp_path / "bare"
     bare.mkdir()
@@ -175,7 +175,7 @@ def test_benchmark_refuses_missing_backend(exported, tmp_path):
 
 
 def test_parity_counts_flips_inside_and_outside_the_unsure_band():
-    from facegender.export import _parity
+    from facegender.infer.export import _parity
 
     p_ref = np.array([0.10, 0.45, 0.55, 0.90, 0.75])
     p = np.array([0.12, 0.55, 0.54, 0.88, 0.45])  # flips: one inside the band, one outside
@@ -189,7 +189,7 @@ def test_int8_keeps_the_high_resolution_front_in_fp32(exported):
     """The stem's weights stay float (no DequantizeLinear feeds them); the last conv's are int8."""
     import onnx
 
-    from facegender.export import float_nodes, format_export_summary
+    from facegender.infer.export import float_nodes, format_export_summary
 
     folder, res = exported
     graph = onnx.load(str(folder / modelfile.ONNX_INT8_NAME)).graph

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from facegender.errors import FaceGenderError
-from facegender.faces import (
+from facegender.faces.detector import (
     LANDMARKS,
     CropPolicy,
     Face,

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image, ImageFile, features
 
 from facegender.errors import ImageError
-from facegender.images import decode_bytes, load_image
+from facegender.io.images import decode_bytes, load_image
 
 W, H = 48, 32  # not square, so a missed 90-degree rotation shows in the size
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)

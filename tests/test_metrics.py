@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facegender.metrics import compute_metrics
+from facegender.report.metrics import compute_metrics
 
 skm = pytest.importorskip("sklearn.metrics")
 

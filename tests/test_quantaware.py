@@ -14,11 +14,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
-from facegender import modelfile  # noqa: E402
 from facegender.cli import main  # noqa: E402
-from facegender.export import _export_onnx, _quantize  # noqa: E402
-from facegender.models import build_model  # noqa: E402
-from facegender.quantaware import (  # noqa: E402
+from facegender.infer.export import _export_onnx, _quantize  # noqa: E402
+from facegender.models import modelfile  # noqa: E402
+from facegender.models.registry import build_model  # noqa: E402
+from facegender.training.quantaware import (  # noqa: E402
     W_QMAX,
     act_quants,
     calibrate,
@@ -115,7 +115,7 @@ def test_qat_cli_writes_a_model_whose_int8_export_agrees(trained_model, celeba, 
 
 def test_qat_refuses_an_existing_model_folder(trained_model, celeba):
     from facegender.errors import FaceGenderError
-    from facegender.quantaware import finetune
+    from facegender.training.quantaware import finetune
 
     with pytest.raises(FaceGenderError, match="already holds a model folder"):
         finetune(trained_model, celeba / "train.tar", Path(trained_model))
@@ -124,8 +124,8 @@ def test_qat_refuses_an_existing_model_folder(trained_model, celeba):
 def test_simulated_int8_tracks_onnxruntime(trained_model, celeba, tmp_path):
     """On a trained model and real faces, ONNX Runtime's INT8 output is nearer the torch
     simulation than the fp32 model: the simulation models the real quantization error."""
-    from facegender.backends import OrtBackend
-    from facegender.export import calibration_batches, calibration_faces
+    from facegender.infer.backends import OrtBackend
+    from facegender.infer.export import calibration_batches, calibration_faces
 
     net, cfg = modelfile.load_torch_model(trained_model)
     x_cal = calibration_faces(celeba / "train.tar", cfg, 100)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from facegender import Predictor, evaluate
 from facegender.errors import FaceGenderError, MissingDependency
-from facegender.evaluate import _group_counts, audit_groups, group_table, wilson
+from facegender.report.evaluate import _group_counts, audit_groups, group_table, wilson
 
 AGE_GROUPS = ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+"]
 SECTIONS = ["metrics", "confusion", "curves", "calibration", "training", "groups", "errors"]
@@ -25,7 +25,7 @@ DATA_URI = re.compile(r'src="data:image/(png|jpeg);base64,([A-Za-z0-9+/=]+)"')
 
 
 def detector_available() -> bool:
-    from facegender.faces import FaceDetector
+    from facegender.faces.detector import FaceDetector
 
     try:
         FaceDetector(threads=1)
@@ -37,7 +37,7 @@ def detector_available() -> bool:
 def with_detector_policy(model: Path, dest: Path) -> Path:
     """A copy of `model` whose config asks for detector crops (the policy's defaults are
     fitted to celeba-style tight crops, which is what the session model was trained on)."""
-    from facegender.faces import CropPolicy
+    from facegender.faces.detector import CropPolicy
 
     shutil.copytree(model, dest, ignore=shutil.ignore_patterns("checkpoints"))
     cfg = json.loads((dest / "config.json").read_text())
@@ -160,14 +160,14 @@ def test_per_age_group_table_with_wilson_intervals(report):
 
 def test_gallery_without_torch_shows_crops_and_says_why(report, monkeypatch, tmp_path):
     result, _, _, detect = report
-    import facegender.explainer as ex
+    import facegender.report.explainer as ex
 
     def no_torch(*a, **k):
         raise MissingDependency("'torch' is not installed; install it with: pip install "
                                 "\"facegender[train]\"")
 
     monkeypatch.setattr(ex, "GradCamExplainer", no_torch)
-    from facegender.report import write_full_report
+    from facegender.report.html import write_full_report
 
     pred = Predictor(result.metrics["model"], backend="torch", detect=detect)
     write_full_report(result, tmp_path, pred, gallery=2)

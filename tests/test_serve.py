@@ -21,7 +21,7 @@ pytest.importorskip("python_multipart")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from facegender.errors import FaceGenderError  # noqa: E402
-from facegender.serve import PredictResponse, create_app  # noqa: E402
+from facegender.serve.app import PredictResponse, create_app  # noqa: E402
 
 LIMITS = dict(max_upload_bytes=3_000_000, max_files=6, max_pixels=1_000_000)
 

@@ -47,8 +47,8 @@ def venv_bin(tmp_path_factory) -> Path:
 def onnx_model(trained_model: Path, celeba: Path, tmp_path_factory) -> Path:
     """The session model with model.onnx, stripped of its torch weights."""
     pytest.importorskip("torch")
-    from facegender import modelfile
-    from facegender.export import export
+    from facegender.infer.export import export
+    from facegender.models import modelfile
 
     folder = tmp_path_factory.mktemp("torchfree-model") / "model"
     folder.mkdir()
@@ -85,14 +85,14 @@ def test_predict_without_torch(venv_bin: Path, onnx_model: Path, celeba: Path, t
     assert all(row["label"] in ("male", "female") for row in rows)
     assert abs(rows[0]["prob_male"] + rows[0]["prob_female"] - 1) < 1e-5
     # The same figures as the ONNX backend gives in this process.
-    from facegender.predict import Predictor
+    from facegender.infer.predictor import Predictor
 
     ref = Predictor(onnx_model, backend="onnx", detect=False).predict([male, female])
     assert [row["prob_male"] for row in rows] == pytest.approx(
         [res.faces[0].prob_male for res in ref], abs=1e-5)
 
     # The predict path, imported in the venv, never pulls torch in.
-    probe = ("import sys, facegender.predict, facegender.backends, facegender.cli; "
+    probe = ("import sys, facegender.infer.predictor, facegender.infer.backends, facegender.cli; "
              "print('torch' in sys.modules)")
     r = subprocess.run([py, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
@@ -101,7 +101,7 @@ def test_predict_without_torch(venv_bin: Path, onnx_model: Path, celeba: Path, t
 @pytest.mark.slow
 def test_clear_error_without_onnx_or_torch(venv_bin: Path, trained_model: Path, celeba: Path,
                                            tmp_path: Path):
-    from facegender import modelfile
+    from facegender.models import modelfile
 
     folder = tmp_path / "model"
     folder.mkdir()
@@ -158,7 +158,7 @@ def test_evaluate_without_torch_or_sklearn(venv_bin: Path, celeba: Path, tmp_pat
     assert r.returncode == 2 and 'pip install "facegender[report]"' in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "report").exists()
 
-    from facegender.evaluate import evaluate
+    from facegender.report.evaluate import evaluate
 
     ref = evaluate(data=data, detect=False, backend="onnx").metrics
     for key in ("accuracy", "balanced_accuracy", "roc_auc", "average_precision_male", "ece"):

@@ -51,7 +51,7 @@ def test_predict_gives_higher_prob_male_to_men(trained_model, celeba, tmp_path):
 
 def test_python_api_returns_objects(trained_model, celeba):
     names = first_members(celeba / "val.tar", 2, ("val/male/",))
-    from facegender.data import read_source
+    from facegender.io.sources import read_source
 
     samples = [s for s in read_source(celeba / "val.tar").samples if s.ref.split("::")[1] in names]
     results = predict(samples, trained_model, detect=False)

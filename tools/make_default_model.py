@@ -18,11 +18,12 @@ import json
 import shutil
 from pathlib import Path
 
-from facegender import evaluate, modelfile
-from facegender.bench import benchmark, format_table
-from facegender.card import write_card
-from facegender.export import export, format_export_summary
-from facegender.faces import CropPolicy
+from facegender import evaluate
+from facegender.faces.detector import CropPolicy
+from facegender.infer.bench import benchmark, format_table
+from facegender.infer.export import export, format_export_summary
+from facegender.models import modelfile
+from facegender.models.card import write_card
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

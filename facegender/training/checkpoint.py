@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FaceGenderError, require
+from ..errors import FaceGenderError, require
 
 torch = require("torch")
 

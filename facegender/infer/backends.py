@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import modelfile
-from .errors import FaceGenderError, require
+from ..errors import FaceGenderError, require
+from ..models import modelfile
 
 BACKENDS = ("auto", "onnx", "int8", "torch")
 

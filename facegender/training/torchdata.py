@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .data import Sample
-from .errors import ImageError, require
-from .images import decode_bytes
-from .modelfile import ModelConfig
-from .preprocess import to_array
+from ..errors import ImageError, require
+from ..infer.preprocess import to_array
+from ..io.images import decode_bytes
+from ..io.sources import Sample
+from ..models.modelfile import ModelConfig
 
 torch = require("torch")
 

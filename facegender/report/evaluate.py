@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DataError, FaceGenderError, MissingDependency
+from ..infer.predictor import Predictor
+from ..io.sources import Sample, read_source, stratified_limit
 from . import plots
-from .data import Sample, read_source, stratified_limit
-from .errors import DataError, FaceGenderError, MissingDependency
 from .metrics import compute_metrics
-from .predict import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def evaluate(
     result = EvalResult(metrics, table, refs, y_arr, p_arr, errors, no_face, samples=kept,
                         audit=audit_groups(table, min_group))
     if report:
-        from .report import write_full_report
+        from .html import write_full_report
 
         result.out = write_full_report(result, Path(out), pred, gallery=gallery)
     elif out is not None:

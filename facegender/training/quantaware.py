@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FaceGenderError, require
-from .export import FLOAT_STRIDE, in_float_front
+from ..errors import FaceGenderError, require
+from ..infer.export import FLOAT_STRIDE, in_float_front
 
 torch = require("torch")
 nn = torch.nn
@@ -302,7 +302,7 @@ def unfold_into(prepared: nn.Module, original: nn.Module) -> dict[str, Any]:
 
 def to_original(prepared: nn.Module, arch: str, num_classes: int) -> nn.Module:
     """A fresh `arch` model holding the fine-tuned, quantization-ready weights."""
-    from .models import build_model
+    from ..models.registry import build_model
 
     net = build_model(arch, num_classes)
     net.load_state_dict(unfold_into(prepared, net))
@@ -353,12 +353,12 @@ def finetune(
 
     from tqdm.auto import tqdm
 
-    from . import modelfile
+    from ..infer.export import calibration_batches, calibration_faces
+    from ..infer.export import export as export_model
+    from ..infer.preprocess import softmax
+    from ..models import modelfile
+    from ..models.card import write_card
     from .augment import face_augmentation
-    from .card import write_card
-    from .export import calibration_batches, calibration_faces
-    from .export import export as export_model
-    from .preprocess import softmax
     from .torchdata import FaceDataset, default_workers, make_loader
     from .trainer import _calibrate, _given_val, _predict_logits, _source_samples
 
@@ -515,7 +515,7 @@ QAT_HISTORY_NAME = "qat_history.csv"
 
 def _save(qnet, cfg, out: Path, history: list[dict]) -> None:
     """Per-epoch checkpoint: the current weights as a loadable model folder of the same arch."""
-    from . import modelfile
+    from ..models import modelfile
 
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoints" / f"epoch{history[-1]['epoch']}"

@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from ..errors import FaceGenderError
+from ..models.modelfile import HISTORY_NAME
 from . import plots
-from .errors import FaceGenderError
-from .modelfile import HISTORY_NAME
 
 if TYPE_CHECKING:
+    from ..infer.predictor import Predictor
     from .evaluate import EvalResult
-    from .predict import Predictor
 
 ERROR_KINDS = (("female_as_male", "female", "male"), ("male_as_female", "male", "female"))
 TILE_HEIGHT = 112  # px: gallery crops are shown at this height, whatever their native size
@@ -73,7 +73,7 @@ def select_errors(y_male: np.ndarray, p_male: np.ndarray, threshold: float, k: i
 def build_gallery(result: EvalResult, predictor: Predictor, k: int = 8) -> Gallery:
     """Re-cut the crops of the most confident errors (same crop policy as the evaluation) and run
     Grad-CAM on the label the evaluation gave them. Without torch the crops come alone."""
-    from .errors import MissingDependency
+    from ..errors import MissingDependency
     from .explainer import GradCamExplainer, find_faces
 
     cfg = predictor.config

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MissingDependency, require
+from ..errors import MissingDependency, require
 
 
 def _plt():

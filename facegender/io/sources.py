@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError
+from ..errors import DataError
+from ..labels import is_alias, normalize_label
 from .images import IMAGE_EXTENSIONS, is_image_path
-from .labels import is_alias, normalize_label
 
 SPLIT_ALIASES = {
     "train": "train", "training": "train",
@@ -248,7 +248,7 @@ def read_csv_manifest(csv_path: Path, images: str | Path | None = None) -> Sourc
 def read_hf_dataset(spec: str, split: str | None = None) -> SourceData:
     """A Hugging Face dataset: `hf:NAME` from the Hub, or a local save_to_disk / imagefolder /
     parquet directory. Needs an image column and a label column (ClassLabel names or strings)."""
-    from .errors import require
+    from ..errors import require
 
     datasets = require("datasets", "hf")
     target = spec[3:] if spec.startswith("hf:") else spec

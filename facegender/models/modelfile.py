@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import FaceGenderError
-from .labels import DEFAULT_LABELS
+from ..errors import FaceGenderError
+from ..labels import DEFAULT_LABELS
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -67,7 +67,7 @@ class ModelConfig:
 
 def default_model_dir() -> Path:
     """The model that ships inside the package."""
-    return Path(__file__).parent / "weights" / "default"
+    return Path(__file__).resolve().parents[1] / "weights" / "default"
 
 
 def resolve_model_dir(model: str | Path | None) -> Path:
@@ -96,7 +96,7 @@ def load_config(model: str | Path | None) -> ModelConfig:
 
 
 def save_config(cfg: ModelConfig, folder: str | Path) -> Path:
-    from . import __version__
+    from ..version import __version__
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -121,7 +121,7 @@ def load_torch_model(model: str | Path | None):
     """Build the architecture named in config.json and load model.safetensors into it (eval mode)."""
     from safetensors.torch import load_file
 
-    from .models import build_model
+    from .registry import build_model
 
     folder = resolve_model_dir(model)
     cfg = load_config(folder)

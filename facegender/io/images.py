@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ImageError
+from ..errors import ImageError
 
 # 50 megapixels covers any phone photo; far larger files are almost always bombs or scans
 # that would exhaust memory on a small server. Override per call or with FACEGENDER_MAX_PIXELS.

@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import FaceGenderError
+from ..errors import FaceGenderError
 
 LANDMARKS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear", "left_ear")
 
-MODEL_DIR = Path(__file__).resolve().parent / "weights" / "detector"
+MODEL_DIR = Path(__file__).resolve().parents[1] / "weights" / "detector"
 BACKENDS = {"blazeface": "blazeface_short_range.onnx"}
 
 _INPUT = 128  # BlazeFace short-range input side

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .predict import ImageResult
+from .predictor import ImageResult
 
 COLOURS = {"male": (33, 118, 255), "female": (232, 62, 140), "unsure": (160, 160, 160)}
 

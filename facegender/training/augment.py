@@ -12,7 +12,7 @@ import io
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .errors import require
+from ..errors import require
 
 torch = require("torch")
 T = require("torchvision.transforms")

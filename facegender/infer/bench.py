@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from . import modelfile
-from .data import Sample, read_source, stratified_limit
-from .errors import FaceGenderError, ImageError
-from .images import decode_bytes
+from ..errors import FaceGenderError, ImageError
+from ..io.images import decode_bytes
+from ..io.sources import Sample, read_source, stratified_limit
+from ..models import modelfile
 
 BACKEND_FILES = {"torch": modelfile.WEIGHTS_NAME, "onnx": modelfile.ONNX_NAME,
                  "int8": modelfile.ONNX_INT8_NAME}
@@ -239,7 +239,7 @@ class _Runner:
 
     def __init__(self, model_dir: str, backend: str, samples: list[Sample], batch_size: int,
                  threads: int):
-        from .predict import Predictor
+        from .predictor import Predictor
 
         self.folder = Path(model_dir)
         self.backend = backend
@@ -281,8 +281,8 @@ class _Runner:
         self._threads(1)
         try:
             if self._photo is None:
-                from .faces import FaceDetector
-                from .predict import Predictor
+                from ..faces.detector import FaceDetector
+                from .predictor import Predictor
 
                 det = FaceDetector(threads=1)
                 img = decode_bytes(photo, "<photo>")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .errors import FaceGenderError, require
+from ..errors import FaceGenderError, require
 
 torch = require("torch")
 nn = torch.nn

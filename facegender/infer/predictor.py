@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from . import modelfile
+from ..errors import FaceGenderError, ImageError
+from ..io.images import decode_bytes, load_image
+from ..io.sources import Sample, SourceData, read_source
+from ..models import modelfile
+from ..models.modelfile import ModelConfig
 from .backends import make_backend
-from .data import Sample, SourceData, read_source
-from .errors import FaceGenderError, ImageError
-from .images import decode_bytes, load_image
-from .modelfile import ModelConfig
 from .preprocess import softmax, to_array
 
 
@@ -92,7 +92,7 @@ class Predictor:
         self._detector = None
         self._policy = None
         if self.detect:
-            from .faces import CropPolicy, FaceDetector
+            from ..faces.detector import CropPolicy, FaceDetector
 
             # detect=True on a model whose policy is "whole image" uses the default crop style.
             # `crop` overrides single policy keys (e.g. {"margin": 0.3}) to try other crops.
@@ -120,7 +120,7 @@ class Predictor:
     def _faces(self, img: Image.Image) -> list[tuple[tuple, float | None, Image.Image]]:
         if not self.detect:
             return [((0.0, 0.0, float(img.width), float(img.height)), None, img)]
-        from .faces import detect_and_crop
+        from ..faces.detector import detect_and_crop
 
         found = detect_and_crop(img, self._detector, self._policy, largest=self.largest)
         return [(tuple(float(v) for v in f.box), float(f.score), crop) for f, crop in found]

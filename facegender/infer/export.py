@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from . import modelfile
-from .data import Sample, read_source, stratified_limit
-from .errors import FaceGenderError, ImageError, require
-from .images import decode_bytes
-from .modelfile import ModelConfig
+from ..errors import FaceGenderError, ImageError, require
+from ..io.images import decode_bytes
+from ..io.sources import Sample, read_source, stratified_limit
+from ..models import modelfile
+from ..models.modelfile import ModelConfig
 from .preprocess import softmax, to_array
 
 FORMATS = ("onnx", "int8", "torchscript")

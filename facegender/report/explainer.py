@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import FaceGenderError, ImageError, require
-from .faces import CropGeometry, crop_geometry
-from .modelfile import ModelConfig
+from ..errors import FaceGenderError, ImageError, require
+from ..faces.detector import CropGeometry, crop_geometry
+from ..models.modelfile import ModelConfig
 
 # Last convolutional block per registered architecture: the deepest layer that still has a
 # spatial map, which is what Grad-CAM needs (the heads after it pool the map away).
@@ -201,7 +201,7 @@ class GradCamExplainer:
                  threads: int | None = None) -> None:
         self.torch = require("torch")
         require("pytorch_grad_cam")
-        from . import modelfile
+        from ..models import modelfile
 
         if threads:
             self.torch.set_num_threads(threads)
@@ -219,7 +219,7 @@ class GradCamExplainer:
         from pytorch_grad_cam import GradCAM
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        from .preprocess import softmax, to_array
+        from ..infer.preprocess import softmax, to_array
 
         cfg: ModelConfig = self.config
         out = []
@@ -253,10 +253,10 @@ def find_faces(images: Any, config: ModelConfig, *, detect: bool | None = None,
                max_pixels: int | None = None) -> list[Explanation]:
     """Decode `images` and cut each face's crop with the model's crop policy, without torch:
     Explanations with crop and geometry but no heatmap yet (failed images carry `error`)."""
-    from .data import Sample
-    from .faces import CropPolicy, FaceDetector, detect_and_crop
-    from .images import decode_bytes, load_image
-    from .predict import FailedInput, expand_inputs
+    from ..faces.detector import CropPolicy, FaceDetector, detect_and_crop
+    from ..infer.predictor import FailedInput, expand_inputs
+    from ..io.images import decode_bytes, load_image
+    from ..io.sources import Sample
 
     crop_cfg = dict(config.crop)
     if detect is not None:

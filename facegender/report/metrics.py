@@ -138,7 +138,7 @@ def reliability_bins(y_male: np.ndarray, p_male: np.ndarray, bins: int = 10
 def fit_temperature(logits: np.ndarray, y_index: np.ndarray) -> float:
     """Temperature T minimising validation NLL of softmax(logits / T) (Guo et al. 2017).
     One parameter, so a bounded 1-D search is exact enough and cannot diverge."""
-    from .errors import require
+    from ..errors import require
 
     minimize_scalar = require("scipy.optimize", "train").minimize_scalar
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .modelfile import ModelConfig
+from ..models.modelfile import ModelConfig
 
 
 def resize(img: Image.Image, size: int) -> Image.Image:

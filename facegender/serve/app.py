@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, modelfile
-from .errors import MissingDependency, require
+from ..errors import MissingDependency, require
+from ..models import modelfile
+from ..version import __version__
 
 try:
     from fastapi import FastAPI, HTTPException, Query, Request
@@ -45,8 +46,8 @@ except ImportError as _exc:  # the service is an extra: say which one
     raise MissingDependency(f"'{_exc.name}' is not installed; install the server with: "
                             "pip install \"facegender[serve]\"") from _exc
 
-from .images import DEFAULT_MAX_PIXELS
-from .predict import ImageResult, Predictor
+from ..infer.predictor import ImageResult, Predictor
+from ..io.images import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger("facegender.serve")
 
@@ -511,15 +512,3 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
     app = create_app(model, **options)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5)
 
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m facegender.serve [MODEL] ...`: the same as the CLI verb `facegender serve`."""
-    import sys
-
-    from .cli import main as cli_main
-
-    raise SystemExit(cli_main(["serve", *(sys.argv[1:] if argv is None else argv)]))
-
-
-if __name__ == "__main__":
-    main()

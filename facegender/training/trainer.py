@@ -20,24 +20,24 @@ from typing import Any
 
 import numpy as np
 
-from . import modelfile
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import (
+from ..errors import DataError, FaceGenderError, require
+from ..io.sources import (
     Sample,
     read_source,
     require_both_classes,
     stratified_limit,
     stratified_split,
 )
-from .errors import DataError, FaceGenderError, require
-from .labels import DEFAULT_LABELS
-from .metrics import (
+from ..labels import DEFAULT_LABELS
+from ..models import modelfile
+from ..models.modelfile import ModelConfig
+from ..report.metrics import (
     choose_unsure_band,
     compute_metrics,
     expected_calibration_error,
     fit_temperature,
 )
-from .modelfile import ModelConfig
+from .checkpoint import load_checkpoint, save_checkpoint
 
 torch = require("torch")
 
@@ -135,10 +135,10 @@ def train(
     """
     from tqdm.auto import tqdm
 
+    from ..models.card import write_card
+    from ..models.registry import backbone_and_head, build_model
+    from ..report.plots import plot_history
     from .augment import face_augmentation
-    from .card import write_card
-    from .models import backbone_and_head, build_model
-    from .plots import plot_history
     from .torchdata import FaceDataset, default_workers, make_loader
 
     out = Path(out)
@@ -336,7 +336,7 @@ def _predict_logits(model, ds, batch_size: int, workers: int, skipped: dict, sam
 
 
 def _val_metrics(val_out: dict, cfg: ModelConfig, loss_fn) -> dict:
-    from .preprocess import softmax
+    from ..infer.preprocess import softmax
 
     z, y = val_out["logits"], val_out["y"]
     loss = float(loss_fn(torch.from_numpy(z), torch.from_numpy(y)).item())
@@ -348,7 +348,7 @@ def _val_metrics(val_out: dict, cfg: ModelConfig, loss_fn) -> dict:
 
 def _calibrate(cfg: ModelConfig, val_out: dict) -> dict:
     """Fit the temperature and the unsure band on val; keep before/after figures for the card."""
-    from .preprocess import softmax
+    from ..infer.preprocess import softmax
 
     z, y = val_out["logits"], val_out["y"]
     is_male = (y == cfg.male_index).astype(int)

@@ -1,0 +1,4 @@
+"""Evaluation: metrics, per-group audits, plots, the HTML report and Grad-CAM explanations.
+
+Imports `io`, `faces`, `models`, `infer`; torch only in `explainer`.
+"""
