@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT / ".." / "shared" / "data"
 
-from facegender.faces.detector import Face, FaceDetector  # noqa: E402
+from facegender.faces import Face, FaceDetector  # noqa: E402
 
 Detect = Callable[[Image.Image], list[Face]]
 

@@ -1,8 +1,8 @@
 """facegender: male/female face classification with calibrated probabilities.
 
 The public API maps 1:1 onto the CLI verbs: `train`, `evaluate`, `predict`, `explain`, `qat`,
-`info` (`export`, `benchmark` and `serve` live in their modules). Nothing here imports torch:
-`train` and `qat` load it on first use.
+`export`, `benchmark`, `info` (`serve` lives in `facegender.serve`). Nothing here imports torch:
+`train`, `qat` and `export` load it on first use.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from .models.info import info  # noqa: E402
 from .report.evaluate import evaluate  # noqa: E402
 from .report.explainer import explain  # noqa: E402
 from .version import __version__  # noqa: E402
-
 __all__ = ["train", "qat", "evaluate", "predict", "explain", "info", "load", "Predictor", "ImageResult",
-           "__version__"]
+           "export", "benchmark", "__version__"]
 
 
 def train(*args, **kwargs):
@@ -24,10 +23,22 @@ def train(*args, **kwargs):
     return _train(*args, **kwargs)
 
 
-
-
 def qat(*args, **kwargs):
     """Quantization-aware fine-tuning of a model folder; see facegender.training.quantaware.finetune."""
     from .training.quantaware import finetune
 
     return finetune(*args, **kwargs)
+
+
+def export(*args, **kwargs):
+    """Export a model folder to ONNX / INT8 / TorchScript; see facegender.infer.export.export."""
+    from .infer.export import export as _export
+
+    return _export(*args, **kwargs)
+
+
+def benchmark(*args, **kwargs):
+    """Latency, throughput and memory per backend; see facegender.infer.bench.benchmark."""
+    from .infer.bench import benchmark as _benchmark
+
+    return _benchmark(*args, **kwargs)

@@ -17,7 +17,7 @@ pytest.importorskip("torch")
 pytest.importorskip("pytorch_grad_cam")
 
 from facegender.errors import FaceGenderError  # noqa: E402
-from facegender.faces.detector import CropGeometry, CropPolicy, Face, crop_face, crop_geometry  # noqa: E402
+from facegender.faces import CropGeometry, CropPolicy, Face, crop_face, crop_geometry  # noqa: E402
 from facegender.report.explainer import (  # noqa: E402
     GradCamExplainer,
     explain,
@@ -35,7 +35,7 @@ def fairface_image(fairface, name: str) -> Image.Image:
 
 
 def detector_or_skip():
-    from facegender.faces.detector import FaceDetector
+    from facegender.faces import FaceDetector
 
     try:
         return FaceDetector(threads=1)

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from facegender.errors import FaceGenderError
-from facegender.faces.detector import (
+from facegender.faces import (
     LANDMARKS,
     CropPolicy,
     Face,

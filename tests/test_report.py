@@ -25,7 +25,7 @@ DATA_URI = re.compile(r'src="data:image/(png|jpeg);base64,([A-Za-z0-9+/=]+)"')
 
 
 def detector_available() -> bool:
-    from facegender.faces.detector import FaceDetector
+    from facegender.faces import FaceDetector
 
     try:
         FaceDetector(threads=1)
@@ -37,7 +37,7 @@ def detector_available() -> bool:
 def with_detector_policy(model: Path, dest: Path) -> Path:
     """A copy of `model` whose config asks for detector crops (the policy's defaults are
     fitted to celeba-style tight crops, which is what the session model was trained on)."""
-    from facegender.faces.detector import CropPolicy
+    from facegender.faces import CropPolicy
 
     shutil.copytree(model, dest, ignore=shutil.ignore_patterns("checkpoints"))
     cfg = json.loads((dest / "config.json").read_text())

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from facegender import evaluate
-from facegender.faces.detector import CropPolicy
+from facegender.faces import CropPolicy
 from facegender.infer.bench import benchmark, format_table
 from facegender.infer.export import export, format_export_summary
 from facegender.models import modelfile

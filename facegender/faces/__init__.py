@@ -1,18 +1,10 @@
 """Face detection (BlazeFace on ONNX Runtime) and the crop policy: the classifier's input contract.
 
-Imports `io` and `errors`; never torch.
+Imports `errors` only; never torch.
 """
 
-from .detector import (
-    LANDMARKS,
-    CropGeometry,
-    CropPolicy,
-    Face,
-    FaceDetector,
-    crop_face,
-    crop_geometry,
-    detect_and_crop,
-)
+from .crop import CropGeometry, CropPolicy, crop_face, crop_geometry, detect_and_crop, eye_angle
+from .detector import LANDMARKS, Face, FaceDetector
 
 __all__ = ["LANDMARKS", "CropGeometry", "CropPolicy", "Face", "FaceDetector", "crop_face", "crop_geometry",
-           "detect_and_crop"]
+           "detect_and_crop", "eye_angle"]

@@ -281,7 +281,7 @@ class _Runner:
         self._threads(1)
         try:
             if self._photo is None:
-                from ..faces.detector import FaceDetector
+                from ..faces import FaceDetector
                 from .predictor import Predictor
 
                 det = FaceDetector(threads=1)

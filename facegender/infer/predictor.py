@@ -92,7 +92,7 @@ class Predictor:
         self._detector = None
         self._policy = None
         if self.detect:
-            from ..faces.detector import CropPolicy, FaceDetector
+            from ..faces import CropPolicy, FaceDetector
 
             # detect=True on a model whose policy is "whole image" uses the default crop style.
             # `crop` overrides single policy keys (e.g. {"margin": 0.3}) to try other crops.
@@ -120,7 +120,7 @@ class Predictor:
     def _faces(self, img: Image.Image) -> list[tuple[tuple, float | None, Image.Image]]:
         if not self.detect:
             return [((0.0, 0.0, float(img.width), float(img.height)), None, img)]
-        from ..faces.detector import detect_and_crop
+        from ..faces import detect_and_crop
 
         found = detect_and_crop(img, self._detector, self._policy, largest=self.largest)
         return [(tuple(float(v) for v in f.box), float(f.score), crop) for f, crop in found]

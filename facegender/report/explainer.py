@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import FaceGenderError, ImageError, require
-from ..faces.detector import CropGeometry, crop_geometry
+from ..faces import CropGeometry, crop_geometry
 from ..models.modelfile import ModelConfig
 
 # Last convolutional block per registered architecture: the deepest layer that still has a
@@ -253,7 +253,7 @@ def find_faces(images: Any, config: ModelConfig, *, detect: bool | None = None,
                max_pixels: int | None = None) -> list[Explanation]:
     """Decode `images` and cut each face's crop with the model's crop policy, without torch:
     Explanations with crop and geometry but no heatmap yet (failed images carry `error`)."""
-    from ..faces.detector import CropPolicy, FaceDetector, detect_and_crop
+    from ..faces import CropPolicy, FaceDetector, detect_and_crop
     from ..infer.predictor import FailedInput, expand_inputs
     from ..io.images import decode_bytes, load_image
     from ..io.sources import Sample

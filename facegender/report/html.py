@@ -26,10 +26,10 @@ from PIL import Image
 from ..errors import FaceGenderError
 from ..models.modelfile import HISTORY_NAME
 from . import plots
+from .results import EvalResult, write_report
 
 if TYPE_CHECKING:
     from ..infer.predictor import Predictor
-    from .evaluate import EvalResult
 
 ERROR_KINDS = (("female_as_male", "female", "male"), ("male_as_female", "male", "female"))
 TILE_HEIGHT = 112  # px: gallery crops are shown at this height, whatever their native size
@@ -143,8 +143,6 @@ def _display(crop: Image.Image, heatmap: np.ndarray | None = None) -> Image.Imag
 def write_full_report(result: EvalResult, out: Path, predictor: Predictor, gallery: int = 8
                       ) -> Path:
     """Write metrics.json, predictions.csv, the plots, report.md and report.html into `out`."""
-    from .evaluate import write_report
-
     out = Path(out)
     write_report(result, out, predictor.config.labels)  # metrics.json, predictions.csv, ...
     m = result.metrics
