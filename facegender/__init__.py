@@ -7,11 +7,12 @@ The public API maps 1:1 onto the CLI verbs: `train`, `evaluate`, `predict`, `exp
 
 from __future__ import annotations
 
-from .infer.predictor import ImageResult, Predictor, load, predict  # noqa: E402
-from .models.info import info  # noqa: E402
-from .report.evaluate import evaluate  # noqa: E402
-from .report.explainer import explain  # noqa: E402
-from .version import __version__  # noqa: E402
+from .infer.predictor import ImageResult, Predictor, load, predict
+from .models.info import info
+from .report.evaluate import evaluate
+from .report.explainer import explain
+from .version import __version__
+
 __all__ = ["train", "qat", "evaluate", "predict", "explain", "info", "load", "Predictor", "ImageResult",
            "export", "benchmark", "__version__"]
 
