@@ -16,6 +16,8 @@ from PIL import Image
 from ..errors import FaceGenderError
 from .detector import Face, FaceDetector
 
+TEMPLATE_POINTS = 4  # right eye, left eye, nose tip, mouth centre (BlazeFace landmarks 0-3)
+
 
 @dataclass
 class CropPolicy:
@@ -30,6 +32,11 @@ class CropPolicy:
       (crop centre - box centre).y / box size   median -0.093 (p25-p75 -0.11 to -0.075)
                                        -> offset_y -0.09: celeba crops sit higher (forehead)
       (crop centre - box centre).x / box size   median -0.010 -> no horizontal offset
+
+    ``template`` (optional) aligns on landmarks instead of the box, as face-recognition networks
+    expect: the similarity transform (scale, rotation, shift; least squares) that puts the face's
+    right eye, left eye, nose tip and mouth centre on these four points, given as (x, y) in units
+    of the crop height from its top-left corner. Faces without landmarks fall back to the box.
     """
 
     detect: bool = True  # False: the whole image is the face (inputs already tight crops)
@@ -37,6 +44,7 @@ class CropPolicy:
     aspect: float = 0.78  # output crop width / height
     align: bool = True  # rotate so the eyes are level (when landmarks exist)
     offset_y: float = -0.09  # crop centre below the box centre (negative: above), / box size
+    template: list[list[float]] | None = None  # 4 landmark targets, see above
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,6 +61,13 @@ class CropPolicy:
         if not (policy.aspect > 0 and policy.margin > -1):
             raise FaceGenderError(f"invalid crop policy {policy.to_dict()}: need aspect > 0 and "
                                   "margin > -1")
+        if policy.template is not None:
+            t = np.asarray(policy.template, dtype=float)
+            if t.shape != (TEMPLATE_POINTS, 2) or not np.isfinite(t).all() or np.ptp(t[:, 0]) <= 0:
+                raise FaceGenderError(f"crop policy template must be {TEMPLATE_POINTS} distinct (x, y) "
+                                      f"points (right eye, left eye, nose tip, mouth centre), got "
+                                      f"{policy.template}")
+            policy.template = t.tolist()
         return policy
 
 
@@ -94,6 +109,9 @@ def crop_geometry(face: Face, policy: CropPolicy) -> CropGeometry:
     x, y, w, h = face.box
     if w <= 0 or h <= 0:
         raise FaceGenderError(f"face box has no area: {face.box}")
+    if policy.template is not None and face.landmarks is not None \
+            and len(face.landmarks) >= TEMPLATE_POINTS:
+        return _template_geometry(face.landmarks[:TEMPLATE_POINTS], policy)
     base = (w + h) / 2
     ch = base * (1.0 + policy.margin)
     cw = ch * policy.aspect
@@ -102,6 +120,23 @@ def crop_geometry(face: Face, policy: CropPolicy) -> CropGeometry:
     cx = x + w / 2 - math.sin(theta) * policy.offset_y * base
     cy = y + h / 2 + math.cos(theta) * policy.offset_y * base
     return CropGeometry(cx, cy, max(1, round(cw)), max(1, round(ch)), theta)
+
+
+def _template_geometry(points: np.ndarray, policy: CropPolicy) -> CropGeometry:
+    """Least-squares similarity from the template (crop-height units) onto the landmarks
+    (Umeyama without reflection, in complex numbers: photo = mean_l + z * (template - mean_t))."""
+    t = np.asarray(policy.template, dtype=np.float64)
+    lm = np.asarray(points, dtype=np.float64)
+    tc = t[:, 0] + 1j * t[:, 1]
+    lc = lm[:, 0] + 1j * lm[:, 1]
+    a, b = tc - tc.mean(), lc - lc.mean()
+    z = np.vdot(a, b) / np.vdot(a, a).real  # sum(conj(a) * b) / sum(|a|^2)
+    if not np.isfinite(z) or abs(z) < 1e-6:
+        raise FaceGenderError("face landmarks are degenerate: cannot align to the template")
+    centre = lc.mean() + z * (complex(policy.aspect / 2, 0.5) - tc.mean())
+    height = abs(z)  # photo pixels per crop-height unit
+    return CropGeometry(float(centre.real), float(centre.imag), max(1, round(height * policy.aspect)),
+                        max(1, round(height)), float(np.angle(z)))
 
 
 def crop_face(image: Image.Image, face: Face, policy: CropPolicy,

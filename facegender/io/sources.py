@@ -208,10 +208,18 @@ def read_csv_manifest(csv_path: Path, images: str | Path | None = None) -> Sourc
     if base.is_file() and str(base).endswith(TAR_SUFFIXES):
         tar_index = {rel: kw for rel, kw in _tar_entries(base)}
     elif images is None:
-        tars = [p for p in csv_path.parent.iterdir() if str(p).endswith(TAR_SUFFIXES)]
+        # Paths not on disk: read them from the archives beside the CSV (e.g. celeba-gender's
+        # train.tar + val.tar with one attributes.csv); a path in two archives is ambiguous.
+        tars = sorted(p for p in csv_path.parent.iterdir() if str(p).endswith(TAR_SUFFIXES))
         first = rows[0][path_col]
-        if len(tars) == 1 and not (base / first).exists():
-            tar_index = {rel: kw for rel, kw in _tar_entries(tars[0])}
+        if tars and not (base / first).exists():
+            tar_index = {}
+            for tar in tars:
+                for rel, kw in _tar_entries(tar):
+                    if rel in tar_index:
+                        raise DataError(f"{csv_path}: {rel} is in both {tar_index[rel]['path']} "
+                                        f"and {tar}; pass --images to say which to read")
+                    tar_index[rel] = kw
 
     samples, skipped, bad_labels = [], [], Counter()
     for i, row in enumerate(rows, start=2):

@@ -1,0 +1,175 @@
+"""Frozen-backbone features, computed once and cached: the classic recipe for a converted face
+network (VGG-Face style), where the head is all that trains.
+
+Every face goes through the same steps as at prediction time (decode, BlazeFace, the model's
+crop policy, ``to_array``), then the backbone's pooled features are stored per view (0 = the
+face, 1 = its mirror image, 2.. = degraded copies: JPEG, downscaling, grayscale). The cache is a
+folder of ``part-NNNNN.npz`` chunks, so an interrupted extraction resumes where it stopped, and
+its key covers the sample list, the crop policy, the backbone weights and the views, so a
+changed input never reuses stale features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..errors import FaceGenderError, ImageError, require
+from ..faces import CropPolicy, FaceDetector, detect_and_crop
+from ..infer.preprocess import to_array
+from ..io.images import decode_bytes
+from ..io.sources import Sample
+from ..models.modelfile import ModelConfig
+
+torch = require("torch")
+
+CHUNK = 1024  # faces per cache part
+# Training crops are tight: detect on the image padded by half its side (all 1,000 celeba val
+# crops found this way, see faces.detect_and_crop).
+TRAIN_PAD = 0.5
+
+
+def degrade(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A copy as an ordinary phone or web photo would give it: smaller, re-compressed, sometimes
+    gray. Seeded, so a view's features are reproducible."""
+    if rng.random() < 0.7:
+        s = rng.uniform(0.35, 0.8)
+        img = img.resize((max(8, round(img.width * s)), max(8, round(img.height * s))),
+                         Image.Resampling.BILINEAR)
+    if rng.random() < 0.3:
+        img = ImageOps.grayscale(img).convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=int(rng.integers(30, 85)))
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+class _FaceViews(torch.utils.data.Dataset):
+    """Sample -> (views x CHW) of its aligned face, or the reason it has none."""
+
+    def __init__(self, samples: list[Sample], cfg: ModelConfig, views: int, seed: int,
+                 pad: float):
+        self.samples, self.cfg, self.views, self.seed, self.pad = samples, cfg, views, seed, pad
+        self.policy = CropPolicy.from_dict(cfg.crop)
+        self.detector: FaceDetector | None = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _crop(self, img: Image.Image) -> tuple[Image.Image | None, str]:
+        if self.detector is None:  # one ONNX session per worker process
+            self.detector = FaceDetector(threads=1) if self.policy.detect else None
+        faces = detect_and_crop(img, self.detector, self.policy, largest=True, pad=self.pad)
+        return (faces[0][1], "detected") if faces else (None, "no face found")
+
+    def __getitem__(self, i: int):
+        s = self.samples[i]
+        try:
+            img = decode_bytes(s.read_bytes(), s.ref)
+        except ImageError as exc:
+            return i, None, exc.reason
+        except OSError as exc:
+            return i, None, f"cannot read ({exc})"
+        face, why = self._crop(img)
+        if face is None:
+            return i, None, why
+        arrays = [to_array(face, self.cfg)]
+        if self.views > 1:
+            arrays.append(np.ascontiguousarray(arrays[0][:, :, ::-1]))
+        rng = np.random.default_rng([self.seed, i])
+        for _ in range(2, self.views):
+            degraded, _ = self._crop(degrade(img, rng))
+            arrays.append(to_array(degraded, self.cfg) if degraded is not None else arrays[0])
+        return i, np.stack(arrays), why
+
+
+def _collate(batch):
+    return batch
+
+
+@dataclass
+class FeatureSet:
+    features: np.ndarray  # (n, views, dim) float16; rows of failed samples are zero
+    ok: np.ndarray  # (n,) bool
+    reasons: dict[int, str]  # sample index -> why it has no features
+
+
+def cache_key(samples: list[Sample], cfg: ModelConfig, views: int, weights_id: str, seed: int,
+              pad: float) -> str:
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(s.ref.encode("utf-8", "surrogateescape") + b"\0")
+    h.update(json.dumps([cfg.crop, cfg.input_size, cfg.mean, cfg.std, views, weights_id, seed, pad],
+                        sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def extract_features(samples: list[Sample], backbone, cfg: ModelConfig, cache_dir: str | Path, *,
+                     weights_id: str, views: int = 2, batch_size: int = 64, workers: int = 1,
+                     seed: int = 0, pad: float = TRAIN_PAD, progress: bool = True,
+                     what: str = "faces") -> FeatureSet:
+    """Features of every sample (``backbone.features``), read from or added to the cache."""
+    from tqdm.auto import tqdm
+
+    if views < 1:
+        raise FaceGenderError(f"views must be >= 1, got {views}")
+    key = cache_key(samples, cfg, views, weights_id, seed, pad)
+    root = Path(cache_dir) / key
+    root.mkdir(parents=True, exist_ok=True)
+    n_parts = (len(samples) + CHUNK - 1) // CHUNK
+    backbone.eval()
+    t0, done_new = time.perf_counter(), 0
+    bar = tqdm(total=len(samples), desc=f"features: {what}", unit="face", disable=not progress,
+               file=sys.stderr)
+    for part in range(n_parts):
+        path = root / f"part-{part:05d}.npz"
+        lo, hi = part * CHUNK, min(len(samples), (part + 1) * CHUNK)
+        if path.exists():
+            bar.update(hi - lo)
+            continue
+        ds = _FaceViews(samples[lo:hi], cfg, views, seed * 1_000_003 + lo, pad)
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers,
+                                             collate_fn=_collate)
+        feats, ok, why = None, np.zeros(hi - lo, bool), {}
+        with torch.inference_mode():
+            for batch in loader:
+                good = [(i, x) for i, x, _ in batch if x is not None]
+                for i, x, reason in batch:
+                    if x is None:
+                        why[str(lo + i)] = reason
+                if not good:
+                    bar.update(len(batch))
+                    continue
+                x = torch.from_numpy(np.concatenate([g[1] for g in good]))
+                f = backbone.features(x).float().numpy().reshape(len(good), views, -1)
+                if feats is None:
+                    feats = np.zeros((hi - lo, views, f.shape[-1]), np.float16)
+                for (i, _), row in zip(good, f, strict=True):
+                    feats[i] = row
+                    ok[i] = True
+                bar.update(len(batch))
+                done_new += len(batch)
+        if feats is None:
+            feats = np.zeros((hi - lo, views, 1), np.float16)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, features=feats, ok=ok, reasons=json.dumps(why))
+        tmp.replace(path)  # a part is there whole or not at all
+    bar.close()
+    if done_new:
+        rate = done_new / (time.perf_counter() - t0)
+        print(f"features: {what}: {done_new} faces at {rate:.0f}/s -> {root}", file=sys.stderr)
+    parts = [np.load(root / f"part-{p:05d}.npz") for p in range(n_parts)]
+    dim = max(p["features"].shape[-1] for p in parts)
+    feats = np.concatenate([p["features"] if p["features"].shape[-1] == dim else
+                            np.zeros((len(p["ok"]), views, dim), np.float16) for p in parts])
+    reasons: dict[int, str] = {}
+    for p in parts:
+        reasons.update({int(k): v for k, v in json.loads(str(p["reasons"])).items()})
+    return FeatureSet(feats, np.concatenate([p["ok"] for p in parts]), reasons)
