@@ -65,15 +65,38 @@ def build_parser() -> argparse.ArgumentParser:
                        "or ROOT/{train,val,test}/{male,female}/, a .tar of such a tree, a CSV "
                        "manifest path,label[,groups...], or hf:NAME / a local HF dataset). "
                        "Writes a model folder to --out.")
-    t.add_argument("data", help="training source")
+    t.add_argument("data", nargs="+", help="training source(s); PATH@WEIGHT gives a source its "
+                   "relative share of each epoch (--recipe head)")
     t.add_argument("--out", "-o", required=True, help="output model folder")
+    t.add_argument("--recipe", choices=["full", "head"], default="full",
+                   help="full: train the whole network; head: cache a frozen pretrained face "
+                        "backbone's features (dlib_resnet*) and train only its head "
+                        "(default: %(default)s)")
+    t.add_argument("--balance", default=None,
+                   help="comma-separated group columns to even out when drawing faces, e.g. "
+                        "source,Young,Wearing_Lipstick,age_group (the label is always one; "
+                        "--recipe head; default: source)")
+    t.add_argument("--balance-power", type=float, default=0.5,
+                   help="0 keeps the data's mix, 1 gives every group the same share "
+                        "(default: %(default)s)")
+    t.add_argument("--max-repeat", type=float, default=8.0,
+                   help="most draws of one face an epoch, expected (default: %(default)s)")
+    t.add_argument("--drop", action="append", default=[], metavar="COLUMN=VALUE",
+                   help="leave faces out of training where a manifest column has this value, "
+                        "e.g. disputed=1 (repeatable; --recipe head)")
+    t.add_argument("--views", type=int, default=3,
+                   help="feature views per training face: 1 the face, 2 + its mirror, 3+ "
+                        "degraded copies (--recipe head; default: %(default)s)")
+    t.add_argument("--cache", default=None,
+                   help="feature store folder (--recipe head; default: OUT/cache)")
     t.add_argument("--val", default=None, help="validation source (default: the source's own "
                    "val split, else a stratified --val-fraction of it)")
     t.add_argument("--arch", default="mobilenetv3_small",
                    help="architecture: mobilenetv3_small, mobilenetv3_large, efficientnet_b0, "
                         "resnet18, mobilenetv3_small_se, or timm:<name> (default: %(default)s)")
     t.add_argument("--input-size", type=int, default=96, help="square input side in pixels")
-    t.add_argument("--epochs", type=int, default=10, help="maximum epochs (default: %(default)s)")
+    t.add_argument("--epochs", type=int, default=None,
+                   help="maximum epochs (default: 10, or 30 with --recipe head)")
     t.add_argument("--batch-size", type=int, default=64, help="images per step (default: %(default)s)")
     t.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate")
     t.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
@@ -92,9 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--freeze-epochs", type=int, default=0,
                    help="train only the head for this many epochs first (use with --pretrained)")
     t.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
-    t.add_argument("--monitor", default="balanced_accuracy",
-                   choices=["balanced_accuracy", "accuracy", "roc_auc", "loss"],
-                   help="validation metric for best checkpoint and early stopping")
+    t.add_argument("--monitor", default=None,
+                   choices=["balanced_accuracy", "accuracy", "roc_auc", "loss", "worst_group"],
+                   help="validation metric for best checkpoint and early stopping; worst_group "
+                        "(--recipe head) is the least accurate validation group "
+                        "(default: balanced_accuracy, or worst_group with --recipe head)")
     t.add_argument("--val-fraction", type=float, default=0.1,
                    help="held-out fraction when the source has no val split and no --val")
     t.add_argument("--limit", type=int, default=None, help="use a stratified subset of N faces")
@@ -301,14 +326,20 @@ def _write_rows(rows: list[dict], fmt: str, fh) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    if a.recipe == "head":
+        return _train_head(a)
     from .training.trainer import train
 
+    if a.monitor == "worst_group" or a.drop or a.balance:
+        raise FaceGenderError("--monitor worst_group, --balance and --drop need --recipe head")
     crop = json.loads(a.crop) if a.crop else None
-    res = train(a.data, a.out, val=a.val, arch=a.arch, input_size=a.input_size, epochs=a.epochs,
+    data = a.data if len(a.data) > 1 else a.data[0]
+    res = train(data, a.out, val=a.val, arch=a.arch, input_size=a.input_size,
+                epochs=a.epochs or 10, monitor=a.monitor or "balanced_accuracy",
                 batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
                 schedule=a.schedule, warmup=a.warmup, label_smoothing=a.label_smoothing,
                 class_weights=a.class_weights, augment=a.augment, pretrained=a.pretrained,
-                freeze_epochs=a.freeze_epochs, patience=a.patience, monitor=a.monitor,
+                freeze_epochs=a.freeze_epochs, patience=a.patience,
                 val_fraction=a.val_fraction, limit=a.limit, val_limit=a.val_limit,
                 workers=a.workers, threads=a.threads, seed=a.seed, resume=a.resume, crop=crop,
                 progress=a.progress)
@@ -317,6 +348,25 @@ def cmd_train(a: argparse.Namespace) -> int:
           f"{v['accuracy']:.2%}, balanced {v['balanced_accuracy']:.2%}, ECE "
           f"{v['ece_before_calibration']:.3f} -> {v['ece_after_calibration']:.3f})")
     return 130 if res.interrupted else (1 if res.skipped else 0)
+
+
+def _train_head(a: argparse.Namespace) -> int:
+    from .training.heads import train_head
+
+    arch = a.arch if a.arch.startswith("dlib_resnet") else "dlib_resnet"
+    if arch != a.arch and a.arch != "mobilenetv3_small":  # only the default may be replaced
+        raise FaceGenderError(f"--recipe head needs --arch dlib_resnet or dlib_resnet_mlp, not {a.arch}")
+    balance = [k.strip() for k in a.balance.split(",") if k.strip()] if a.balance else ["source"]
+    m = train_head(a.data, a.out, arch=arch, balance=balance, balance_power=a.balance_power,
+                   max_repeat=a.max_repeat, drop=a.drop,
+                   monitor=a.monitor or "worst_group", views=a.views, epochs=a.epochs or 30,
+                   val_fraction=a.val_fraction, limit=a.limit, cache=a.cache,
+                   workers=a.workers if a.workers is not None else 1, threads=a.threads,
+                   seed=a.seed, progress=a.progress)
+    v = m["val"]
+    print(f"model folder: {a.out} (val accuracy {v['accuracy']:.2%}, worst group "
+          f"{v['worst_group']:.2%} {v['worst_group_name']}, ECE {v['ece']:.3f})")
+    return 0
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:

@@ -114,7 +114,27 @@ REGISTRY: dict[str, Callable[[int, bool], nn.Module]] = {
                                     _replace_classifier_last),
     "resnet18": _torchvision("resnet18", "ResNet18_Weights", _replace_fc),
     "mobilenetv3_small_se": lambda n, p: MobileNetV3SmallSE(n, p),
+    # The baseline of older tutorials; 57M parameters, mostly in its fc layers.
+    "alexnet": _torchvision("alexnet", "AlexNet_Weights", _replace_classifier_last),
+    # dlib's face-recognition ResNet (CC0) with a linear head, or a 256-unit MLP head.
+    "dlib_resnet": lambda n, p: _dlib(n, p, hidden=0),
+    "dlib_resnet_mlp": lambda n, p: _dlib(n, p, hidden=256),
 }
+
+def _dlib(num_classes: int, pretrained: bool, hidden: int) -> nn.Module:
+    from .dlib_resnet import DlibGenderNet
+
+    return DlibGenderNet(num_classes, pretrained=pretrained, hidden=hidden)
+
+
+def arch_defaults(arch: str) -> dict:
+    """Preprocessing an architecture carries with it (as timm's pretrained_cfg): the config.json
+    fields (input_size, mean, std, crop) the trainer must write for it; {} when any will do."""
+    if arch.startswith("dlib_resnet"):
+        from .dlib_resnet import DLIB_CROP, DLIB_MEAN, DLIB_STD, INPUT_SIZE
+
+        return {"input_size": INPUT_SIZE, "mean": DLIB_MEAN, "std": DLIB_STD, "crop": dict(DLIB_CROP)}
+    return {}
 
 
 def available() -> list[str]:
@@ -128,7 +148,7 @@ def build_model(arch: str, num_classes: int = 2, pretrained: bool = False) -> nn
     if arch not in REGISTRY:
         raise FaceGenderError(f"unknown architecture '{arch}'; choose one of: {', '.join(available())}")
     model = REGISTRY[arch](num_classes, pretrained)
-    if not pretrained:
+    if not pretrained and not arch.startswith("dlib_resnet"):
         # torchvision's MobileNets/EfficientNet use BN momentum 0.01, tuned for long ImageNet runs;
         # on a short scratch run the running statistics lag so far behind that eval-mode outputs
         # collapse to one class (measured: 50% val accuracy at 0.80 AUC after 2 epochs).
@@ -140,7 +160,7 @@ def build_model(arch: str, num_classes: int = 2, pretrained: bool = False) -> nn
 
 def backbone_and_head(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """Split parameters into backbone and classification head (for frozen-backbone phase one)."""
-    head_names = ("classifier", "fc", "head")
+    head_names = ("classifier", "fc", "head")  # dlib_resnet: backbone.fc is dlib's, not a head
     head, backbone = [], []
     for name, p in model.named_parameters():
         (head if name.split(".")[0] in head_names else backbone).append(p)

@@ -16,6 +16,7 @@ import io
 import json
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class _FaceViews(torch.utils.data.Dataset):
     """Sample -> (views x CHW) of its aligned face, or the reason it has none."""
 
     def __init__(self, samples: list[Sample], cfg: ModelConfig, views: int, seed: int,
-                 pad: float):
+                 pad: float) -> None:
         self.samples, self.cfg, self.views, self.seed, self.pad = samples, cfg, views, seed, pad
         self.policy = CropPolicy.from_dict(cfg.crop)
         self.detector: FaceDetector | None = None
@@ -83,7 +84,7 @@ class _FaceViews(torch.utils.data.Dataset):
         arrays = [to_array(face, self.cfg)]
         if self.views > 1:
             arrays.append(np.ascontiguousarray(arrays[0][:, :, ::-1]))
-        rng = np.random.default_rng([self.seed, i])
+        rng = np.random.default_rng([self.seed, _ref_seed(s.ref)])
         for _ in range(2, self.views):
             degraded, _ = self._crop(degrade(img, rng))
             arrays.append(to_array(degraded, self.cfg) if degraded is not None else arrays[0])
@@ -101,75 +102,96 @@ class FeatureSet:
     reasons: dict[int, str]  # sample index -> why it has no features
 
 
-def cache_key(samples: list[Sample], cfg: ModelConfig, views: int, weights_id: str, seed: int,
-              pad: float) -> str:
-    h = hashlib.sha256()
-    for s in samples:
-        h.update(s.ref.encode("utf-8", "surrogateescape") + b"\0")
-    h.update(json.dumps([cfg.crop, cfg.input_size, cfg.mean, cfg.std, views, weights_id, seed, pad],
-                        sort_keys=True).encode())
-    return h.hexdigest()[:16]
+def store_key(cfg: ModelConfig, weights_id: str, seed: int, pad: float) -> str:
+    """Everything that changes a face's features, so a changed input never reuses stale ones."""
+    blob = json.dumps([cfg.crop, cfg.input_size, cfg.mean, cfg.std, weights_id, seed, pad],
+                      sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _ref_seed(ref: str) -> int:
+    return zlib.crc32(ref.encode("utf-8", "surrogateescape"))
+
+
+def _load_store(root: Path) -> dict[str, tuple[np.ndarray | None, str]]:
+    """ref -> (views x dim features, or None, and the reason)."""
+    known: dict[str, tuple[np.ndarray | None, str]] = {}
+    for part in sorted(root.glob("part-*.npz")):
+        with np.load(part) as z:
+            refs = json.loads(str(z["refs"]))
+            reasons = json.loads(str(z["reasons"]))
+            feats, ok = z["features"], z["ok"]
+        for i, ref in enumerate(refs):
+            known[ref] = (feats[i] if ok[i] else None, reasons.get(str(i), ""))
+    return known
 
 
 def extract_features(samples: list[Sample], backbone, cfg: ModelConfig, cache_dir: str | Path, *,
                      weights_id: str, views: int = 2, batch_size: int = 64, workers: int = 1,
                      seed: int = 0, pad: float = TRAIN_PAD, progress: bool = True,
                      what: str = "faces") -> FeatureSet:
-    """Features of every sample (``backbone.features``), read from or added to the cache."""
+    """Features of every sample (``backbone.features``), read from the store or computed and
+    added to it. The store holds faces by ref, so any list of them (a new split, a subset)
+    reuses what was computed; a face stored with fewer views than asked is computed again."""
     from tqdm.auto import tqdm
 
     if views < 1:
         raise FaceGenderError(f"views must be >= 1, got {views}")
-    key = cache_key(samples, cfg, views, weights_id, seed, pad)
-    root = Path(cache_dir) / key
+    root = Path(cache_dir) / store_key(cfg, weights_id, seed, pad)
     root.mkdir(parents=True, exist_ok=True)
-    n_parts = (len(samples) + CHUNK - 1) // CHUNK
+    known = _load_store(root)
+    todo = [s for s in dict.fromkeys(s.ref for s in samples)
+            if s not in known or (known[s][0] is not None and len(known[s][0]) < views)]
+    by_ref = {s.ref: s for s in samples}
     backbone.eval()
-    t0, done_new = time.perf_counter(), 0
-    bar = tqdm(total=len(samples), desc=f"features: {what}", unit="face", disable=not progress,
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(todo), desc=f"features: {what}", unit="face", disable=not progress,
                file=sys.stderr)
-    for part in range(n_parts):
-        path = root / f"part-{part:05d}.npz"
-        lo, hi = part * CHUNK, min(len(samples), (part + 1) * CHUNK)
-        if path.exists():
-            bar.update(hi - lo)
-            continue
-        ds = _FaceViews(samples[lo:hi], cfg, views, seed * 1_000_003 + lo, pad)
+    n_parts = len(list(root.glob("part-*.npz")))
+    for lo in range(0, len(todo), CHUNK):
+        chunk = [by_ref[r] for r in todo[lo:lo + CHUNK]]
+        ds = _FaceViews(chunk, cfg, views, seed, pad)
         loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers,
                                              collate_fn=_collate)
-        feats, ok, why = None, np.zeros(hi - lo, bool), {}
+        feats, ok, why = None, np.zeros(len(chunk), bool), {}
         with torch.inference_mode():
             for batch in loader:
                 good = [(i, x) for i, x, _ in batch if x is not None]
-                for i, x, reason in batch:
-                    if x is None:
-                        why[str(lo + i)] = reason
-                if not good:
-                    bar.update(len(batch))
-                    continue
-                x = torch.from_numpy(np.concatenate([g[1] for g in good]))
-                f = backbone.features(x).float().numpy().reshape(len(good), views, -1)
-                if feats is None:
-                    feats = np.zeros((hi - lo, views, f.shape[-1]), np.float16)
-                for (i, _), row in zip(good, f, strict=True):
-                    feats[i] = row
-                    ok[i] = True
+                why.update({str(i): reason for i, x, reason in batch if x is None})
+                if good:
+                    x = torch.from_numpy(np.concatenate([g[1] for g in good]))
+                    f = backbone.features(x).float().numpy().reshape(len(good), views, -1)
+                    if feats is None:
+                        feats = np.zeros((len(chunk), views, f.shape[-1]), np.float16)
+                    for (i, _), row in zip(good, f, strict=True):
+                        feats[i], ok[i] = row, True
                 bar.update(len(batch))
-                done_new += len(batch)
         if feats is None:
-            feats = np.zeros((hi - lo, views, 1), np.float16)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, features=feats, ok=ok, reasons=json.dumps(why))
-        tmp.replace(path)  # a part is there whole or not at all
+            feats = np.zeros((len(chunk), views, 1), np.float16)
+        path = root / f"part-{n_parts:05d}.npz"
+        n_parts += 1
+        tmp = root / f".tmp-{path.name}"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, features=feats, ok=ok, reasons=json.dumps(why),
+                     refs=json.dumps([s.ref for s in chunk]))
+        tmp.replace(path)  # a part is there whole or not at all: an interrupted run resumes
+        for i, s in enumerate(chunk):
+            known[s.ref] = (feats[i] if ok[i] else None, why.get(str(i), ""))
     bar.close()
-    if done_new:
-        rate = done_new / (time.perf_counter() - t0)
-        print(f"features: {what}: {done_new} faces at {rate:.0f}/s -> {root}", file=sys.stderr)
-    parts = [np.load(root / f"part-{p:05d}.npz") for p in range(n_parts)]
-    dim = max(p["features"].shape[-1] for p in parts)
-    feats = np.concatenate([p["features"] if p["features"].shape[-1] == dim else
-                            np.zeros((len(p["ok"]), views, dim), np.float16) for p in parts])
+    if todo:
+        rate = len(todo) / (time.perf_counter() - t0)
+        print(f"features: {what}: {len(todo)} faces at {rate:.0f}/s -> {root}", file=sys.stderr)
+    dims = {f.shape[-1] for f, _ in known.values() if f is not None}
+    if len(dims) > 1:
+        raise FaceGenderError(f"{root}: feature store mixes dimensions {sorted(dims)}")
+    dim = dims.pop() if dims else 1
+    out = np.zeros((len(samples), views, dim), np.float16)
+    ok = np.zeros(len(samples), bool)
     reasons: dict[int, str] = {}
-    for p in parts:
-        reasons.update({int(k): v for k, v in json.loads(str(p["reasons"])).items()})
-    return FeatureSet(feats, np.concatenate([p["ok"] for p in parts]), reasons)
+    for i, s in enumerate(samples):
+        f, reason = known[s.ref]
+        if f is None:
+            reasons[i] = reason or "no features"
+        else:
+            out[i], ok[i] = f[:views], True
+    return FeatureSet(out, ok, reasons)

