@@ -68,10 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("data", nargs="+", help="training source(s); PATH@WEIGHT gives a source its "
                    "relative share of each epoch (--recipe head)")
     t.add_argument("--out", "-o", required=True, help="output model folder")
-    t.add_argument("--recipe", choices=["full", "head"], default="full",
-                   help="full: train the whole network; head: cache a frozen pretrained face "
-                        "backbone's features (dlib_resnet*) and train only its head "
+    t.add_argument("--recipe", choices=["full", "head", "tail"], default="full",
+                   help="full: train the whole network; head: store a pretrained face "
+                        "backbone's trunk output (dlib_resnet*) and train only a head on it; "
+                        "tail: head, then fine-tune the backbone's last blocks too "
                         "(default: %(default)s)")
+    t.add_argument("--tail-epochs", type=int, default=4,
+                   help="fine-tuning epochs of the backbone's last blocks (--recipe tail)")
     t.add_argument("--balance", default=None,
                    help="comma-separated group columns to even out when drawing faces, e.g. "
                         "source,Young,Wearing_Lipstick,age_group (the label is always one; "
@@ -326,7 +329,7 @@ def _write_rows(rows: list[dict], fmt: str, fh) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    if a.recipe == "head":
+    if a.recipe in ("head", "tail"):
         return _train_head(a)
     from .training.trainer import train
 
@@ -355,12 +358,14 @@ def _train_head(a: argparse.Namespace) -> int:
 
     arch = a.arch if a.arch.startswith("dlib_resnet") else "dlib_resnet"
     if arch != a.arch and a.arch != "mobilenetv3_small":  # only the default may be replaced
-        raise FaceGenderError(f"--recipe head needs --arch dlib_resnet or dlib_resnet_mlp, not {a.arch}")
+        raise FaceGenderError(f"--recipe head/tail needs --arch dlib_resnet or dlib_resnet_mlp, not {a.arch}")
     balance = [k.strip() for k in a.balance.split(",") if k.strip()] if a.balance else ["source"]
-    m = train_head(a.data, a.out, arch=arch, balance=balance, balance_power=a.balance_power,
+    m = train_head(a.data, a.out, arch=arch, recipe=a.recipe, tail_epochs=a.tail_epochs,
+                   balance=balance, balance_power=a.balance_power,
                    max_repeat=a.max_repeat, drop=a.drop,
                    monitor=a.monitor or "worst_group", views=a.views, epochs=a.epochs or 30,
                    val_fraction=a.val_fraction, limit=a.limit, cache=a.cache,
+                   val_per_source=a.val_limit or 3000,
                    workers=a.workers if a.workers is not None else 1, threads=a.threads,
                    seed=a.seed, progress=a.progress)
     v = m["val"]

@@ -22,6 +22,11 @@ from ..errors import FaceGenderError
 from .dlib_format import DLIB_RGB_MEAN, INPUT_SIZE, STAGES, pad_for
 
 FEATURES = 256  # avg_pool_everything output, the input of dlib's final fc
+# Blocks 0-9 (alevel4-alevel2) are the trunk that head and tail training keep frozen; its output
+# (128 x 8 x 8) is what the feature store caches, so the tail (alevel1 + alevel0: 4 blocks, 4.4M
+# of the 5.6M weights, at 4x4 and 2x2) can be fine-tuned for a few ms a face.
+TRUNK_BLOCKS = 10
+TRUNK_SHAPE = (128, 8, 8)
 # config.json preprocessing that reproduces dlib's input layer exactly (see module docstring).
 DLIB_MEAN = [m / 255.0 for m in DLIB_RGB_MEAN]
 DLIB_STD = [256.0 / 255.0] * 3
@@ -91,12 +96,22 @@ class DlibFaceResNet(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.fc = nn.Linear(FEATURES, 128, bias=False)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The 256-d output of avg_pool_everything (the input of dlib's final fc)."""
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Input -> the output of block TRUNK_BLOCKS - 1 (alevel2), N x 128 x 8 x 8."""
         x = F.max_pool2d(F.relu(self.aff(self.conv(x))), 3, 2)
-        for block in self.blocks:
+        for block in self.blocks[:TRUNK_BLOCKS]:
+            x = block(x)
+        return x
+
+    def tail(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk output -> the 256-d output of avg_pool_everything."""
+        for block in self.blocks[TRUNK_BLOCKS:]:
             x = block(x)
         return x.mean(dim=(2, 3))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The 256-d output of avg_pool_everything (the input of dlib's final fc)."""
+        return self.tail(self.trunk(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """dlib's 128-d face descriptor, raw (dlib does not normalise it)."""

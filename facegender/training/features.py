@@ -97,14 +97,14 @@ def _collate(batch):
 
 @dataclass
 class FeatureSet:
-    features: np.ndarray  # (n, views, dim) float16; rows of failed samples are zero
+    features: np.ndarray  # (n, views, *shape) float16; rows of failed samples are zero
     ok: np.ndarray  # (n,) bool
     reasons: dict[int, str]  # sample index -> why it has no features
 
 
-def store_key(cfg: ModelConfig, weights_id: str, seed: int, pad: float) -> str:
+def store_key(cfg: ModelConfig, weights_id: str, seed: int, pad: float, what: str) -> str:
     """Everything that changes a face's features, so a changed input never reuses stale ones."""
-    blob = json.dumps([cfg.crop, cfg.input_size, cfg.mean, cfg.std, weights_id, seed, pad],
+    blob = json.dumps([cfg.crop, cfg.input_size, cfg.mean, cfg.std, weights_id, seed, pad, what],
                       sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -126,24 +126,24 @@ def _load_store(root: Path) -> dict[str, tuple[np.ndarray | None, str]]:
     return known
 
 
-def extract_features(samples: list[Sample], backbone, cfg: ModelConfig, cache_dir: str | Path, *,
-                     weights_id: str, views: int = 2, batch_size: int = 64, workers: int = 1,
-                     seed: int = 0, pad: float = TRAIN_PAD, progress: bool = True,
-                     what: str = "faces") -> FeatureSet:
-    """Features of every sample (``backbone.features``), read from the store or computed and
-    added to it. The store holds faces by ref, so any list of them (a new split, a subset)
-    reuses what was computed; a face stored with fewer views than asked is computed again."""
+def extract_features(samples: list[Sample], encode, cfg: ModelConfig, cache_dir: str | Path, *,
+                     weights_id: str, encoder: str, views: int = 2, batch_size: int = 64,
+                     workers: int = 1, seed: int = 0, pad: float = TRAIN_PAD,
+                     progress: bool = True, what: str = "faces") -> FeatureSet:
+    """``encode(x)`` of every sample (e.g. the frozen trunk of a backbone, named by `encoder`
+    in the store key), read from the store or computed and added to it. The store holds faces
+    by ref, so any list of them (a new split, a subset) reuses what was computed; a face stored
+    with fewer views than asked is computed again."""
     from tqdm.auto import tqdm
 
     if views < 1:
         raise FaceGenderError(f"views must be >= 1, got {views}")
-    root = Path(cache_dir) / store_key(cfg, weights_id, seed, pad)
+    root = Path(cache_dir) / store_key(cfg, weights_id, seed, pad, encoder)
     root.mkdir(parents=True, exist_ok=True)
     known = _load_store(root)
     todo = [s for s in dict.fromkeys(s.ref for s in samples)
             if s not in known or (known[s][0] is not None and len(known[s][0]) < views)]
     by_ref = {s.ref: s for s in samples}
-    backbone.eval()
     t0 = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"features: {what}", unit="face", disable=not progress,
                file=sys.stderr)
@@ -160,13 +160,14 @@ def extract_features(samples: list[Sample], backbone, cfg: ModelConfig, cache_di
                 why.update({str(i): reason for i, x, reason in batch if x is None})
                 if good:
                     x = torch.from_numpy(np.concatenate([g[1] for g in good]))
-                    f = backbone.features(x).float().numpy().reshape(len(good), views, -1)
+                    f = encode(x).float().numpy()
+                    f = f.reshape(len(good), views, *f.shape[1:])
                     if feats is None:
-                        feats = np.zeros((len(chunk), views, f.shape[-1]), np.float16)
+                        feats = np.zeros((len(chunk), views, *f.shape[2:]), np.float16)
                     for (i, _), row in zip(good, f, strict=True):
                         feats[i], ok[i] = row, True
                 bar.update(len(batch))
-        if feats is None:
+        if feats is None:  # no face in the whole chunk
             feats = np.zeros((len(chunk), views, 1), np.float16)
         path = root / f"part-{n_parts:05d}.npz"
         n_parts += 1
@@ -181,11 +182,11 @@ def extract_features(samples: list[Sample], backbone, cfg: ModelConfig, cache_di
     if todo:
         rate = len(todo) / (time.perf_counter() - t0)
         print(f"features: {what}: {len(todo)} faces at {rate:.0f}/s -> {root}", file=sys.stderr)
-    dims = {f.shape[-1] for f, _ in known.values() if f is not None}
-    if len(dims) > 1:
-        raise FaceGenderError(f"{root}: feature store mixes dimensions {sorted(dims)}")
-    dim = dims.pop() if dims else 1
-    out = np.zeros((len(samples), views, dim), np.float16)
+    shapes = {f.shape[1:] for f, _ in known.values() if f is not None}
+    if len(shapes) > 1:
+        raise FaceGenderError(f"{root}: feature store mixes shapes {sorted(shapes)}")
+    shape = shapes.pop() if shapes else (1,)
+    out = np.zeros((len(samples), views, *shape), np.float16)
     ok = np.zeros(len(samples), bool)
     reasons: dict[int, str] = {}
     for i, s in enumerate(samples):

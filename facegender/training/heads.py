@@ -1,10 +1,13 @@
-"""Head-only training on a frozen pretrained backbone (``facegender train --recipe head``).
+"""Training on a pretrained face backbone whose trunk stays frozen (``facegender train --recipe
+head`` or ``--recipe tail``).
 
-The backbone's features of every face are computed once (training/features.py, cached and
-resumable); only the head trains, in seconds an epoch, with group-balanced draws over several
-sources, selection by the worst validation group, and calibration on a validation set drawn
-evenly from every training source. The result is an ordinary model folder holding the whole
-network (backbone + head), exported and predicted like any other architecture.
+The trunk's output for every face is computed once (training/features.py: stored, resumable).
+``head`` trains only a linear (or MLP) head on the pooled features, in seconds an epoch;
+``tail`` then also fine-tunes the backbone's last blocks on the stored activations, so the
+identity features can turn towards gender for a few ms a face. Both draw faces group-balanced
+over several sources, select by the worst validation group, and calibrate on validation faces
+drawn evenly from every training source. The result is an ordinary model folder holding the
+whole network, exported and predicted like any other architecture.
 """
 
 from __future__ import annotations
@@ -113,6 +116,10 @@ def gather(sources: Sequence[SourceSpec], *, drop: Sequence[tuple[str, str]], va
     return out
 
 
+def standardised(head: Head, f: torch.Tensor) -> torch.Tensor:
+    return head((f - head.mu) / head.sd)
+
+
 class Head(torch.nn.Module):
     def __init__(self, dim: int, num_classes: int, hidden: int, dropout: float) -> None:
         super().__init__()
@@ -126,13 +133,13 @@ class Head(torch.nn.Module):
         return self.net(x)
 
 
-def fold_standardisation(head: Head, mu: np.ndarray, sd: np.ndarray) -> None:
-    """Fold the features' z-scoring into the first linear layer, so the exported network takes
-    raw backbone features: W((f - mu) / sd) + b = (W / sd) f + (b - W mu / sd)."""
+def fold_standardisation(head: Head) -> None:
+    """Fold the head's z-scoring into its first linear layer, so the exported network takes raw
+    backbone features: W((f - mu) / sd) + b = (W / sd) f + (b - W mu / sd)."""
     first = head.net[0]
     with torch.no_grad():
-        w = first.weight / torch.from_numpy(sd).float()
-        first.bias -= (w * torch.from_numpy(mu).float()).sum(1)
+        w = first.weight / head.sd
+        first.bias -= (w * head.mu).sum(1)
         first.weight.copy_(w)
 
 
@@ -141,7 +148,7 @@ def group_accuracies(samples: Sequence[Sample], keys: Sequence[str], y: np.ndarr
     """Accuracy per (source, label, balance keys the face has) group, with its size."""
     acc: dict[str, list[int]] = defaultdict(list)
     for s, yy, pp in zip(samples, y, p, strict=True):
-        present = [k for k in keys if k in s.groups]
+        present = [k for k in keys if k in s.groups and k != "source"]
         g = (s.groups.get("source", "?"), *group_of(s, present))
         acc[" / ".join(f"{k}={v}" for k, v in zip(("source", "label", *present), g, strict=True))
             ].append(int((pp >= threshold) == bool(yy)))
@@ -174,8 +181,9 @@ def fit_head(x_train: np.ndarray, y_train: np.ndarray, weights: np.ndarray, x_va
              score_val, *, hidden: int, epochs: int, lr: float, weight_decay: float,
              label_smoothing: float, batch_size: int, dropout: float, seed: int,
              progress: bool) -> tuple[Head, list[dict]]:
-    """Train the head on (faces x views) features drawn by `weights`; keep the epoch whose val
-    logits score best by `score_val(logits) -> (score, row)`."""
+    """Train the head on (faces x views) z-scored features drawn by `weights`; keep the epoch
+    whose val logits score best by `score_val(logits) -> (score, row)`. The head keeps the
+    z-scoring as buffers ``mu``/``sd`` (see standardised, fold_standardisation)."""
     n, views, dim = x_train.shape
     flat = x_train.reshape(n * views, dim).astype(np.float32)
     mu, sd = flat.mean(0), flat.std(0) + 1e-6
@@ -210,7 +218,7 @@ def fit_head(x_train: np.ndarray, y_train: np.ndarray, weights: np.ndarray, x_va
         with torch.inference_mode():
             z = head(xv).numpy()
         score, row = score_val(z)
-        row = {"epoch": epoch + 1, "train_loss": tot / len(idx), **row,
+        row = {"epoch": epoch + 1, "stage": "head", "train_loss": tot / len(idx), **row,
                "epoch_seconds": time.perf_counter() - t0}
         history.append(row)
         if score > best:
@@ -221,8 +229,89 @@ def fit_head(x_train: np.ndarray, y_train: np.ndarray, weights: np.ndarray, x_va
                   f"{row['val_accuracy']:.4f} worst group {row['val_worst_group']:.4f}"
                   f"{' *' if row.get('best') else ''}", file=sys.stderr)
     head.load_state_dict(best_state)
-    fold_standardisation(head, mu, sd)
+    head.register_buffer("mu", torch.from_numpy(mu).float())
+    head.register_buffer("sd", torch.from_numpy(sd).float())
     return head, history
+
+
+def _pooled(backbone, acts: np.ndarray, batch: int = 512) -> np.ndarray:
+    """Frozen tail over stored trunk activations (n, views, C, H, W) -> (n, views, 256)."""
+    n, views = acts.shape[:2]
+    flat = acts.reshape(n * views, *acts.shape[2:])
+    out = []
+    with torch.inference_mode():
+        for b in range(0, len(flat), batch):
+            out.append(backbone.tail(torch.from_numpy(flat[b:b + batch].astype(np.float32))).numpy())
+    return np.concatenate(out).reshape(n, views, -1)
+
+
+def fit_tail(backbone, head: Head, acts: np.ndarray, y: np.ndarray, weights: np.ndarray,
+             val_acts: np.ndarray, score_val, *, epochs: int, lr: float, weight_decay: float,
+             label_smoothing: float, batch_size: int, seed: int, progress: bool) -> list[dict]:
+    """Fine-tune backbone.tail + head on stored trunk activations (in place; best epoch kept)."""
+    n, views = acts.shape[:2]
+    # dlib's convolutions carry tiny weights (rms 4e-4 to 4e-3) ahead of affine layers with gains
+    # near 9, so one absolute learning rate is wrong for all: each tensor's rate is `lr` times
+    # its own rms (Adam's step is about the rate, so `lr` is the relative change per step).
+    tail = [*backbone.blocks[len(backbone.blocks) - _tail_len(backbone):]]
+    tensors = [p for b in tail for p in b.parameters()] + list(head.parameters())
+    rates = [lr * max(float(p.detach().pow(2).mean().sqrt()), 1e-4) for p in tensors]
+    opt = torch.optim.AdamW([{"params": [p], "lr": r} for p, r in zip(tensors, rates, strict=True)],
+                            weight_decay=weight_decay)
+    steps = epochs * math.ceil(n / batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=rates, total_steps=steps, pct_start=0.15)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    sampler = BalancedSampler(weights, n, seed + 1)
+    yt = torch.from_numpy(y.astype(np.int64))
+    tail_modules = torch.nn.ModuleList([*tail, head])
+
+    def logits_of(a: np.ndarray) -> torch.Tensor:
+        return standardised(head, backbone.tail(torch.from_numpy(a.astype(np.float32))))
+
+    def evaluate() -> np.ndarray:
+        tail_modules.eval()
+        with torch.inference_mode():
+            return np.concatenate([logits_of(val_acts[b:b + 512]).numpy()
+                                   for b in range(0, len(val_acts), 512)])
+
+    best, row0 = score_val(evaluate())
+    best_state = {k: v.clone() for k, v in tail_modules.state_dict().items()}
+    history = [{"epoch": 0, "stage": "tail", **row0, "best": True}]
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        sampler.set_epoch(epoch)
+        idx = sampler.draw()
+        view = np.random.default_rng([seed, epoch, 11]).integers(0, views, len(idx))
+        tail_modules.train()
+        tot = 0.0
+        for b in range(0, len(idx), batch_size):
+            i, v = idx[b:b + batch_size], view[b:b + batch_size]
+            loss = loss_fn(logits_of(acts[i, v]), yt[i])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += loss.item() * len(i)
+        score, row = score_val(evaluate())
+        row = {"epoch": epoch + 1, "stage": "tail", "train_loss": tot / len(idx), **row,
+               "epoch_seconds": time.perf_counter() - t0}
+        if score > best:
+            best, best_state, row["best"] = score, {k: v.clone() for k, v in
+                                                     tail_modules.state_dict().items()}, True
+        history.append(row)
+        if progress:
+            print(f"tail epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.4f} | val acc "
+                  f"{row['val_accuracy']:.4f} worst group {row['val_worst_group']:.4f} "
+                  f"({row['epoch_seconds']:.0f} s){' *' if row.get('best') else ''}", file=sys.stderr)
+    tail_modules.load_state_dict(best_state)
+    tail_modules.eval()
+    return history
+
+
+def _tail_len(backbone) -> int:
+    from ..models.dlib_resnet import TRUNK_BLOCKS
+
+    return len(backbone.blocks) - TRUNK_BLOCKS
 
 
 def train_head(
@@ -230,6 +319,9 @@ def train_head(
     out: str | Path,
     *,
     arch: str = "dlib_resnet",
+    recipe: str = "head",
+    tail_epochs: int = 4,
+    tail_lr: float = 3e-3,
     balance: Sequence[str] = ("source",),
     balance_power: float = 0.5,
     max_repeat: float | None = 8.0,
@@ -259,11 +351,14 @@ def train_head(
     worst_group, balanced_accuracy or accuracy on the pooled validation faces.
     """
     from ..models.card import write_card
+    from ..models.dlib_resnet import TRUNK_BLOCKS
     from ..models.registry import arch_defaults, build_model
 
     if not arch.startswith("dlib_resnet"):
         raise FaceGenderError(f"--recipe head needs a face backbone with cached features "
                               f"(dlib_resnet, dlib_resnet_mlp), not '{arch}'")
+    if recipe not in ("head", "tail"):
+        raise FaceGenderError(f"unknown recipe '{recipe}' (head, tail)")
     if monitor not in ("worst_group", "balanced_accuracy", "accuracy"):
         raise FaceGenderError(f"unknown monitor '{monitor}' (worst_group, balanced_accuracy, accuracy)")
     out = Path(out)
@@ -279,25 +374,33 @@ def train_head(
     cfg = ModelConfig(arch=arch, labels=labels, **arch_defaults(arch))
     weights_id = net.pretrained_from.get("source_sha256", "")
     cache = Path(cache) if cache else out / "cache"
-    feats_tr = extract_features(split.train, net.backbone, cfg, cache, weights_id=weights_id,
-                                views=views, workers=workers, seed=seed, progress=progress,
-                                what="train")
-    feats_va = extract_features(split.val, net.backbone, cfg, cache, weights_id=weights_id, views=1,
-                                workers=workers, seed=seed, progress=progress, what="val")
+    net.eval()
+    encoder = f"{arch.split('_mlp')[0]}:trunk{TRUNK_BLOCKS}"
+    feats_tr = extract_features(split.train, net.backbone.trunk, cfg, cache, weights_id=weights_id,
+                                encoder=encoder, views=views, workers=workers, seed=seed,
+                                progress=progress, what="train")
+    feats_va = extract_features(split.val, net.backbone.trunk, cfg, cache, weights_id=weights_id,
+                                encoder=encoder, views=1, workers=workers, seed=seed,
+                                progress=progress, what="val")
     tr_idx, va_idx = np.flatnonzero(feats_tr.ok), np.flatnonzero(feats_va.ok)
     train_s = [split.train[i] for i in tr_idx]
     val_s = [split.val[i] for i in va_idx]
     y_tr = np.array([labels.index(s.label) for s in train_s])
     y_va = np.array([labels.index(s.label) for s in val_s])
     male = labels.index("male")
+    # Select and calibrate on validation faces the drop rules keep (e.g. undisputed labels):
+    # a wrong label must not pick the epoch or stretch the temperature.
+    rules = parse_drop(drop)
+    keep = np.array([not any(str(s.groups.get(k)) == v for k, v in rules) for s in val_s])
+    kept_s = [s for s, k in zip(val_s, keep, strict=True) if k]
     w = balanced_weights(train_s, list(balance), balance_power,
                          {p["name"]: p["weight"] for p in split.provenance}, max_repeat)
     # Validation weighs every source alike: the monitor must not be CelebA's val alone.
-    val_w = balanced_weights(val_s, ["source"], 1.0)
+    val_w = balanced_weights(kept_s, ["source"], 1.0)
 
     def score_val(z: np.ndarray) -> tuple[float, dict]:
-        p = softmax(z)[:, male]
-        m = _metrics(val_s, balance, (y_va == male).astype(int), p, 0.5)
+        p = softmax(z[keep])[:, male]
+        m = _metrics(kept_s, balance, (y_va[keep] == male).astype(int), p, 0.5)
         row = {"val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
                "val_worst_group": m["worst_group"] if m["worst_group"] is not None else m["accuracy"]}
         return row[f"val_{monitor}"], row
@@ -305,30 +408,45 @@ def train_head(
     print(f"head on {arch}: {len(train_s)} training faces x {views} views "
           f"({len(feats_tr.reasons)} without a usable face), {len(val_s)} validation faces; "
           f"balance {list(balance)} power {balance_power}", file=sys.stderr)
-    head, history = fit_head(feats_tr.features[tr_idx], y_tr, w, feats_va.features[va_idx, 0],
-                             score_val, hidden=0 if arch == "dlib_resnet" else 256, epochs=epochs,
+    acts_tr, acts_va = feats_tr.features[tr_idx], feats_va.features[va_idx, 0]
+    head, history = fit_head(_pooled(net.backbone, acts_tr), y_tr, w,
+                             _pooled(net.backbone, acts_va[:, None])[:, 0], score_val,
+                             hidden=0 if arch == "dlib_resnet" else 256, epochs=epochs,
                              lr=lr, weight_decay=weight_decay, label_smoothing=label_smoothing,
                              batch_size=batch_size, dropout=dropout, seed=seed, progress=progress)
+    if recipe == "tail":
+        history += fit_tail(net.backbone, head, acts_tr, y_tr, w, acts_va, score_val,
+                            epochs=tail_epochs, lr=tail_lr, weight_decay=weight_decay,
+                            label_smoothing=label_smoothing, batch_size=64, seed=seed,
+                            progress=progress)
+    fold_standardisation(head)
     net.head.load_state_dict(head.net.state_dict())
     net.eval()
 
     # Calibrate on validation faces resampled evenly across sources (seeded draw).
     with torch.inference_mode():
-        z = net.head(torch.from_numpy(feats_va.features[va_idx, 0].astype(np.float32))).numpy()
-    cal = np.random.default_rng(seed).choice(len(val_s), size=len(val_s), p=val_w)
+        z = net.head(torch.from_numpy(_pooled(net.backbone, acts_va[:, None])[:, 0])).numpy()
+    cal = np.flatnonzero(keep)[np.random.default_rng(seed).choice(len(kept_s), size=len(kept_s),
+                                                                    p=val_w)]
     cfg.temperature = round(fit_temperature(z[cal], y_va[cal]), 4)
     p_cal = softmax(z, cfg.temperature)[:, male]
     cfg.unsure_band = choose_unsure_band((y_va[cal] == male).astype(int), p_cal[cal])
-    val_metrics = _metrics(val_s, balance, (y_va == male).astype(int), p_cal, cfg.threshold)
+    val_metrics = _metrics(kept_s, balance, (y_va[keep] == male).astype(int), p_cal[keep],
+                           cfg.threshold)
+    val_metrics["all_faces"] = {k: v for k, v in _metrics(
+        val_s, balance, (y_va == male).astype(int), p_cal, cfg.threshold).items() if k != "groups"}
+    val_metrics["faces_dropped_by_rules"] = int((~keep).sum())
     val_metrics["ece_before_calibration"] = expected_calibration_error(
         (y_va == male).astype(int), softmax(z)[:, male])
     unsure = np.abs(p_cal - 0.5) < cfg.unsure_band
     val_metrics["unsure_rate"] = float(unsure.mean())
-    cfg.metrics = {"val": val_metrics, "best_epoch": next(
-        (r["epoch"] for r in reversed(history) if r.get("best")), None)}
+    best = next((r for r in reversed(history) if r.get("best")), {})
+    cfg.metrics = {"val": val_metrics, "best_epoch": f"{best.get('stage')} {best.get('epoch')}"}
     cfg.recipe = {
-        "recipe": "head", "command": "facegender train " + " ".join(sys.argv[2:])
-        if sys.argv[1:2] == ["train"] else None,
+        "recipe": recipe, "tail_epochs": tail_epochs if recipe == "tail" else 0,
+        "tail_lr": tail_lr if recipe == "tail" else None, "frozen_blocks": TRUNK_BLOCKS,
+        "command": "facegender train " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["train"]
+        else None,
         "arch": arch, "views": views, "epochs": epochs, "lr": lr, "weight_decay": weight_decay,
         "label_smoothing": label_smoothing, "batch_size": batch_size, "dropout": dropout,
         "balance": list(balance), "balance_power": balance_power, "max_repeat": max_repeat,
