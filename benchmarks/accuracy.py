@@ -1,58 +1,234 @@
-"""Accuracy of a model (default: the shipped one) on celeba val and fairface540.
+"""The model issue's accuracy table for several models side by side (default: the previous
+default model, fast and accurate).
 
-    python benchmarks/accuracy.py [MODEL] [--celeba-limit N] [--backend auto] [--tta]
+    python benchmarks/accuracy.py [MODEL ...] [--previous REV] [--celeba-limit N] [--json OUT]
 
-celeba val: 11,649 tight crops, classified as they are (--no-detect: they are already crops).
-fairface540: 540 loose crops through the face detector and the model's crop policy, with
-per-age-group accuracy, 95% Wilson intervals and per-class recall.
+MODEL: a model folder or a shipped name (fast, accurate). --previous REV adds the default model
+as it was at git revision REV (read from git history into a temporary folder; default: the
+commit before the two-model layout, 82f7c96); --previous none leaves it out.
+
+Sets (../shared/data): fairface540 (540 loose crops, detector + the model's crop policy),
+AAF test (3,185, the dataset's own split, never trained or calibrated on), celeba val (11,649
+tight crops; a model whose crop policy aligns on landmarks detects them, the others read the
+crops as they are), with the undisputed labels (attributes.csv `disputed` = 0) for accuracy and
+the worst gender x Young x Wearing_Lipstick group (groups under 30 faces not counted).
+Robustness: fairface540 re-saved as JPEG q75, as WebP (q80), and halved in size; the share of
+faces given the same label as the original.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
+import subprocess
+import sys
+import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
-from facegender import evaluate
+import numpy as np
+from PIL import Image
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from facegender import Predictor, evaluate
+from facegender.io.sources import read_source
+from facegender.models import modelfile
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+PREVIOUS = "82f7c96"  # last commit with the single shipped model (facegender/weights/default)
+MIN_GROUP = 30
 
 
-def _line(name: str, r) -> str:
-    m = r.metrics
-    return (f"| {name} | {m['n']} | {m['accuracy']:.2%} | {m['balanced_accuracy']:.2%} | "
-            f"{m['roc_auc']:.4f} | {m['per_class']['female']['recall']:.2%} | "
-            f"{m['per_class']['male']['recall']:.2%} | {m['ece']:.3f} | {m['no_face']} |")
+def previous_model(rev: str, dest: Path) -> Path:
+    """The shipped default model folder as it was at `rev`, copied out of git history."""
+    for folder in ("facegender/weights/default", "facegender/weights/fast"):
+        ls = subprocess.run(["git", "ls-tree", "--name-only", f"{rev}:{folder}"], cwd=ROOT,
+                            capture_output=True, text=True)
+        if ls.returncode == 0:
+            break
+    else:
+        raise SystemExit(f"no shipped model folder at {rev}")
+    out = dest / f"previous-{rev}"
+    out.mkdir(parents=True)
+    for name in ls.stdout.split():
+        blob = subprocess.run(["git", "show", f"{rev}:{folder}/{name}"], cwd=ROOT,
+                              capture_output=True, check=True).stdout
+        (out / name).write_bytes(blob)
+    return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", nargs="?", default=None)
-    ap.add_argument("--celeba-limit", type=int, default=None, help="stratified subset of val")
-    ap.add_argument("--backend", default="auto")
-    ap.add_argument("--tta", action="store_true")
-    a = ap.parse_args()
+def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of the predicted label's confidence (10 equal bins)."""
+    conf = np.maximum(p, 1 - p)
+    right = (p >= 0.5) == (y == 1)
+    idx = np.minimum(((conf - 0.5) * 2 * bins).astype(int), bins - 1)
+    return float(sum(abs(right[idx == b].mean() - conf[idx == b].mean()) * (idx == b).mean()
+                     for b in range(bins) if (idx == b).any()))
 
+
+def confident(y: np.ndarray, p: np.ndarray, level: float = 0.95) -> tuple[float | None, int]:
+    sure = np.maximum(p, 1 - p) >= level
+    return (float(((p[sure] >= 0.5) == (y[sure] == 1)).mean()) if sure.any() else None,
+            int(sure.sum()))
+
+
+def acc(y: np.ndarray, p: np.ndarray, mask: np.ndarray | None = None) -> float | None:
+    if mask is not None:
+        y, p = y[mask], p[mask]
+    return float(((p >= 0.5) == (y == 1)).mean()) if len(y) else None
+
+
+def recall_female(y, p, mask=None) -> float | None:
+    m = y == 0 if mask is None else mask & (y == 0)
+    return float((p[m] < 0.5).mean()) if m.any() else None
+
+
+def _variants(data: bytes) -> dict[str, bytes]:
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    out = {}
+    for name, kw in (("jpeg75", {"format": "JPEG", "quality": 75}),
+                     ("webp", {"format": "WEBP", "quality": 80})):
+        buf = io.BytesIO()
+        img.save(buf, **kw)
+        out[name] = buf.getvalue()
+    buf = io.BytesIO()
+    img.resize((img.width // 2, img.height // 2), Image.Resampling.BILINEAR).save(
+        buf, "JPEG", quality=95)
+    out["halved"] = buf.getvalue()
+    return out
+
+
+def robustness(model: str | Path) -> dict[str, float]:
+    """Share of fairface540 faces whose label survives each re-save (largest face each)."""
+    pred = Predictor(model, largest=True)
+    samples = read_source(DATA / "fairface540" / "labels.csv").samples
+    base = {r.path: (r.faces[0].prob_male >= 0.5) for r in pred.predict(samples) if r.faces}
+    same = defaultdict(list)
+    for s in samples:
+        if s.ref not in base:
+            continue
+        variants = _variants(s.read_bytes())
+        for name, res in zip(variants, pred.predict(list(variants.values())), strict=True):
+            same[name].append(bool(res.faces) and (res.faces[0].prob_male >= 0.5) == base[s.ref])
+    return {k: float(np.mean(v)) for k, v in same.items()}
+
+
+def measure(model: str | Path, celeba_limit: int | None) -> dict:
+    cfg = modelfile.load_config(model)
+    aligned = bool(cfg.crop.get("template"))
+    out: dict = {"model": str(model), "arch": cfg.arch}
     t0 = time.perf_counter()
-    celeba = evaluate(DATA / "celeba-gender" / "val.tar", a.model, detect=False,
-                      limit=a.celeba_limit, backend=a.backend, tta=a.tta)
-    fair = evaluate(DATA / "fairface540" / "labels.csv", a.model, detect=True, backend=a.backend,
-                    tta=a.tta)
-    print(f"model: {celeba.metrics['model']} (backend {celeba.metrics['backend']}, "
-          f"tta={a.tta}); {time.perf_counter() - t0:.0f} s\n")
-    print("| data | faces | accuracy | balanced | ROC-AUC | female recall | male recall | ECE "
-          "| no face |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    print(_line("celeba val (crops as they are)", celeba))
-    print(_line("fairface540 (detector + crop policy)", fair))
-    print("\nfairface540 by age group:\n")
-    print("| age | n | accuracy | 95% CI | female recall | male recall |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for g in fair.groups.get("age_group", []):
-        lo, hi = g["ci95"]
-        print(f"| {g['group']} | {g['n']} | {g['accuracy']:.1%} | {lo:.1%}-{hi:.1%} | "
-              f"{g['female_recall']:.1%} | {g['male_recall']:.1%} |")
+
+    ff = evaluate(DATA / "fairface540" / "labels.csv", model, detect=True)
+    y, p = ff.y_male, ff.p_male
+    age = np.array([s.groups.get("age_group") for s in ff.samples])
+    groups = sorted({a for a in age if a != "0-2"}, key=lambda g: int(g.split("-")[0].rstrip("+")))
+    old = np.isin(age, ["60-69", "70+"])
+    out["fairface"] = {
+        "n": len(y), "no_face": len(ff.no_face), "accuracy": acc(y, p),
+        "by_age": {g: acc(y, p, age == g) for g in ["0-2", *groups]},
+        "worst_age_3_up": min(acc(y, p, age == g) for g in groups),
+        "female_recall": recall_female(y, p), "female_recall_60_up": recall_female(y, p, old),
+        "ece": ece(y, p), "confident_95": confident(y, p),
+    }
+
+    aaf = evaluate(DATA / "aaf" / "labels.csv", model, split="test", detect=True)
+    y, p = aaf.y_male, aaf.p_male
+    years = np.array([int(s.groups.get("age", -1)) for s in aaf.samples])
+    out["aaf_test"] = {
+        "n": len(y), "no_face": len(aaf.no_face), "accuracy": acc(y, p),
+        "under_13": acc(y, p, years < 13), "60_up": acc(y, p, years >= 60),
+        "female_recall": recall_female(y, p), "ece": ece(y, p), "confident_95": confident(y, p),
+    }
+
+    cel = evaluate(DATA / "celeba-gender" / "attributes.csv", model, split="val", detect=aligned,
+                   limit=celeba_limit)
+    y, p = cel.y_male, cel.p_male
+    g = [s.groups for s in cel.samples]
+    undisputed = np.array([x.get("disputed") == "0" for x in g])
+    cells = defaultdict(list)
+    for i, x in enumerate(g):
+        if undisputed[i]:
+            cells[("male" if y[i] else "female", x.get("Young"), x.get("Wearing_Lipstick"))].append(i)
+    cell_acc = {f"{k[0]} Young={k[1]} Lipstick={k[2]}": (acc(y[v], p[v]), len(v))
+                for k, v in cells.items()}
+    counted = {k: a for k, (a, n) in cell_acc.items() if n >= MIN_GROUP}
+    worst = min(counted, key=counted.get)
+    out["celeba_val"] = {
+        "n": len(y), "no_face": len(cel.no_face), "detect": aligned, "accuracy": acc(y, p),
+        "accuracy_undisputed": acc(y, p, undisputed), "worst_group": counted[worst],
+        "worst_group_name": worst, "groups": cell_acc,
+    }
+    out["robustness_fairface"] = robustness(model)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def table(results: list[tuple[str, dict]]) -> str:
+    rows = [
+        ("fairface540 accuracy (detector + crop policy)", lambda r: _pct(r["fairface"]["accuracy"])),
+        ("fairface540 worst age group, 3-9 and up", lambda r: _pct(r["fairface"]["worst_age_3_up"])),
+        ("fairface540 female recall", lambda r: _pct(r["fairface"]["female_recall"])),
+        ("fairface540 female recall, 60+", lambda r: _pct(r["fairface"]["female_recall_60_up"])),
+        ("AAF test accuracy (3,185)", lambda r: _pct(r["aaf_test"]["accuracy"])),
+        ("AAF test, under 13", lambda r: _pct(r["aaf_test"]["under_13"])),
+        ("AAF test, 60+", lambda r: _pct(r["aaf_test"]["60_up"])),
+        ("celeba val, undisputed labels", lambda r: _pct(r["celeba_val"]["accuracy_undisputed"])),
+        ("celeba val, all labels", lambda r: _pct(r["celeba_val"]["accuracy"])),
+        ("celeba val worst group (gender x Young x Lipstick)",
+         lambda r: f"{_pct(r['celeba_val']['worst_group'])} ({r['celeba_val']['worst_group_name']})"),
+        ("ECE fairface540 / AAF test",
+         lambda r: f"{r['fairface']['ece']:.3f} / {r['aaf_test']['ece']:.3f}"),
+        ("accuracy when >= 95% confident, fairface540 (n)",
+         lambda r: f"{_pct(r['fairface']['confident_95'][0])} ({r['fairface']['confident_95'][1]})"),
+        ("accuracy when >= 95% confident, AAF test (n)",
+         lambda r: f"{_pct(r['aaf_test']['confident_95'][0])} ({r['aaf_test']['confident_95'][1]})"),
+        ("same label after JPEG q75 / WebP / halved (fairface540)",
+         lambda r: " / ".join(_pct(r["robustness_fairface"][k]) for k in ("jpeg75", "webp", "halved"))),
+        ("no face found: fairface540 / AAF test / celeba val",
+         lambda r: f"{r['fairface']['no_face']} / {r['aaf_test']['no_face']} / "
+                   f"{r['celeba_val']['no_face']}"),
+    ]
+    head = "| set | " + " | ".join(name for name, _ in results) + " |"
+    lines = [head, "|" + " --- |" * (len(results) + 1)]
+    lines += [f"| {label} | " + " | ".join(f(r) for _, r in results) + " |" for label, f in rows]
+    lines += ["", "fairface540 by age group:", "",
+              "| age | " + " | ".join(n for n, _ in results) + " |", "|" + " --- |" * (len(results) + 1)]
+    for g in results[0][1]["fairface"]["by_age"]:
+        lines.append(f"| {g} | " + " | ".join(_pct(r["fairface"]["by_age"][g]) for _, r in results) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="*", default=None, help="model folders or fast / accurate")
+    ap.add_argument("--previous", default=PREVIOUS, help="git revision of the previous default "
+                    "model, or 'none'")
+    ap.add_argument("--celeba-limit", type=int, default=None, help="stratified subset of val")
+    ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    a = ap.parse_args()
+    models = a.models or [m for m in ("fast", "accurate")
+                          if (modelfile.WEIGHTS_DIR / m / modelfile.CONFIG_NAME).is_file()]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        named = [(f"previous default ({a.previous})", previous_model(a.previous, Path(tmp)))] \
+            if a.previous != "none" else []
+        named += [(str(m), m) for m in models]
+        for name, model in named:
+            r = measure(model, a.celeba_limit)
+            print(f"{name}: measured in {r['seconds']} s", file=sys.stderr)
+            results.append((name, r))
+    print(table(results))
+    if a.json:
+        Path(a.json).write_text(json.dumps(dict(results), indent=2, default=str) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

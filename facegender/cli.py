@@ -21,8 +21,8 @@ RECORD_FIELDS = ["path", "face", "box", "det_score", "label", "prob_male", "prob
 
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", default=None,
-                   help="model folder (config.json + model.safetensors); default: the model "
-                        "shipped in the package")
+                   help="model folder (config.json + model.safetensors), or a shipped model: "
+                        "fast (the default) or accurate")
 
 
 def _add_face_options(p: argparse.ArgumentParser) -> None:
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--balance", default=None,
                    help="comma-separated group columns to even out when drawing faces, e.g. "
                         "source,Young,Wearing_Lipstick,age_group (the label is always one; "
-                        "--recipe head; default: source)")
+                        "default: source when several sources are given)")
     t.add_argument("--balance-power", type=float, default=0.5,
                    help="0 keeps the data's mix, 1 gives every group the same share "
                         "(default: %(default)s)")
@@ -86,7 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most draws of one face an epoch, expected (default: %(default)s)")
     t.add_argument("--drop", action="append", default=[], metavar="COLUMN=VALUE",
                    help="leave faces out of training where a manifest column has this value, "
-                        "e.g. disputed=1 (repeatable; --recipe head)")
+                        "e.g. disputed=1 (repeatable)")
+    t.add_argument("--teacher", default=None,
+                   help="distil from this model (folder or shipped name, e.g. accurate): the "
+                        "student learns its calibrated probabilities as well as the labels")
+    t.add_argument("--distill-weight", type=float, default=0.7,
+                   help="share of the loss from the teacher's probabilities (default: %(default)s)")
+    t.add_argument("--unlabelled", default=None,
+                   help="faces without labels that learn from the --teacher alone")
+    t.add_argument("--init", default=None,
+                   help="start from this model folder's weights (same --arch), e.g. fast")
+    t.add_argument("--crop-training", action="store_true",
+                   help="cut training faces with --crop's policy (detector on the padded image), "
+                        "so training sees what prediction will")
     t.add_argument("--views", type=int, default=3,
                    help="feature views per training face: 1 the face, 2 + its mirror, 3+ "
                         "degraded copies (--recipe head; default: %(default)s)")
@@ -197,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Serve POST /v1/predict, GET /v1/model, /healthz, OpenAPI "
                        "docs at /docs and a drag-and-drop page at / (in the base install).")
     s.add_argument("model", nargs="?", default=None,
-                   help="model folder (default: the model shipped in the package)")
+                   help="model folder, or a shipped model: fast (default) or accurate")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
     s.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     s.add_argument("--backend", default="auto", choices=["auto", "onnx", "int8", "torch"],
@@ -221,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "each format against torch on held-out faces: max |delta p(male)| and label "
                         "agreement go to config.json under metrics.export.")
     xp.add_argument("model", nargs="?", default=None,
-                    help="model folder (default: the model shipped in the package)")
+                    help="model folder, or a shipped model: fast (default) or accurate")
     xp.add_argument("--format", "-f", dest="formats", action="append",
                     choices=["onnx", "int8", "torchscript"],
                     help="format to write; repeat for several (default: onnx)")
@@ -244,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "re-fits the temperature on val, writes a new model folder to --out and "
                         "exports it (ONNX + INT8 with parity checks).")
     qa.add_argument("model", nargs="?", default=None,
-                    help="model folder to start from (default: the model shipped in the package)")
+                    help="model folder to start from, or fast (default) / accurate")
     qa.add_argument("data", help="training source (also the INT8 calibration faces)")
     qa.add_argument("--out", "-o", required=True, help="output model folder")
     qa.add_argument("--val", default=None,
@@ -277,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "cores, face detection and end-to-end time on a 640x480 photo, peak RSS, "
                         "and accuracy on celeba val faces.")
     bm.add_argument("model", nargs="?", default=None,
-                    help="model folder (default: the model shipped in the package)")
+                    help="model folder, or a shipped model: fast (default) or accurate")
     bm.add_argument("--data", default=None,
                     help="labelled face crops for the accuracy column (default: "
                          "../shared/data/celeba-gender/val.tar when present)")
@@ -291,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="threads for the throughput column (default: all cores)")
 
     i = sub.add_parser("info", help="show a model folder's config and files")
-    i.add_argument("model", nargs="?", default=None, help="model folder (default: shipped model)")
+    i.add_argument("model", nargs="?", default=None,
+                   help="model folder, or a shipped model: fast (default) or accurate")
     return ap
 
 
@@ -333,9 +346,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         return _train_head(a)
     from .training.trainer import train
 
-    if a.monitor == "worst_group" or a.drop or a.balance:
-        raise FaceGenderError("--monitor worst_group, --balance and --drop need --recipe head")
     crop = json.loads(a.crop) if a.crop else None
+    balance = [k.strip() for k in a.balance.split(",") if k.strip()] if a.balance else None
     data = a.data if len(a.data) > 1 else a.data[0]
     res = train(data, a.out, val=a.val, arch=a.arch, input_size=a.input_size,
                 epochs=a.epochs or 10, monitor=a.monitor or "balanced_accuracy",
@@ -345,6 +357,9 @@ def cmd_train(a: argparse.Namespace) -> int:
                 freeze_epochs=a.freeze_epochs, patience=a.patience,
                 val_fraction=a.val_fraction, limit=a.limit, val_limit=a.val_limit,
                 workers=a.workers, threads=a.threads, seed=a.seed, resume=a.resume, crop=crop,
+                crop_training=a.crop_training, balance=balance, balance_power=a.balance_power,
+                max_repeat=a.max_repeat, drop=a.drop, teacher=a.teacher,
+                distill_weight=a.distill_weight, unlabelled=a.unlabelled, init=a.init,
                 progress=a.progress)
     v = res.metrics["val"]
     print(f"model folder: {res.model_dir} (best epoch {res.best_epoch}: val accuracy "

@@ -5,7 +5,7 @@
         --patience 10 --workers 1 --threads 2 --out runs/default
     python tools/make_default_model.py runs/default
 
-Copies the run's model folder into facegender/weights/default (no checkpoints), sets the crop
+Copies the run's model folder into facegender/weights/fast (no checkpoints), sets the crop
 policy to the detector defaults measured in faces.CropPolicy, exports ONNX + INT8 with parity
 checks, evaluates on all of celeba val (crops as they are) and fairface540 (detector + crop
 policy, per age group), benchmarks the backends and writes the model card from those figures.
@@ -27,7 +27,7 @@ from facegender.models.card import write_card
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-DEST = ROOT / "facegender" / "weights" / "default"
+DEST = ROOT / "facegender" / "weights" / "fast"
 KEEP = ("config.json", "model.safetensors", "history.csv", "curves.png")
 QAT_HISTORY = "qat_history.csv"  # present when the run came from `facegender qat`
 

@@ -65,13 +65,31 @@ class ModelConfig:
         return cfg
 
 
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+# The models that ship inside the package, by name; "default" is the fast one.
+SHIPPED = {"fast": "fast", "accurate": "accurate", "default": "fast"}
+
+
 def default_model_dir() -> Path:
-    """The model that ships inside the package."""
-    return Path(__file__).resolve().parents[1] / "weights" / "default"
+    """The model that ships inside the package and is used when none is named (fast)."""
+    return WEIGHTS_DIR / SHIPPED["default"]
+
+
+def shipped_model_dir(name: str) -> Path:
+    """A shipped model by name: fast (the default) or accurate."""
+    if name not in SHIPPED:
+        raise FaceGenderError(f"no shipped model named {name!r}; choose from {sorted(SHIPPED)}")
+    return WEIGHTS_DIR / SHIPPED[name]
 
 
 def resolve_model_dir(model: str | Path | None) -> Path:
-    path = default_model_dir() if model in (None, "", "default") else Path(model)
+    """A model folder from a path, or a shipped model's name (a folder of that name wins)."""
+    if model in (None, ""):
+        path = default_model_dir()
+    elif isinstance(model, str) and model in SHIPPED and not Path(model).is_dir():
+        path = shipped_model_dir(model)
+    else:
+        path = Path(model)
     if not path.is_dir():
         if path.suffix in (".pt", ".pth", ".pkl", ".ckpt"):
             raise FaceGenderError(

@@ -15,106 +15,24 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, FaceGenderError, require
+from ..errors import FaceGenderError, require
 from ..infer.preprocess import softmax
-from ..io.sources import Sample, read_source, stratified_limit, stratified_split
 from ..labels import DEFAULT_LABELS
 from ..models import modelfile
 from ..models.modelfile import ModelConfig
-from ..report.metrics import choose_unsure_band, compute_metrics, expected_calibration_error, fit_temperature
-from .features import FeatureSet, extract_features
-from .sampling import BalancedSampler, balanced_weights, group_of
+from ..report.metrics import choose_unsure_band, expected_calibration_error, fit_temperature
+from .features import extract_features
+from .multisource import as_specs, gather, metrics_by_group, parse_drop
+from .sampling import BalancedSampler, balanced_weights
 
 torch = require("torch")
-
-MIN_GROUP = 20  # smallest validation group that counts for the worst-group monitor
-
-
-@dataclass
-class SourceSpec:
-    """One training source: where it is, how much of each epoch it gets, what it is called."""
-
-    spec: str
-    weight: float = 1.0
-    name: str = ""
-
-    @classmethod
-    def parse(cls, text: str | Path) -> SourceSpec:
-        """``PATH`` or ``PATH@WEIGHT`` (weight: this source's share of each epoch, relative)."""
-        s = str(text)
-        weight = 1.0
-        if "@" in s and not Path(s).exists():
-            s, _, w = s.rpartition("@")
-            try:
-                weight = float(w)
-            except ValueError:
-                raise FaceGenderError(f"{text}: the weight after '@' must be a number") from None
-            if not (weight > 0 and math.isfinite(weight)):
-                raise FaceGenderError(f"{text}: source weight must be > 0")
-        p = Path(s)
-        name = p.parent.name if p.suffix == ".csv" else p.stem
-        return cls(s, weight, name or s)
-
-
-@dataclass
-class Split:
-    train: list[Sample] = field(default_factory=list)
-    val: list[Sample] = field(default_factory=list)
-    provenance: list[dict] = field(default_factory=list)
-
-
-def parse_drop(rules: Sequence[str]) -> list[tuple[str, str]]:
-    out = []
-    for r in rules:
-        key, eq, value = r.partition("=")
-        if not eq or not key:
-            raise FaceGenderError(f"--drop {r!r}: expected COLUMN=VALUE (e.g. disputed=1)")
-        out.append((key.strip(), value.strip()))
-    return out
-
-
-def gather(sources: Sequence[SourceSpec], *, drop: Sequence[tuple[str, str]], val_fraction: float,
-           val_per_source: int | None, limit: int | None, seed: int) -> Split:
-    """Train and validation faces from every source. A source's own val split is used, else a
-    stratified `val_fraction` of its train split; a test split is never touched. Faces matching
-    a drop rule leave training (they stay in val, where metrics are also given without them)."""
-    out = Split()
-    names = Counter(s.name for s in sources)
-    for i, src in enumerate(sources):
-        name = src.name if names[src.name] == 1 else f"{src.name}{i}"
-        data = read_source(src.spec, labelled=True)
-        for s in data.samples:
-            s.groups["source"] = name
-        by_split = defaultdict(list)
-        for s in data.samples:
-            by_split[s.split or "train"].append(s)
-        train = by_split.get("train", [])
-        val = by_split.get("val")
-        if not val:
-            train, val = stratified_split(train, val_fraction, seed)
-        dropped = [s for s in train if any(str(s.groups.get(k)) == v for k, v in drop)]
-        train = [s for s in train if not any(str(s.groups.get(k)) == v for k, v in drop)]
-        train = stratified_limit(train, limit, seed)
-        val = stratified_limit(val, val_per_source, seed)
-        out.train += train
-        out.val += val
-        out.provenance.append({
-            "source": src.spec, "name": name, "weight": src.weight, "train": len(train),
-            "val": len(val), "dropped": len(dropped), "classes": dict(Counter(s.label for s in train)),
-            "test_split_unused": len(by_split.get("test", [])),
-        })
-    if not out.train or not out.val:
-        raise DataError("no training or no validation faces in the given sources")
-    return out
-
 
 def standardised(head: Head, f: torch.Tensor) -> torch.Tensor:
     return head((f - head.mu) / head.sd)
@@ -141,40 +59,6 @@ def fold_standardisation(head: Head) -> None:
         w = first.weight / head.sd
         first.bias -= (w * head.mu).sum(1)
         first.weight.copy_(w)
-
-
-def group_accuracies(samples: Sequence[Sample], keys: Sequence[str], y: np.ndarray, p: np.ndarray,
-                     threshold: float) -> dict[str, dict[str, float]]:
-    """Accuracy per (source, label, balance keys the face has) group, with its size."""
-    acc: dict[str, list[int]] = defaultdict(list)
-    for s, yy, pp in zip(samples, y, p, strict=True):
-        present = [k for k in keys if k in s.groups and k != "source"]
-        g = (s.groups.get("source", "?"), *group_of(s, present))
-        acc[" / ".join(f"{k}={v}" for k, v in zip(("source", "label", *present), g, strict=True))
-            ].append(int((pp >= threshold) == bool(yy)))
-    return {g: {"n": len(v), "accuracy": float(np.mean(v))} for g, v in sorted(acc.items())}
-
-
-def _metrics(samples, keys, y, p, threshold) -> dict[str, Any]:
-    m = compute_metrics(y, p, threshold)
-    groups = group_accuracies(samples, keys, y, p, threshold)
-    counted = {g: v for g, v in groups.items() if v["n"] >= MIN_GROUP}
-    worst = min(counted.items(), key=lambda kv: kv[1]["accuracy"]) if counted else (None, {})
-    src = Counter(s.groups.get("source") for s in samples)
-    per_source = {}
-    for name in src:
-        idx = [i for i, s in enumerate(samples) if s.groups.get("source") == name]
-        ms = compute_metrics(y[idx], p[idx], threshold)
-        undisputed = [i for i in idx if str(samples[i].groups.get("disputed", "0")) != "1"]
-        per_source[name] = {
-            "n": len(idx), "accuracy": ms["accuracy"], "balanced_accuracy": ms["balanced_accuracy"],
-            "female_recall": ms["per_class"]["female"]["recall"],
-            "accuracy_undisputed": compute_metrics(y[undisputed], p[undisputed], threshold)["accuracy"]
-            if len(undisputed) < len(idx) else None,
-        }
-    return {"accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
-            "roc_auc": m["roc_auc"], "ece": m["ece"], "worst_group": worst[1].get("accuracy"),
-            "worst_group_name": worst[0], "per_source": per_source, "groups": groups}
 
 
 def fit_head(x_train: np.ndarray, y_train: np.ndarray, weights: np.ndarray, x_val: np.ndarray,
@@ -366,7 +250,7 @@ def train_head(
         raise FaceGenderError(f"{out} already holds a model; choose another --out")
     if threads:
         torch.set_num_threads(threads)
-    specs = [SourceSpec.parse(d) for d in (data if isinstance(data, (list, tuple)) else [data])]
+    specs = as_specs(data)
     split = gather(specs, drop=parse_drop(drop), val_fraction=val_fraction,
                    val_per_source=val_per_source, limit=limit, seed=seed)
     net = build_model(arch, num_classes=2, pretrained=True)
@@ -400,7 +284,7 @@ def train_head(
 
     def score_val(z: np.ndarray) -> tuple[float, dict]:
         p = softmax(z[keep])[:, male]
-        m = _metrics(kept_s, balance, (y_va[keep] == male).astype(int), p, 0.5)
+        m = metrics_by_group(kept_s, balance, (y_va[keep] == male).astype(int), p, 0.5)
         row = {"val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
                "val_worst_group": m["worst_group"] if m["worst_group"] is not None else m["accuracy"]}
         return row[f"val_{monitor}"], row
@@ -431,9 +315,9 @@ def train_head(
     cfg.temperature = round(fit_temperature(z[cal], y_va[cal]), 4)
     p_cal = softmax(z, cfg.temperature)[:, male]
     cfg.unsure_band = choose_unsure_band((y_va[cal] == male).astype(int), p_cal[cal])
-    val_metrics = _metrics(kept_s, balance, (y_va[keep] == male).astype(int), p_cal[keep],
+    val_metrics = metrics_by_group(kept_s, balance, (y_va[keep] == male).astype(int), p_cal[keep],
                            cfg.threshold)
-    val_metrics["all_faces"] = {k: v for k, v in _metrics(
+    val_metrics["all_faces"] = {k: v for k, v in metrics_by_group(
         val_s, balance, (y_va == male).astype(int), p_cal, cfg.threshold).items() if k != "groups"}
     val_metrics["faces_dropped_by_rules"] = int((~keep).sum())
     val_metrics["ece_before_calibration"] = expected_calibration_error(
@@ -479,5 +363,3 @@ def _write_history(rows: list[dict], out: Path) -> None:
         w.writeheader()
         w.writerows(rows)
 
-
-__all__ = ["FeatureSet", "SourceSpec", "gather", "train_head", "balanced_weights"]

@@ -75,14 +75,37 @@ def default_workers() -> int:
     return min(4, max(0, (os.cpu_count() or 1) - 1))
 
 
+class PolicyCrop:
+    """Training faces cut as prediction cuts them: BlazeFace on the image padded by half its side
+    (tight crops need the room), the model's crop policy around the largest face, the whole
+    image where no face is found. Picklable; each worker process builds its own detector."""
+
+    def __init__(self, policy: dict) -> None:
+        self.policy = policy
+        self._detector = None
+
+    def __getstate__(self) -> dict:
+        return {"policy": self.policy, "_detector": None}
+
+    def __call__(self, img, ref: str):
+        from ..faces import CropPolicy, FaceDetector, detect_and_crop
+
+        if self._detector is None:
+            self._detector = (FaceDetector(threads=1), CropPolicy.from_dict(self.policy))
+        detector, policy = self._detector
+        found = detect_and_crop(img, detector, policy, largest=True, pad=0.5)
+        return found[0][1] if found else img
+
+
 def make_loader(dataset: FaceDataset, batch_size: int, shuffle: bool, workers: int,
-                seed: int | None = None):
+                seed: int | None = None, sampler=None):
     gen = None
     if seed is not None:
         gen = torch.Generator()
         gen.manual_seed(seed)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        num_workers=workers,
         collate_fn=collate, generator=gen, worker_init_fn=_seed_worker if workers else None,
         persistent_workers=False, pin_memory=False, drop_last=False,
     )

@@ -38,6 +38,8 @@ from ..report.metrics import (
     fit_temperature,
 )
 from .checkpoint import load_checkpoint, save_checkpoint
+from .multisource import as_specs, gather, metrics_by_group, parse_drop
+from .sampling import BalancedSampler, balanced_weights
 
 torch = require("torch")
 
@@ -122,6 +124,15 @@ def train(
     seed: int = 0,
     resume: bool = False,
     crop: dict | None = None,
+    crop_training: bool = False,
+    balance: Sequence[str] | None = None,
+    balance_power: float = 0.5,
+    max_repeat: float | None = 8.0,
+    drop: Sequence[str] = (),
+    teacher: str | Path | None = None,
+    distill_weight: float = 0.7,
+    unlabelled: str | Path | Sequence | None = None,
+    init: str | Path | None = None,
     progress: bool = True,
     callbacks: Sequence[Callable[[int, dict], None]] = (),
 ) -> TrainResult:
@@ -132,6 +143,15 @@ def train(
     take a stratified seeded subset. `resume=True` continues out/checkpoints/last exactly.
     `callbacks` are called after each epoch with (epoch, history row); raising KeyboardInterrupt
     there stops cleanly after the checkpoint is written (as Ctrl-C does).
+
+    Several sources (a list, each ``PATH@WEIGHT`` optionally), `balance`, `drop` or `teacher`
+    switch to per-source splits (training/multisource.py) and group-balanced draws
+    (training/sampling.py). `teacher` (a model folder or shipped name) distils: the student
+    learns `distill_weight` x the teacher's calibrated probabilities + the rest from the labels,
+    and `unlabelled` faces (no labels needed) learn from the teacher alone. `crop_training`
+    cuts every training face with the model's crop policy (detector on the padded image, the
+    whole image where none is found), so training sees what prediction will. `init` starts
+    from a model folder's weights (same architecture).
     """
     from tqdm.auto import tqdm
 
@@ -139,28 +159,43 @@ def train(
     from ..models.registry import backbone_and_head, build_model
     from ..report.plots import plot_history
     from .augment import face_augmentation
-    from .torchdata import FaceDataset, default_workers, make_loader
+    from .torchdata import FaceDataset, PolicyCrop, default_workers, make_loader
 
     out = Path(out)
     if threads:
         torch.set_num_threads(threads)
     if workers is None:
         workers = default_workers()
-    if monitor not in ("balanced_accuracy", "accuracy", "roc_auc", "loss"):
+    if monitor not in ("balanced_accuracy", "accuracy", "roc_auc", "loss", "worst_group"):
         raise FaceGenderError(f"unknown monitor '{monitor}'")
     if schedule not in ("cosine", "plateau"):
         raise FaceGenderError(f"unknown schedule '{schedule}' (cosine or plateau)")
 
     # ---- data
-    train_s, own_val, prov = _source_samples(data, "train", limit, seed, "training data")
-    given = _given_val(data, val, own_val, val_limit, seed)
-    if given is not None:
-        val_s, vprov = given
+    multi = (isinstance(data, (list, tuple)) and not all(isinstance(x, Sample) for x in data)) \
+        or bool(balance) or bool(drop) or teacher is not None
+    if multi:
+        split = gather(as_specs(data), drop=parse_drop(drop), val_fraction=val_fraction,
+                       val_per_source=val_limit, limit=limit, seed=seed)
+        train_s, val_s = split.train, split.val
+        if val is not None:
+            val_s, _, _ = _source_samples(val, "val", val_limit, seed, "validation data")
+        prov = {"source": [p["source"] for p in split.provenance], "images": len(train_s),
+                "classes": dict(Counter(s.label for s in train_s)), "sources": split.provenance}
+        vprov = {"source": str(val) if val is not None else "each source's val split (or a "
+                 f"stratified {val_fraction:.0%} of its train split)", "images": len(val_s)}
     else:
-        train_s, val_s = stratified_split(train_s, val_fraction, seed)
-        vprov = {"source": f"{data} (stratified {val_fraction:.0%} held out, seed {seed})",
-                 "images": len(val_s)}
-        val_s = stratified_limit(val_s, val_limit, seed)
+        train_s, own_val, prov = _source_samples(data, "train", limit, seed, "training data")
+        given = _given_val(data, val, own_val, val_limit, seed)
+        if given is not None:
+            val_s, vprov = given
+        else:
+            train_s, val_s = stratified_split(train_s, val_fraction, seed)
+            vprov = {"source": f"{data} (stratified {val_fraction:.0%} held out, seed {seed})",
+                     "images": len(val_s)}
+            val_s = stratified_limit(val_s, val_limit, seed)
+    if monitor == "worst_group" and not multi:
+        raise FaceGenderError("--monitor worst_group needs groups: give --balance or several sources")
     counts = require_both_classes(train_s, f"training data {data}")
     if not val_s:
         raise DataError("no validation images: give --val or a larger source")
@@ -169,6 +204,17 @@ def train(
     n = sum(counts[c] for c in labels)
     weights = [n / (len(labels) * counts[c]) if class_weights else 1.0 for c in labels]
 
+    n_unlabelled = 0
+    if unlabelled is not None:
+        if teacher is None:
+            raise FaceGenderError("unlabelled faces need a --teacher to learn from")
+        extra = read_source(unlabelled, labelled=False).samples
+        for x in extra:
+            x.label = None
+            x.groups.setdefault("source", "unlabelled")
+        train_s = train_s + extra
+        n_unlabelled = len(extra)
+        prov["unlabelled"] = {"source": str(unlabelled), "images": n_unlabelled}
     cfg = ModelConfig(arch=arch, labels=labels, input_size=input_size,
                       crop=crop or {"detect": False})
     recipe = {
@@ -181,6 +227,11 @@ def train(
         "augment": augment, "pretrained": pretrained, "freeze_epochs": freeze_epochs,
         "patience": patience, "monitor": monitor, "seed": seed, "limit": limit,
         "val_limit": val_limit, "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "crop_training": crop_training, "balance": list(balance or []),
+        "balance_power": balance_power if balance else None, "max_repeat": max_repeat,
+        "drop": list(drop), "init": str(init) if init else None,
+        "teacher": str(teacher) if teacher else None,
+        "distill_weight": distill_weight if teacher else None,
     }
     cfg.recipe = recipe
     cfg.data = {"train": prov, "val": vprov}
@@ -188,9 +239,26 @@ def train(
     # ---- model, optimiser, schedule
     torch.manual_seed(seed)
     model = build_model(arch, num_classes=len(labels), pretrained=pretrained)
+    if init is not None and not resume:
+        start, start_cfg = modelfile.load_torch_model(init)
+        if start_cfg.arch != arch or start_cfg.labels != labels:
+            raise FaceGenderError(f"--init {init}: its arch/labels ({start_cfg.arch}, "
+                                  f"{start_cfg.labels}) differ from this run's ({arch}, {labels})")
+        model.load_state_dict(start.state_dict())
     aug = face_augmentation(augment)
-    train_ds = FaceDataset(train_s, cfg, augment=aug)
-    val_ds = FaceDataset(val_s, cfg)
+    face_crop = PolicyCrop(cfg.crop) if crop_training and cfg.crop.get("detect") else None
+    train_ds = FaceDataset(train_s, cfg, augment=aug, crop=face_crop)
+    val_ds = FaceDataset(val_s, cfg, crop=face_crop)
+    sampler = None
+    if balance or multi:
+        sampler = BalancedSampler(balanced_weights(
+            train_s, list(balance or ["source"]), balance_power,
+            {p["name"]: p["weight"] for p in prov.get("sources", [])} or None, max_repeat),
+            len(train_s), seed)
+    soft = None
+    if teacher is not None:
+        soft = _teacher_probs(teacher, train_s, out, cfg.male_index, progress)
+        cfg.recipe["teacher_faces"] = int(np.isfinite(soft[:, 0]).sum())
     steps_per_epoch = math.ceil(len(train_ds) / batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     if schedule == "cosine":
@@ -228,36 +296,40 @@ def train(
             for p in backbone:
                 p.requires_grad_(not frozen)
             model.train()
-            loader = make_loader(train_ds, batch_size, True, workers, seed * 100_003 + epoch)
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            loader = make_loader(train_ds, batch_size, sampler is None, workers,
+                                 seed * 100_003 + epoch, sampler=sampler)
             tot_loss = tot_correct = tot_n = 0
             t0 = time.perf_counter()
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}" + (" (frozen)" if frozen else ""),
                        disable=not progress, unit="batch", leave=False, file=sys.stderr)
-            for x, y, _, failed in bar:
+            for x, y, idx, failed in bar:
                 for i, reason in failed:
                     state["skipped"][train_s[i].ref] = reason
                 if x is None:
                     continue
                 logits = model(x)
-                loss = loss_fn(logits, y)
+                loss = _loss(logits, y, idx, loss_fn, soft, distill_weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 if schedule == "cosine":
                     scheduler.step()
                 tot_loss += loss.item() * len(y)
-                tot_correct += (logits.argmax(1) == y).sum().item()
+                tot_correct += (logits.argmax(1) == y).sum().item()  # unlabelled: y = -1
                 tot_n += len(y)
                 bar.set_postfix(loss=f"{tot_loss / tot_n:.4f}", acc=f"{tot_correct / tot_n:.3f}",
                                 img_s=f"{tot_n / (time.perf_counter() - t0):.0f}")
             train_time = time.perf_counter() - t0
             val_out = _predict_logits(model, val_ds, batch_size, workers, state["skipped"], val_s)
-            vm = _val_metrics(val_out, cfg, loss_fn)
+            vm = _val_metrics(val_out, cfg, loss_fn, val_s, balance)
             row = {
                 "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                 "train_loss": tot_loss / max(tot_n, 1), "train_accuracy": tot_correct / max(tot_n, 1),
                 "val_loss": vm["loss"], "val_accuracy": vm["accuracy"],
                 "val_balanced_accuracy": vm["balanced_accuracy"], "val_roc_auc": vm["roc_auc"],
+                "val_worst_group": vm.get("worst_group"),
                 "train_img_per_s": tot_n / max(train_time, 1e-9), "epoch_seconds": train_time,
             }
             state["history"].append(row)
@@ -321,29 +393,82 @@ def _predict_logits(model, ds, batch_size: int, workers: int, skipped: dict, sam
     from .torchdata import make_loader
 
     model.eval()
-    logits, ys = [], []
+    logits, ys, idxs = [], [], []
     with torch.inference_mode():
-        for x, y, _, failed in make_loader(ds, batch_size * 2, False, workers):
+        for x, y, idx, failed in make_loader(ds, batch_size * 2, False, workers):
             for i, reason in failed:
                 skipped[samples[i].ref] = reason
             if x is None:
                 continue
             logits.append(model(x).float().numpy())
             ys.append(y.numpy())
+            idxs.append(idx.numpy())
     if not logits:
         raise DataError("no validation image could be read")
-    return {"logits": np.concatenate(logits), "y": np.concatenate(ys)}
+    return {"logits": np.concatenate(logits), "y": np.concatenate(ys), "idx": np.concatenate(idxs)}
 
 
-def _val_metrics(val_out: dict, cfg: ModelConfig, loss_fn) -> dict:
+def _val_metrics(val_out: dict, cfg: ModelConfig, loss_fn, samples: Sequence[Sample] = (),
+                 balance: Sequence[str] | None = None) -> dict:
     from ..infer.preprocess import softmax
 
     z, y = val_out["logits"], val_out["y"]
     loss = float(loss_fn(torch.from_numpy(z), torch.from_numpy(y)).item())
     p_male = softmax(z)[:, cfg.male_index]
     m = compute_metrics((y == cfg.male_index).astype(int), p_male)
-    return {"loss": loss, "accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
-            "roc_auc": m["roc_auc"]}
+    out = {"loss": loss, "accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
+           "roc_auc": m["roc_auc"]}
+    if samples and "source" in samples[0].groups:
+        g = metrics_by_group([samples[i] for i in val_out["idx"]], list(balance or []),
+                             (y == cfg.male_index).astype(int), p_male, 0.5)
+        out["worst_group"] = g["worst_group"] if g["worst_group"] is not None else m["accuracy"]
+        out["worst_group_name"] = g["worst_group_name"]
+    return out
+
+
+def _loss(logits, y, idx, loss_fn, soft: np.ndarray | None, weight: float):
+    """Cross-entropy on the labelled faces; with a teacher, mixed with the cross-entropy against
+    its probabilities (faces it found no face in learn from their labels alone)."""
+    labelled = y >= 0
+    hard = loss_fn(logits[labelled], y[labelled]) if labelled.any() else logits.sum() * 0
+    if soft is None:
+        return hard
+    t = torch.from_numpy(soft[idx.numpy()])
+    has = torch.isfinite(t[:, 0])
+    if not has.any():
+        return hard
+    soft_loss = -(t[has] * torch.log_softmax(logits[has], 1)).sum(1).mean()
+    if not labelled.any():
+        return soft_loss
+    return (1 - weight) * hard + weight * soft_loss
+
+
+def _teacher_probs(teacher, samples: Sequence[Sample], out: Path, male: int, progress: bool
+                   ) -> np.ndarray:
+    """The teacher's calibrated (p_class0, p_class1) per training face, in the student's label
+    order; NaN where it found no face. Kept in OUT/teacher.npz so --resume does not redo it."""
+    from ..infer.predictor import Predictor
+
+    cache = out / "teacher.npz"
+    refs = [s.ref for s in samples]
+    if cache.exists():
+        z = np.load(cache)
+        if list(z["refs"]) == refs:
+            return z["probs"]
+    pred = Predictor(teacher, largest=True)
+    probs = np.full((len(samples), 2), np.nan, np.float32)
+    pos = {r: i for i, r in enumerate(refs)}
+    t0 = time.perf_counter()
+    for n, res in enumerate(pred.iter_predict(list(samples)), start=1):
+        if res.faces:
+            pm = res.faces[0].prob_male
+            probs[pos[res.path], male], probs[pos[res.path], 1 - male] = pm, 1 - pm
+        if progress and n % 5000 == 0:
+            print(f"teacher: {n}/{len(samples)} faces ({n / (time.perf_counter() - t0):.0f}/s)",
+                  file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, refs=np.array(refs), probs=probs)
+    return probs
 
 
 def _calibrate(cfg: ModelConfig, val_out: dict) -> dict:

