@@ -125,8 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face augmentations: default (flip, crop jitter, rotation, colour, grayscale, "
                         "blur, JPEG), strong (wider ranges + low-resolution faces, for photos unlike "
                         "the training set), light (flip + small jitter, for very short runs), none")
-    t.add_argument("--pretrained", action="store_true",
-                   help="start from ImageNet weights (downloads them: needs internet)")
+    t.add_argument("--pretrained", nargs="?", const="offline", default=None,
+                   choices=["offline", "download"],
+                   help="start from ImageNet weights already on this machine (torch hub cache or "
+                        "a weight package, sha256-checked); 'download' may fetch them (internet)")
     t.add_argument("--freeze-epochs", type=int, default=0,
                    help="train only the head for this many epochs first (use with --pretrained)")
     t.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")

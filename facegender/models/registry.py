@@ -6,6 +6,7 @@ as `timm:<name>`. All use global pooling, so any input size works.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from ..errors import FaceGenderError, require
@@ -19,24 +20,50 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _torchvision(builder_name: str, weights_enum: str, head: Callable[[nn.Module, int], None]):
-    def build(num_classes: int, pretrained: bool) -> nn.Module:
+    def build(num_classes: int, pretrained: bool | str) -> nn.Module:
         tvm = require("torchvision.models")
         builder = getattr(tvm, builder_name)
-        if pretrained:
-            weights = getattr(tvm, weights_enum).DEFAULT
-            try:
-                model = builder(weights=weights)
-            except Exception as exc:  # no network, proxy, hub outage...
-                raise FaceGenderError(
-                    f"could not load ImageNet weights for '{builder_name}' ({exc.__class__.__name__}:"
-                    f" {exc}). Pretrained weights are downloaded by torchvision on first use and"
-                    " need internet access; train without --pretrained on an offline machine."
-                ) from None
-            head(model, num_classes)
-            return model
-        return builder(num_classes=num_classes)
+        if not pretrained:
+            return builder(num_classes=num_classes)
+        model = builder(weights=None)
+        model.load_state_dict(_imagenet_state(builder_name, weights_enum, pretrained == "download"))
+        head(model, num_classes)
+        return model
 
     return build
+
+
+def _imagenet_state(builder_name: str, weights_enum: str, download: bool) -> dict:
+    """ImageNet weights from a file already on disk (torch hub's cache or a weight package,
+    sha256-checked, loaded with weights_only: no code runs); downloaded only when asked."""
+    from .pretrained import find_torchvision_weights, weight_dirs
+
+    found = find_torchvision_weights(weights_enum)
+    if found is not None:
+        path, name = found
+        PRETRAINED_USED[builder_name] = {"weights": name, "file": str(path)}
+        print(f"pretrained: {name} from {path}", file=sys.stderr)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    tvm = require("torchvision.models")
+    weights = getattr(tvm, weights_enum).DEFAULT
+    if not download:
+        raise FaceGenderError(
+            f"no ImageNet weights for '{builder_name}' on this machine (looked in "
+            f"{', '.join(str(d) for d in weight_dirs()) or 'torch hub cache'} for "
+            f"{weights.url.rsplit('/', 1)[-1]}); use --pretrained download to fetch them (needs "
+            "internet), put the file there, or train without --pretrained")
+    try:
+        state = weights.get_state_dict(progress=False, check_hash=True)
+    except Exception as exc:  # no network, proxy, hub outage...
+        raise FaceGenderError(
+            f"could not download ImageNet weights for '{builder_name}' ({exc.__class__.__name__}: "
+            f"{exc}); train without --pretrained on an offline machine") from None
+    PRETRAINED_USED[builder_name] = {"weights": f"{weights_enum}.{weights.name}", "file": weights.url}
+    return state
+
+
+# What the last pretrained build of each torchvision architecture loaded (for the recipe).
+PRETRAINED_USED: dict[str, dict[str, str]] = {}
 
 
 def _replace_classifier_last(model: nn.Module, num_classes: int) -> None:
@@ -108,6 +135,7 @@ def _timm(name: str) -> Callable[[int, bool], nn.Module]:
 REGISTRY: dict[str, Callable[[int, bool], nn.Module]] = {
     "mobilenetv3_small": _torchvision("mobilenet_v3_small", "MobileNet_V3_Small_Weights",
                                       _replace_classifier_last),
+    "mobilenetv2": _torchvision("mobilenet_v2", "MobileNet_V2_Weights", _replace_classifier_last),
     "mobilenetv3_large": _torchvision("mobilenet_v3_large", "MobileNet_V3_Large_Weights",
                                       _replace_classifier_last),
     "efficientnet_b0": _torchvision("efficientnet_b0", "EfficientNet_B0_Weights",

@@ -75,10 +75,12 @@ def parse_drop(rules: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def gather(sources: Sequence[SourceSpec], *, drop: Sequence[tuple[str, str]], val_fraction: float,
-           val_per_source: int | None, limit: int | None, seed: int) -> Split:
+           val_per_source: int | None, limit: int | None, seed: int,
+           hold_out: bool = True) -> Split:
     """Train and validation faces from every source. A source's own val split is used, else a
     stratified `val_fraction` of its train split; a test split is never touched. Faces matching
-    a drop rule leave training (they stay in val, where metrics are also given without them)."""
+    a drop rule leave training (they stay in val, where metrics are also given without them).
+    hold_out=False (a separate validation source is given) keeps every train face for training."""
     out = Split()
     names = Counter(s.name for s in sources)
     for i, src in enumerate(sources):
@@ -90,8 +92,8 @@ def gather(sources: Sequence[SourceSpec], *, drop: Sequence[tuple[str, str]], va
         for s in data.samples:
             by_split[s.split or "train"].append(s)
         train = by_split.get("train", [])
-        val = by_split.get("val")
-        if not val:
+        val = by_split.get("val") or []
+        if not val and hold_out:
             train, val = stratified_split(train, val_fraction, seed)
         dropped = [s for s in train if any(str(s.groups.get(k)) == v for k, v in drop)]
         train = [s for s in train if not any(str(s.groups.get(k)) == v for k, v in drop)]
@@ -104,7 +106,7 @@ def gather(sources: Sequence[SourceSpec], *, drop: Sequence[tuple[str, str]], va
             "val": len(val), "dropped": len(dropped), "classes": dict(Counter(s.label for s in train)),
             "test_split_unused": len(by_split.get("test", [])),
         })
-    if not out.train or not out.val:
+    if not out.train or (hold_out and not out.val):
         raise DataError("no training or no validation faces in the given sources")
     return out
 

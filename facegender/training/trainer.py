@@ -112,7 +112,7 @@ def train(
     label_smoothing: float = 0.1,
     class_weights: bool = True,
     augment: str = "default",
-    pretrained: bool = False,
+    pretrained: bool | str = False,
     freeze_epochs: int = 0,
     patience: int = 5,
     monitor: str = "balanced_accuracy",
@@ -176,7 +176,7 @@ def train(
         or bool(balance) or bool(drop) or teacher is not None
     if multi:
         split = gather(as_specs(data), drop=parse_drop(drop), val_fraction=val_fraction,
-                       val_per_source=val_limit, limit=limit, seed=seed)
+                       val_per_source=val_limit, limit=limit, seed=seed, hold_out=val is None)
         train_s, val_s = split.train, split.val
         if val is not None:
             val_s, _, _ = _source_samples(val, "val", val_limit, seed, "validation data")
@@ -238,7 +238,13 @@ def train(
 
     # ---- model, optimiser, schedule
     torch.manual_seed(seed)
-    model = build_model(arch, num_classes=len(labels), pretrained=pretrained)
+    model = build_model(arch, num_classes=len(labels),
+                        pretrained="download" if pretrained == "download" else bool(pretrained))
+    if pretrained:
+        from ..models.registry import PRETRAINED_USED
+
+        cfg.recipe["pretrained_weights"] = getattr(model, "pretrained_from", None) or \
+            next(iter(PRETRAINED_USED.values()), None)
     if init is not None and not resume:
         start, start_cfg = modelfile.load_torch_model(init)
         if start_cfg.arch != arch or start_cfg.labels != labels:
