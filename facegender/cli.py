@@ -133,9 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train only the head for this many epochs first (use with --pretrained)")
     t.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
     t.add_argument("--monitor", default=None,
-                   choices=["balanced_accuracy", "accuracy", "roc_auc", "loss", "worst_group"],
+                   choices=["balanced_accuracy", "accuracy", "roc_auc", "loss", "worst_group",
+                            "worst_source"],
                    help="validation metric for best checkpoint and early stopping; worst_group "
-                        "(--recipe head) is the least accurate validation group "
+                        "is the least accurate validation group (20+ faces), worst_source the "
+                        "lowest balanced accuracy of one source (several sources) "
                         "(default: balanced_accuracy, or worst_group with --recipe head)")
     t.add_argument("--val-fraction", type=float, default=0.1,
                    help="held-out fraction when the source has no val split and no --val")

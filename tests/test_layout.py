@@ -40,7 +40,8 @@ TORCH_FREE = {"io", "faces", "infer", "serve", "report", "errors", "labels", "ve
               "__init__", "__main__"}
 TORCH_MODULES = ("torch", "torchvision", "timm", "pytorch_grad_cam", "onnxscript")
 TORCH_FREE_MODELS = {"facegender.models.modelfile", "facegender.models.card",
-                     "facegender.models.info", "facegender.models"}
+                     "facegender.models.info", "facegender.models", "facegender.models.dlib_format",
+                     "facegender.models.pretrained"}
 
 
 def modules(pkg: Path) -> dict[str, Path]:

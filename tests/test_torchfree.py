@@ -116,19 +116,23 @@ def test_clear_error_without_onnx_or_torch(venv_bin: Path, trained_model: Path, 
 
 
 @pytest.mark.slow
-def test_default_model_predicts_example_photo_without_torch(venv_bin: Path, tmp_path: Path):
-    """A fresh base install, no torch, no model argument, no file outside the package: the
-    shipped model labels every face of the example group photo."""
+@pytest.mark.parametrize("model", [None, "accurate"])
+def test_shipped_models_predict_example_photo_without_torch(venv_bin: Path, tmp_path: Path, model):
+    """A fresh base install, no torch, no file outside the package: each shipped model (the
+    default, and `--model accurate`) labels every face of the example group photo."""
     photo = ROOT / "examples" / "group.jpg"
-    r = subprocess.run([str(venv_bin / "facegender"), "predict", str(photo), "--format", "json"],
-                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    extra = ["--model", model] if model else []
+    r = subprocess.run([str(venv_bin / "facegender"), "predict", str(photo), "--format", "json",
+                        *extra], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert len(rows) == 4 and all(row["error"] is None for row in rows)
     assert all(row["label"] in ("male", "female") and 0 <= row["prob_male"] <= 1 for row in rows)
-    info = subprocess.run([str(venv_bin / "facegender"), "info"], capture_output=True, text=True,
-                          cwd=tmp_path)
+    info = subprocess.run([str(venv_bin / "facegender"), "info", *(extra[1:] or [])],
+                          capture_output=True, text=True, cwd=tmp_path)
     assert info.returncode == 0 and "site-packages" in json.loads(info.stdout)["path"]
+    if model:
+        assert json.loads(info.stdout)["arch"].startswith("dlib_resnet")
 
 
 @pytest.mark.slow

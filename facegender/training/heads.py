@@ -232,7 +232,9 @@ def train_head(
 
     balance: group keys evened out by `balance_power` (see training/sampling.py); drop:
     ``COLUMN=VALUE`` rules removing faces from training (e.g. ``disputed=1``); monitor:
-    worst_group, balanced_accuracy or accuracy on the pooled validation faces.
+    worst_group (the least accurate validation group of at least 20 faces), worst_source (the
+    lowest balanced accuracy of any one source's validation faces: steadier when groups are
+    small), balanced_accuracy or accuracy on the pooled validation faces.
     """
     from ..models.card import write_card
     from ..models.dlib_resnet import TRUNK_BLOCKS
@@ -243,8 +245,9 @@ def train_head(
                               f"(dlib_resnet, dlib_resnet_mlp), not '{arch}'")
     if recipe not in ("head", "tail"):
         raise FaceGenderError(f"unknown recipe '{recipe}' (head, tail)")
-    if monitor not in ("worst_group", "balanced_accuracy", "accuracy"):
-        raise FaceGenderError(f"unknown monitor '{monitor}' (worst_group, balanced_accuracy, accuracy)")
+    if monitor not in ("worst_group", "worst_source", "balanced_accuracy", "accuracy"):
+        raise FaceGenderError(f"unknown monitor '{monitor}' (worst_group, worst_source, "
+                              "balanced_accuracy, accuracy)")
     out = Path(out)
     if (out / modelfile.CONFIG_NAME).exists():
         raise FaceGenderError(f"{out} already holds a model; choose another --out")
@@ -286,7 +289,8 @@ def train_head(
         p = softmax(z[keep])[:, male]
         m = metrics_by_group(kept_s, balance, (y_va[keep] == male).astype(int), p, 0.5)
         row = {"val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
-               "val_worst_group": m["worst_group"] if m["worst_group"] is not None else m["accuracy"]}
+               "val_worst_group": m["worst_group"] if m["worst_group"] is not None else m["accuracy"],
+               "val_worst_source": m["worst_source"]}
         return row[f"val_{monitor}"], row
 
     print(f"head on {arch}: {len(train_s)} training faces x {views} views "

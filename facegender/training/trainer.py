@@ -166,7 +166,8 @@ def train(
         torch.set_num_threads(threads)
     if workers is None:
         workers = default_workers()
-    if monitor not in ("balanced_accuracy", "accuracy", "roc_auc", "loss", "worst_group"):
+    if monitor not in ("balanced_accuracy", "accuracy", "roc_auc", "loss", "worst_group",
+                       "worst_source"):
         raise FaceGenderError(f"unknown monitor '{monitor}'")
     if schedule not in ("cosine", "plateau"):
         raise FaceGenderError(f"unknown schedule '{schedule}' (cosine or plateau)")
@@ -194,7 +195,7 @@ def train(
             vprov = {"source": f"{data} (stratified {val_fraction:.0%} held out, seed {seed})",
                      "images": len(val_s)}
             val_s = stratified_limit(val_s, val_limit, seed)
-    if monitor == "worst_group" and not multi:
+    if monitor in ("worst_group", "worst_source") and not multi:
         raise FaceGenderError("--monitor worst_group needs groups: give --balance or several sources")
     counts = require_both_classes(train_s, f"training data {data}")
     if not val_s:
@@ -428,6 +429,7 @@ def _val_metrics(val_out: dict, cfg: ModelConfig, loss_fn, samples: Sequence[Sam
         g = metrics_by_group([samples[i] for i in val_out["idx"]], list(balance or []),
                              (y == cfg.male_index).astype(int), p_male, 0.5)
         out["worst_group"] = g["worst_group"] if g["worst_group"] is not None else m["accuracy"]
+        out["worst_source"] = g["worst_source"]
         out["worst_group_name"] = g["worst_group_name"]
     return out
 
