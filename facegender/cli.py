@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "manifest path,label[,groups...], or hf:NAME / a local HF dataset). "
                        "Writes a model folder to --out.")
     t.add_argument("data", nargs="+", help="training source(s); PATH@WEIGHT gives a source its "
-                   "relative share of each epoch (--recipe head)")
+                   "relative share of each epoch")
     t.add_argument("--out", "-o", required=True, help="output model folder")
     t.add_argument("--recipe", choices=["full", "head", "tail"], default="full",
                    help="full: train the whole network; head: store a pretrained face "

@@ -23,7 +23,6 @@ Choices measured on this project's MobileNetV3-Small (2-core AVX2 CPU without VN
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import time
@@ -38,6 +37,7 @@ from ..io.images import decode_bytes
 from ..io.sources import Sample, read_source, stratified_limit
 from ..models import modelfile
 from ..models.modelfile import ModelConfig
+from ..models.pretrained import sha256_file
 from .preprocess import softmax, to_array
 
 FORMATS = ("onnx", "int8", "torchscript")
@@ -79,7 +79,7 @@ def export(model_dir: str | Path | None, formats: Sequence[str] = ("onnx",), *,
     formats = _check_formats(formats)
     folder = modelfile.resolve_model_dir(model_dir)
     net, cfg = modelfile.load_torch_model(folder)
-    weights_sha = _sha256(folder / modelfile.WEIGHTS_NAME)
+    weights_sha = sha256_file(folder / modelfile.WEIGHTS_NAME)
 
     calib_samples: list[Sample] = []
     calib_src = None
@@ -430,14 +430,6 @@ def _load_torchscript(path: Path, torch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated in 2.14
         return torch.jit.load(str(path), map_location="cpu")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _ort_version() -> str:

