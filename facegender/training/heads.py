@@ -253,6 +253,7 @@ def train_head(
         raise FaceGenderError(f"{out} already holds a model; choose another --out")
     if threads:
         torch.set_num_threads(threads)
+    t_start = time.perf_counter()
     specs = as_specs(data)
     split = gather(specs, drop=parse_drop(drop), val_fraction=val_fraction,
                    val_per_source=val_per_source, limit=limit, seed=seed)
@@ -326,10 +327,14 @@ def train_head(
     val_metrics["faces_dropped_by_rules"] = int((~keep).sum())
     val_metrics["ece_before_calibration"] = expected_calibration_error(
         (y_va == male).astype(int), softmax(z)[:, male])
-    unsure = np.abs(p_cal - 0.5) < cfg.unsure_band
+    val_metrics["ece_after_calibration"] = val_metrics["ece"]
+    unsure = (np.abs(p_cal - 0.5) < cfg.unsure_band)[keep]
+    sure_right = ((p_cal[keep] >= 0.5) == (y_va[keep] == male))[~unsure]
     val_metrics["unsure_rate"] = float(unsure.mean())
+    val_metrics["accuracy_when_sure"] = float(sure_right.mean()) if len(sure_right) else None
     best = next((r for r in reversed(history) if r.get("best")), {})
-    cfg.metrics = {"val": val_metrics, "best_epoch": f"{best.get('stage')} {best.get('epoch')}"}
+    cfg.metrics = {"val": val_metrics, "best_epoch": f"{best.get('stage')} {best.get('epoch')}",
+                   "train_seconds": round(time.perf_counter() - t_start, 1)}
     cfg.recipe = {
         "recipe": recipe, "tail_epochs": tail_epochs if recipe == "tail" else 0,
         "tail_lr": tail_lr if recipe == "tail" else None, "frozen_blocks": TRUNK_BLOCKS,

@@ -141,6 +141,7 @@ def metrics_by_group(samples, keys, y, p, threshold) -> dict[str, Any]:
             if len(undisputed) < len(idx) else None,
         }
     return {"accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
-            "roc_auc": m["roc_auc"], "ece": m["ece"], "worst_group": worst[1].get("accuracy"),
+            "roc_auc": m["roc_auc"], "ece": m["ece"], "per_class": m["per_class"],
+            "worst_group": worst[1].get("accuracy"),
             "worst_source": min(v["balanced_accuracy"] for v in per_source.values()),
             "worst_group_name": worst[0], "per_source": per_source, "groups": groups}
