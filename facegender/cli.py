@@ -109,16 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--arch", default="mobilenetv3_small",
                    help="architecture: mobilenetv3_small, mobilenetv3_large, efficientnet_b0, "
                         "resnet18, mobilenetv3_small_se, or timm:<name> (default: %(default)s)")
-    t.add_argument("--input-size", type=int, default=96, help="square input side in pixels")
+    t.add_argument("--input-size", type=int, default=96,
+                   help="square input side in pixels (default: %(default)s; the shipped fast "
+                        "model uses 80, dlib_resnet always 150)")
     t.add_argument("--epochs", type=int, default=None,
                    help="maximum epochs (default: 10, or 30 with --recipe head)")
     t.add_argument("--batch-size", type=int, default=64, help="images per step (default: %(default)s)")
-    t.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate")
-    t.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
+    t.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (default: %(default)s)")
+    t.add_argument("--weight-decay", type=float, default=0.05,
+                   help="AdamW weight decay (default: %(default)s)")
     t.add_argument("--schedule", choices=["cosine", "plateau"], default="cosine",
                    help="warmup + cosine per step, or reduce-on-plateau per epoch")
-    t.add_argument("--warmup", type=float, default=0.3, help="warmup length in epochs (cosine)")
-    t.add_argument("--label-smoothing", type=float, default=0.1, help="cross-entropy label smoothing")
+    t.add_argument("--warmup", type=float, default=0.3,
+                   help="warmup length in epochs (cosine) (default: %(default)s)")
+    t.add_argument("--label-smoothing", type=float, default=0.1,
+                   help="cross-entropy label smoothing (default: %(default)s)")
     t.add_argument("--no-class-weights", dest="class_weights", action="store_false",
                    help="do not weight the loss by inverse class frequency")
     t.add_argument("--augment", choices=["default", "strong", "light", "none"], default="default",
@@ -131,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "a weight package, sha256-checked); 'download' may fetch them (internet)")
     t.add_argument("--freeze-epochs", type=int, default=0,
                    help="train only the head for this many epochs first (use with --pretrained)")
-    t.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
+    t.add_argument("--patience", type=int, default=5,
+                   help="early-stopping patience in epochs (default: %(default)s)")
     t.add_argument("--monitor", default=None,
                    choices=["balanced_accuracy", "accuracy", "roc_auc", "loss", "worst_group",
                             "worst_source"],
@@ -152,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: whole image is the face)")
     t.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
-    e = sub.add_parser("evaluate", help="metrics and report on labelled faces",
+    e = sub.add_parser("evaluate", aliases=["val"], help="metrics and report on labelled faces",
                        description="Evaluate a model on a labelled source; prints a summary, "
                        "writes metrics.json, report.md, predictions.csv and plots with --out.")
     e.add_argument("data", help="labelled source (as for train)")
@@ -266,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     qa.add_argument("--val", default=None,
                     help="validation source (default: the source's own val split)")
     qa.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (default: %(default)s)")
-    qa.add_argument("--lr", type=float, default=1e-4, help="peak AdamW learning rate (cosine)")
+    qa.add_argument("--lr", type=float, default=1e-4,
+                    help="peak AdamW learning rate (cosine) (default: %(default)s)")
     qa.add_argument("--batch-size", type=int, default=64, help="images per step")
     qa.add_argument("--consistency", type=float, default=2.0,
                     help="weight of the fp32-vs-int8 logit-margin agreement term")
@@ -521,7 +528,7 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
             "explain": cmd_explain, "export": cmd_export, "qat": cmd_qat, "benchmark": cmd_benchmark,
-            "serve": cmd_serve, "info": cmd_info}
+            "serve": cmd_serve, "info": cmd_info, "val": cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:
