@@ -1,6 +1,7 @@
 """Distillation moves a student towards its teacher: with 40 labelled faces and 400 unlabelled
 ones, the student that learns the teacher's probabilities on the unlabelled faces agrees with the
-teacher on held-out faces far more than the same student trained on the labelled faces alone."""
+teacher on held-out faces (rank correlation of p(male)) far more than the same student trained
+on the labelled faces alone."""
 
 from __future__ import annotations
 
@@ -36,9 +37,12 @@ def faces(celeba, tmp_path_factory) -> dict[str, Path]:
 
 
 def _agreement(student: Path, teacher: Path, held: Path) -> float:
-    pt = [r.faces[0].prob_male for r in Predictor(teacher, detect=False).predict(held)]
-    ps = [r.faces[0].prob_male for r in Predictor(student, detect=False).predict(held)]
-    return float(np.mean((np.array(pt) >= 0.5) == (np.array(ps) >= 0.5)))
+    """Rank correlation of the student's p(male) with the teacher's on held-out faces (a
+    3-epoch student on so few faces is not calibrated yet, so labels would say little)."""
+    pt = np.array([r.faces[0].prob_male for r in Predictor(teacher, detect=False).predict(held)])
+    ps = np.array([r.faces[0].prob_male for r in Predictor(student, detect=False).predict(held)])
+    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    return float(np.corrcoef(rank(pt), rank(ps))[0, 1])
 
 
 def test_distillation_moves_the_student_towards_the_teacher(faces, trained_model: Path):
@@ -51,7 +55,7 @@ def test_distillation_moves_the_student_towards_the_teacher(faces, trained_model
     assert recipe["teacher"] == str(trained_model) and recipe["teacher_faces"] == 440
     a_alone = _agreement(alone.model_dir, trained_model, val)
     a_taught = _agreement(taught.model_dir, trained_model, val)
-    assert a_taught >= a_alone + 0.1, (a_alone, a_taught)
+    assert a_taught >= a_alone + 0.2 and a_taught > 0.4, (a_alone, a_taught)
     assert (taught.model_dir / "teacher.npz").is_file()  # --resume reuses the teacher's answers
 
 

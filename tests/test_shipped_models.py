@@ -13,8 +13,8 @@ from facegender.models import modelfile
 # Measured by `python benchmarks/accuracy.py` (see README and the model cards), floors a few
 # points under: (celeba val undisputed on 500, fairface540, AAF test on 500).
 FLOORS = {
-    "fast": {"celeba": 0.95, "fairface": 0.64, "aaf": 0.80},
-    "accurate": {"celeba": 0.97, "fairface": 0.75, "aaf": 0.92},
+    "fast": {"celeba": 0.95, "fairface": 0.69, "aaf": 0.86},  # 98.5% / 73.1% / 90.3%
+    "accurate": {"celeba": 0.97, "fairface": 0.75, "aaf": 0.92},  # 99.4% / 79.4% / 95.6%
 }
 MODELS = sorted(FLOORS)
 
@@ -83,8 +83,10 @@ def test_example_photos_predict_offline(photo, name):
 
 
 def test_shipped_int8_agrees_with_fp32(celeba):
-    """The shipped INT8 file keeps the fp32 front and labels held-out faces as fp32 ONNX does
-    (measured: 2 flips in these 2,000 faces, 6 in all 11,649; every layer INT8 flipped 31)."""
+    """The fast model's INT8 file keeps the fp32 front and labels held-out faces as fp32 ONNX
+    does wherever the model is sure. Measured on all 11,649 val faces: 99.58% of all labels,
+    100% of the 11,201 outside the unsure band (the distilled model puts more faces near 0.5
+    than its predecessor, whose INT8 agreed on 99.95%)."""
     import numpy as np
 
     from facegender.infer.export import calibration_faces
@@ -94,7 +96,10 @@ def test_shipped_int8_agrees_with_fp32(celeba):
     x = calibration_faces(celeba / "val.tar", cfg, 2000, seed=7)  # val faces: held out
     p32 = Predictor(backend="onnx", detect=False).classify_arrays(x)
     p8 = Predictor(backend="int8", detect=False).classify_arrays(x)
-    assert np.mean((p8 >= 0.5) == (p32 >= 0.5)) >= 0.998
+    sure = np.abs(p32 - 0.5) >= cfg.unsure_band
+    assert np.mean((p8 >= 0.5) == (p32 >= 0.5)) >= 0.993
+    assert np.mean(((p8 >= 0.5) == (p32 >= 0.5))[sure]) >= 0.999
     recorded = cfg.metrics["export"]["int8"]
-    assert recorded["parity"]["faces"] > 11000 and recorded["parity"]["agreement"] >= 0.999
+    assert recorded["parity"]["faces"] > 11000 and recorded["parity"]["agreement"] >= 0.995
+    assert recorded["parity"]["agreement_sure"] >= 0.999
     assert recorded["quantization"]["float_layers"].startswith("output stride <= 8")
