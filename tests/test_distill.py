@@ -1,10 +1,13 @@
-"""Distillation moves a student towards its teacher: with 40 labelled faces and 400 unlabelled
-ones, the student that learns the teacher's probabilities on the unlabelled faces agrees with the
-teacher on held-out faces (rank correlation of p(male)) far more than the same student trained
-on the labelled faces alone."""
+"""Distillation moves a student towards its teacher. The teacher here is the session model with
+its labels swapped in config.json, so it says the opposite of the truth: a student that starts
+from the shipped fast model and sees 40 labelled + 400 unlabelled faces agrees with that teacher
+on held-out faces only if it learned from the teacher rather than from the labels (measured:
+agreement 0.135 trained on the labels alone, 0.550 distilled)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +18,8 @@ pytest.importorskip("torch")
 
 from facegender import Predictor, train  # noqa: E402
 
-STUDENT = dict(arch="mobilenetv3_small", input_size=48, epochs=3, batch_size=32, lr=3e-3,
-               augment="light", seed=0, progress=False, workers=0)
+STUDENT = dict(arch="mobilenetv3_small", input_size=64, epochs=4, batch_size=32, lr=3e-3,
+               augment="light", seed=0, progress=False, workers=0, init="fast")
 
 
 @pytest.fixture(scope="module")
@@ -36,26 +39,34 @@ def faces(celeba, tmp_path_factory) -> dict[str, Path]:
             "held": root / "held" / "val", "root": root}
 
 
+@pytest.fixture(scope="module")
+def contrarian(trained_model: Path, faces) -> Path:
+    """The session model with its output order declared the other way round."""
+    out = faces["root"] / "contrarian"
+    shutil.copytree(trained_model, out, ignore=shutil.ignore_patterns("checkpoints"))
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["labels"] = cfg["labels"][::-1]
+    (out / "config.json").write_text(json.dumps(cfg))
+    return out
+
+
 def _agreement(student: Path, teacher: Path, held: Path) -> float:
-    """Rank correlation of the student's p(male) with the teacher's on held-out faces (a
-    3-epoch student on so few faces is not calibrated yet, so labels would say little)."""
     pt = np.array([r.faces[0].prob_male for r in Predictor(teacher, detect=False).predict(held)])
     ps = np.array([r.faces[0].prob_male for r in Predictor(student, detect=False).predict(held)])
-    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
-    return float(np.corrcoef(rank(pt), rank(ps))[0, 1])
+    return float(np.mean((pt >= 0.5) == (ps >= 0.5)))
 
 
-def test_distillation_moves_the_student_towards_the_teacher(faces, trained_model: Path):
+def test_distillation_moves_the_student_towards_the_teacher(faces, contrarian: Path):
     val = faces["held"]
     alone = train(faces["labelled"], faces["root"] / "alone", val=val, **STUDENT)
-    taught = train(faces["labelled"], faces["root"] / "taught", val=val, teacher=trained_model,
-                   distill_weight=0.8, unlabelled=faces["unlabelled"], **STUDENT)
-    assert taught.metrics["val"]["n"] == 200
-    recipe = __import__("json").loads((taught.model_dir / "config.json").read_text())["recipe"]
-    assert recipe["teacher"] == str(trained_model) and recipe["teacher_faces"] == 440
-    a_alone = _agreement(alone.model_dir, trained_model, val)
-    a_taught = _agreement(taught.model_dir, trained_model, val)
-    assert a_taught >= a_alone + 0.2 and a_taught > 0.4, (a_alone, a_taught)
+    taught = train(faces["labelled"], faces["root"] / "taught", val=val, teacher=contrarian,
+                   distill_weight=0.9, unlabelled=faces["unlabelled"], **STUDENT)
+    recipe = json.loads((taught.model_dir / "config.json").read_text())["recipe"]
+    assert recipe["teacher"] == str(contrarian) and recipe["teacher_faces"] == 440
+    a_alone = _agreement(alone.model_dir, contrarian, val)
+    a_taught = _agreement(taught.model_dir, contrarian, val)
+    assert a_alone < 0.3 and a_taught >= a_alone + 0.3, (a_alone, a_taught)
+    print(f"agreement with the contrarian teacher: alone {a_alone:.3f}, taught {a_taught:.3f}")
     assert (taught.model_dir / "teacher.npz").is_file()  # --resume reuses the teacher's answers
 
 

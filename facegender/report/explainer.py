@@ -33,6 +33,11 @@ TARGET_LAYERS: dict[str, Callable[[Any], Any]] = {
     "efficientnet_b0": lambda m: m.features[-1],
     "resnet18": lambda m: m.layer4[-1],
     "mobilenetv3_small_se": lambda m: m.features[-1],  # before the SE head, not inside it
+    "mobilenetv2": lambda m: m.features[-1],
+    "alexnet": lambda m: m.features[-2],  # the last conv's ReLU, before the final max pool
+    # dlib's ResNet: its last block is 2x2; the one before (end of alevel1) keeps a 4x4 map.
+    "dlib_resnet": lambda m: m.backbone.blocks[-2],
+    "dlib_resnet_mlp": lambda m: m.backbone.blocks[-2],
 }
 
 
