@@ -241,8 +241,11 @@ def _default_source(given, cfg: ModelConfig, split: str, what: str):
             raise FaceGenderError(f"{what}: {given} not found")
         return given
     rec = _recorded(cfg, split)
-    if rec and (str(rec).startswith("hf:") or Path(rec).exists()):
-        return rec
+    # Several training sources are recorded as a list (PATH@WEIGHT specs): all must be there.
+    recs = [str(r).rsplit("@", 1)[0] if not Path(str(r)).exists() else str(r)
+            for r in (rec if isinstance(rec, list) else [rec] if rec else [])]
+    if recs and all(r.startswith("hf:") or Path(r).exists() for r in recs):
+        return recs if isinstance(rec, list) else recs[0]
     return None
 
 

@@ -349,8 +349,8 @@ def train_head(
         "torch": torch.__version__,
     }
     skipped = Counter(feats_tr.reasons.values()) + Counter(feats_va.reasons.values())
-    cfg.data = {"sources": split.provenance, "train": {"images": len(train_s), "source": ", ".join(
-        p["source"] for p in split.provenance), "classes": dict(Counter(s.label for s in train_s))},
+    cfg.data = {"sources": split.provenance, "train": {"images": len(train_s), "source": [
+        p["source"] for p in split.provenance], "classes": dict(Counter(s.label for s in train_s))},
         "val": {"images": len(val_s), "source": "each source's val split (or a stratified "
                 f"{val_fraction:.0%} of its train split)"}, "skipped": dict(skipped)}
     modelfile.save_weights(net.state_dict(), out, metadata={"arch": arch})
