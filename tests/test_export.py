@@ -207,3 +207,18 @@ def test_int8_keeps_the_high_resolution_front_in_fp32(exported):
     fp32 = onnx.shape_inference.infer_shapes(onnx.load(str(folder / modelfile.ONNX_NAME)))
     kept = [len(float_nodes(fp32, s)) for s in (0, 2, 8, 64)]
     assert kept[0] == 0 < kept[1] < kept[2] < kept[3] == len(fp32.graph.node)
+
+
+def test_recorded_sources_of_a_multi_source_run_are_found(tmp_path):
+    """A run on several sources records them as a list; export calibrates on them when all are
+    still there, and says nothing is recorded when one is gone (no crash either way)."""
+    from facegender.infer.export import _default_source
+    from facegender.models.modelfile import ModelConfig
+
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("path,label\n")
+    b.write_text("path,label\n")
+    cfg = ModelConfig(arch="mobilenetv3_small", data={"train": {"source": [str(a), f"{b}@2"]}})
+    assert _default_source(None, cfg, "train", "calibration") == [str(a), str(b)]
+    b.unlink()
+    assert _default_source(None, cfg, "train", "calibration") is None
