@@ -34,6 +34,7 @@ from PIL import Image
 from facegender import Predictor, evaluate
 from facegender.io.sources import read_source
 from facegender.models import modelfile
+from facegender.report.metrics import expected_calibration_error
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -57,15 +58,6 @@ def previous_model(rev: str, dest: Path) -> Path:
                               capture_output=True, check=True).stdout
         (out / name).write_bytes(blob)
     return out
-
-
-def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error of the predicted label's confidence (10 equal bins)."""
-    conf = np.maximum(p, 1 - p)
-    right = (p >= 0.5) == (y == 1)
-    idx = np.minimum(((conf - 0.5) * 2 * bins).astype(int), bins - 1)
-    return float(sum(abs(right[idx == b].mean() - conf[idx == b].mean()) * (idx == b).mean()
-                     for b in range(bins) if (idx == b).any()))
 
 
 def confident(y: np.ndarray, p: np.ndarray, level: float = 0.95) -> tuple[float | None, int]:
@@ -131,7 +123,7 @@ def measure(model: str | Path, celeba_limit: int | None) -> dict:
         "by_age": {g: acc(y, p, age == g) for g in ["0-2", *groups]},
         "worst_age_3_up": min(acc(y, p, age == g) for g in groups),
         "female_recall": recall_female(y, p), "female_recall_60_up": recall_female(y, p, old),
-        "ece": ece(y, p), "confident_95": confident(y, p),
+        "ece": expected_calibration_error(y, p, bins=10), "confident_95": confident(y, p),
     }
 
     aaf = evaluate(DATA / "aaf" / "labels.csv", model, split="test", detect=True)
@@ -140,7 +132,8 @@ def measure(model: str | Path, celeba_limit: int | None) -> dict:
     out["aaf_test"] = {
         "n": len(y), "no_face": len(aaf.no_face), "accuracy": acc(y, p),
         "under_13": acc(y, p, years < 13), "60_up": acc(y, p, years >= 60),
-        "female_recall": recall_female(y, p), "ece": ece(y, p), "confident_95": confident(y, p),
+        "female_recall": recall_female(y, p), "ece": expected_calibration_error(y, p, bins=10),
+        "confident_95": confident(y, p),
     }
 
     cel = evaluate(DATA / "celeba-gender" / "attributes.csv", model, split="val", detect=aligned,

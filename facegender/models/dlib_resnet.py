@@ -142,6 +142,16 @@ def dlib_state_dict(path: str | Path | None = None) -> tuple[dict[str, torch.Ten
     return state, meta
 
 
+def gender_head(dim: int, num_classes: int, hidden: int = 0, dropout: float = 0.1) -> nn.Sequential:
+    """A linear layer on `dim` features, or an MLP with `hidden` units (the layout the
+    training/heads.py trainer fits and DlibGenderNet loads)."""
+    layers: list[nn.Module] = []
+    if hidden:
+        layers += [nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout)]
+    layers.append(nn.Linear(hidden or dim, num_classes))
+    return nn.Sequential(*layers)
+
+
 class DlibGenderNet(nn.Module):
     """dlib's ResNet with a gender head on its 256-d pooled features (a linear layer, or an MLP
     with `hidden` units). ``backbone`` is frozen or fine-tuned by the trainer."""
@@ -155,11 +165,7 @@ class DlibGenderNet(nn.Module):
             state, meta = dlib_state_dict()
             self.backbone.load_state_dict(state, strict=True)
             self.pretrained_from = meta
-        layers: list[nn.Module] = []
-        if hidden:
-            layers += [nn.Linear(FEATURES, hidden), nn.ReLU(), nn.Dropout(dropout)]
-        layers.append(nn.Linear(hidden or FEATURES, num_classes))
-        self.head = nn.Sequential(*layers)
+        self.head = gender_head(FEATURES, num_classes, hidden, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone.features(x))

@@ -26,14 +26,17 @@ def _torchvision(builder_name: str, weights_enum: str, head: Callable[[nn.Module
         if not pretrained:
             return builder(num_classes=num_classes)
         model = builder(weights=None)
-        model.load_state_dict(_imagenet_state(builder_name, weights_enum, pretrained == "download"))
+        state, used = _imagenet_state(builder_name, weights_enum, pretrained == "download")
+        model.load_state_dict(state)
+        model.pretrained_from = used  # recorded in config.json's recipe by the trainer
         head(model, num_classes)
         return model
 
     return build
 
 
-def _imagenet_state(builder_name: str, weights_enum: str, download: bool) -> dict:
+def _imagenet_state(builder_name: str, weights_enum: str, download: bool
+                    ) -> tuple[dict, dict[str, str]]:
     """ImageNet weights from a file already on disk (torch hub's cache or a weight package,
     sha256-checked, loaded with weights_only: no code runs); downloaded only when asked."""
     from .pretrained import find_torchvision_weights, weight_dirs
@@ -41,9 +44,9 @@ def _imagenet_state(builder_name: str, weights_enum: str, download: bool) -> dic
     found = find_torchvision_weights(weights_enum)
     if found is not None:
         path, name = found
-        PRETRAINED_USED[builder_name] = {"weights": name, "file": str(path)}
         print(f"pretrained: {name} from {path}", file=sys.stderr)
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return (torch.load(path, map_location="cpu", weights_only=True),
+                {"weights": name, "file": str(path)})
     tvm = require("torchvision.models")
     weights = getattr(tvm, weights_enum).DEFAULT
     if not download:
@@ -58,12 +61,7 @@ def _imagenet_state(builder_name: str, weights_enum: str, download: bool) -> dic
         raise FaceGenderError(
             f"could not download ImageNet weights for '{builder_name}' ({exc.__class__.__name__}: "
             f"{exc}); train without --pretrained on an offline machine") from None
-    PRETRAINED_USED[builder_name] = {"weights": f"{weights_enum}.{weights.name}", "file": weights.url}
-    return state
-
-
-# What the last pretrained build of each torchvision architecture loaded (for the recipe).
-PRETRAINED_USED: dict[str, dict[str, str]] = {}
+    return state, {"weights": f"{weights_enum}.{weights.name}", "file": weights.url}
 
 
 def _replace_classifier_last(model: nn.Module, num_classes: int) -> None:
@@ -109,6 +107,7 @@ class MobileNetV3SmallSE(nn.Module):
                             _replace_classifier_last)(1000 if pretrained else 2, pretrained)
         self.features = base.features
         self.head = SEHead(base.features[-1].out_channels, num_classes)
+        self.pretrained_from = getattr(base, "pretrained_from", None)
 
     def forward(self, x):
         return self.head(self.features(x))

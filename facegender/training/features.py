@@ -24,11 +24,11 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import FaceGenderError, ImageError, require
-from ..faces import CropPolicy, FaceDetector, detect_and_crop
 from ..infer.preprocess import to_array
 from ..io.images import decode_bytes
 from ..io.sources import Sample
 from ..models.modelfile import ModelConfig
+from .torchdata import PolicyCrop
 
 torch = require("torch")
 
@@ -57,18 +57,11 @@ class _FaceViews(torch.utils.data.Dataset):
 
     def __init__(self, samples: list[Sample], cfg: ModelConfig, views: int, seed: int,
                  pad: float) -> None:
-        self.samples, self.cfg, self.views, self.seed, self.pad = samples, cfg, views, seed, pad
-        self.policy = CropPolicy.from_dict(cfg.crop)
-        self.detector: FaceDetector | None = None
+        self.samples, self.cfg, self.views, self.seed = samples, cfg, views, seed
+        self.crop = PolicyCrop(cfg.crop, pad)  # one detector per worker process, built lazily
 
     def __len__(self) -> int:
         return len(self.samples)
-
-    def _crop(self, img: Image.Image) -> tuple[Image.Image | None, str]:
-        if self.detector is None:  # one ONNX session per worker process
-            self.detector = FaceDetector(threads=1) if self.policy.detect else None
-        faces = detect_and_crop(img, self.detector, self.policy, largest=True, pad=self.pad)
-        return (faces[0][1], "detected") if faces else (None, "no face found")
 
     def __getitem__(self, i: int):
         s = self.samples[i]
@@ -78,17 +71,17 @@ class _FaceViews(torch.utils.data.Dataset):
             return i, None, exc.reason
         except OSError as exc:
             return i, None, f"cannot read ({exc})"
-        face, why = self._crop(img)
+        face = self.crop.find(img)
         if face is None:
-            return i, None, why
+            return i, None, "no face found"
         arrays = [to_array(face, self.cfg)]
         if self.views > 1:
             arrays.append(np.ascontiguousarray(arrays[0][:, :, ::-1]))
         rng = np.random.default_rng([self.seed, _ref_seed(s.ref)])
         for _ in range(2, self.views):
-            degraded, _ = self._crop(degrade(img, rng))
+            degraded = self.crop.find(degrade(img, rng))
             arrays.append(to_array(degraded, self.cfg) if degraded is not None else arrays[0])
-        return i, np.stack(arrays), why
+        return i, np.stack(arrays), "detected"
 
 
 def _collate(batch):

@@ -29,8 +29,9 @@ from ..models import modelfile
 from ..models.modelfile import ModelConfig
 from ..report.metrics import choose_unsure_band, expected_calibration_error, fit_temperature
 from .features import extract_features
-from .multisource import as_specs, gather, metrics_by_group, parse_drop
+from .multisource import as_specs, dropped, gather, metrics_by_group, parse_drop
 from .sampling import BalancedSampler, balanced_weights
+from .trainer import write_history
 
 torch = require("torch")
 
@@ -40,12 +41,10 @@ def standardised(head: Head, f: torch.Tensor) -> torch.Tensor:
 
 class Head(torch.nn.Module):
     def __init__(self, dim: int, num_classes: int, hidden: int, dropout: float) -> None:
+        from ..models.dlib_resnet import gender_head
+
         super().__init__()
-        layers: list[torch.nn.Module] = []
-        if hidden:
-            layers += [torch.nn.Linear(dim, hidden), torch.nn.ReLU(), torch.nn.Dropout(dropout)]
-        layers.append(torch.nn.Linear(hidden or dim, num_classes))
-        self.net = torch.nn.Sequential(*layers)
+        self.net = gender_head(dim, num_classes, hidden, dropout)
 
     def forward(self, x):
         return self.net(x)
@@ -137,7 +136,9 @@ def fit_tail(backbone, head: Head, acts: np.ndarray, y: np.ndarray, weights: np.
     # dlib's convolutions carry tiny weights (rms 4e-4 to 4e-3) ahead of affine layers with gains
     # near 9, so one absolute learning rate is wrong for all: each tensor's rate is `lr` times
     # its own rms (Adam's step is about the rate, so `lr` is the relative change per step).
-    tail = [*backbone.blocks[len(backbone.blocks) - _tail_len(backbone):]]
+    from ..models.dlib_resnet import TRUNK_BLOCKS
+
+    tail = list(backbone.blocks[TRUNK_BLOCKS:])
     tensors = [p for b in tail for p in b.parameters()] + list(head.parameters())
     rates = [lr * max(float(p.detach().pow(2).mean().sqrt()), 1e-4) for p in tensors]
     opt = torch.optim.AdamW([{"params": [p], "lr": r} for p, r in zip(tensors, rates, strict=True)],
@@ -190,12 +191,6 @@ def fit_tail(backbone, head: Head, acts: np.ndarray, y: np.ndarray, weights: np.
     tail_modules.load_state_dict(best_state)
     tail_modules.eval()
     return history
-
-
-def _tail_len(backbone) -> int:
-    from ..models.dlib_resnet import TRUNK_BLOCKS
-
-    return len(backbone.blocks) - TRUNK_BLOCKS
 
 
 def train_head(
@@ -279,7 +274,7 @@ def train_head(
     # Select and calibrate on validation faces the drop rules keep (e.g. undisputed labels):
     # a wrong label must not pick the epoch or stretch the temperature.
     rules = parse_drop(drop)
-    keep = np.array([not any(str(s.groups.get(k)) == v for k, v in rules) for s in val_s])
+    keep = np.array([not dropped(s, rules) for s in val_s])
     kept_s = [s for s, k in zip(val_s, keep, strict=True) if k]
     w = balanced_weights(train_s, list(balance), balance_power,
                          {p["name"]: p["weight"] for p in split.provenance}, max_repeat)
@@ -355,20 +350,9 @@ def train_head(
                 f"{val_fraction:.0%} of its train split)"}, "skipped": dict(skipped)}
     modelfile.save_weights(net.state_dict(), out, metadata={"arch": arch})
     modelfile.save_config(cfg, out)
-    _write_history(history, out)
+    write_history(history, out)
     write_card(out, cfg)
     print(f"wrote {out}: val accuracy {val_metrics['accuracy']:.4f}, worst group "
           f"{val_metrics['worst_group']} ({val_metrics['worst_group_name']}), temperature "
           f"{cfg.temperature}", file=sys.stderr)
     return cfg.metrics
-
-
-def _write_history(rows: list[dict], out: Path) -> None:
-    import csv
-
-    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "epoch", k))
-    with open(out / modelfile.HISTORY_NAME, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-

@@ -74,6 +74,11 @@ def parse_drop(rules: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
+def dropped(sample: Sample, rules: Sequence[tuple[str, str]]) -> bool:
+    """Whether a drop rule (COLUMN, VALUE) from parse_drop matches the face."""
+    return any(str(sample.groups.get(k)) == v for k, v in rules)
+
+
 def gather(sources: Sequence[SourceSpec], *, drop: Sequence[tuple[str, str]], val_fraction: float,
            val_per_source: int | None, limit: int | None, seed: int,
            hold_out: bool = True) -> Split:
@@ -95,15 +100,15 @@ def gather(sources: Sequence[SourceSpec], *, drop: Sequence[tuple[str, str]], va
         val = by_split.get("val") or []
         if not val and hold_out:
             train, val = stratified_split(train, val_fraction, seed)
-        dropped = [s for s in train if any(str(s.groups.get(k)) == v for k, v in drop)]
-        train = [s for s in train if not any(str(s.groups.get(k)) == v for k, v in drop)]
+        n_dropped = sum(dropped(s, drop) for s in train)
+        train = [s for s in train if not dropped(s, drop)]
         train = stratified_limit(train, limit, seed)
         val = stratified_limit(val, val_per_source, seed)
         out.train += train
         out.val += val
         out.provenance.append({
             "source": src.spec, "name": name, "weight": src.weight, "train": len(train),
-            "val": len(val), "dropped": len(dropped), "classes": dict(Counter(s.label for s in train)),
+            "val": len(val), "dropped": n_dropped, "classes": dict(Counter(s.label for s in train)),
             "test_split_unused": len(by_split.get("test", [])),
         })
     if not out.train or (hold_out and not out.val):

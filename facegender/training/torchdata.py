@@ -80,21 +80,27 @@ class PolicyCrop:
     (tight crops need the room), the model's crop policy around the largest face, the whole
     image where no face is found. Picklable; each worker process builds its own detector."""
 
-    def __init__(self, policy: dict) -> None:
-        self.policy = policy
+    def __init__(self, policy: dict, pad: float = 0.5) -> None:
+        self.policy, self.pad = policy, pad
         self._detector = None
 
     def __getstate__(self) -> dict:
-        return {"policy": self.policy, "_detector": None}
+        return {"policy": self.policy, "pad": self.pad, "_detector": None}
 
-    def __call__(self, img, ref: str):
+    def find(self, img):
+        """The policy's crop of the largest face, or None when no face is found."""
         from ..faces import CropPolicy, FaceDetector, detect_and_crop
 
         if self._detector is None:
-            self._detector = (FaceDetector(threads=1), CropPolicy.from_dict(self.policy))
+            policy = CropPolicy.from_dict(self.policy)
+            self._detector = (FaceDetector(threads=1) if policy.detect else None, policy)
         detector, policy = self._detector
-        found = detect_and_crop(img, detector, policy, largest=True, pad=0.5)
-        return found[0][1] if found else img
+        found = detect_and_crop(img, detector, policy, largest=True, pad=self.pad)
+        return found[0][1] if found else None
+
+    def __call__(self, img, ref: str):
+        face = self.find(img)
+        return img if face is None else face
 
 
 def make_loader(dataset: FaceDataset, batch_size: int, shuffle: bool, workers: int,

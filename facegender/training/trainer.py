@@ -241,11 +241,8 @@ def train(
     torch.manual_seed(seed)
     model = build_model(arch, num_classes=len(labels),
                         pretrained="download" if pretrained == "download" else bool(pretrained))
-    if pretrained:
-        from ..models.registry import PRETRAINED_USED
-
-        cfg.recipe["pretrained_weights"] = getattr(model, "pretrained_from", None) or \
-            next(iter(PRETRAINED_USED.values()), None)
+    if pretrained:  # which file the weights came from (registry builds record it)
+        cfg.recipe["pretrained_weights"] = getattr(model, "pretrained_from", None)
     if init is not None and not resume:
         start, start_cfg = modelfile.load_torch_model(init)
         if start_cfg.arch != arch or start_cfg.labels != labels:
@@ -352,7 +349,7 @@ def train(
                 state["bad_epochs"] += 1
             state["epoch"] = epoch + 1
             save_checkpoint(ckpt_dir, model, optimizer, scheduler, state)
-            _write_history(state["history"], out)
+            write_history(state["history"], out)
             print(f"epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.4f} "
                   f"acc {row['train_accuracy']:.4f} | val acc {vm['accuracy']:.4f} "
                   f"bal {vm['balanced_accuracy']:.4f} auc {vm['roc_auc']:.4f} | "
@@ -500,8 +497,10 @@ def _calibrate(cfg: ModelConfig, val_out: dict) -> dict:
     return {"val": m}
 
 
-def _write_history(rows: list[dict], out: Path) -> None:
+def write_history(rows: list[dict], out: Path) -> None:
+    """history.csv: one row per epoch; columns are every key any row has, epoch first."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(out / modelfile.HISTORY_NAME, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
