@@ -15,9 +15,6 @@ from typing import Any
 
 from .errors import FaceGenderError
 
-RECORD_FIELDS = ["path", "face", "box", "det_score", "label", "prob_male", "prob_female",
-                 "unsure", "error"]
-
 
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", default=None,
@@ -180,14 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="label every face in images",
                        description="Predict on a file, folder, glob, .tar, CSV manifest or "
-                       "several of them. One row per face: path, face, box, det_score, label, "
-                       "prob_male, prob_female, unsure, error.")
+                       "several of them. One record per face (docs/face-record.schema.json): "
+                       "path, face, box (x, y, w, h), det_score, label, score, prob_male, "
+                       "prob_female, unsure, face_source, frame, timestamp, error.")
     p.add_argument("inputs", nargs="+", help="images, folders, globs, tars or manifests")
     _add_model(p)
     p.add_argument("--format", choices=["table", "csv", "json"], default="table",
                    help="what to print on stdout")
-    p.add_argument("--csv", dest="csv_out", default=None, help="also write rows to this CSV")
-    p.add_argument("--json", dest="json_out", default=None, help="also write rows to this JSON")
+    p.add_argument("--csv", dest="csv_out", default=None,
+                   help="also write the records to this CSV file ('-': stdout)")
+    p.add_argument("--json", dest="json_out", default=None,
+                   help="also write the records to this JSON file ('-': stdout)")
     _add_face_options(p)
     p.add_argument("--score-threshold", type=float, default=0.5,
                    help="minimum face-detector confidence (default: %(default)s)")
@@ -324,14 +324,31 @@ def _fmt(v: Any) -> str:
         return ""
     if isinstance(v, float):
         return f"{v:.4f}"
-    if isinstance(v, (tuple, list)):
-        return " ".join(f"{x:.0f}" for x in v)
+    if isinstance(v, dict):  # a box
+        return ",".join(f"{x:.0f}" for x in v.values())
     return str(v)
 
 
+TABLE_COLUMNS = [("path", "path"), ("face", "face"), ("label", "label"), ("score", "score"),
+                 ("prob_male", "prob_male"), ("box", "box x,y,w,h"), ("face_source", "source"),
+                 ("error", "error")]
+
+
+def _table_cells(r: dict) -> list[str]:
+    cells = []
+    for key, _ in TABLE_COLUMNS:
+        v = _fmt(r.get(key))
+        if key == "label" and r.get("unsure"):
+            v = f"unsure ({v})"  # the same mark --annotate and the web page show
+        if key == "path" and r.get("timestamp") is not None:
+            v = f"{v} @{r['timestamp']:.2f}s"
+        cells.append(v)
+    return cells
+
+
 def _print_table(rows: list[dict]) -> None:
-    cols = ["path", "face", "label", "prob_male", "prob_female", "unsure", "box", "error"]
-    cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
+    cols = [h for _, h in TABLE_COLUMNS]
+    cells = [_table_cells(r) for r in rows]
     width = [max([len(c)] + [len(x[i]) for x in cells]) for i, c in enumerate(cols)]
     width[0] = min(width[0], 60)
     print("  ".join(c.ljust(w) for c, w in zip(cols, width, strict=True)).rstrip())
@@ -341,15 +358,17 @@ def _print_table(rows: list[dict]) -> None:
 
 
 def _write_rows(rows: list[dict], fmt: str, fh) -> None:
+    """Face records (infer/records.py) as a JSON array, or CSV with the box in four columns."""
+    from .infer.records import CSV_FIELDS, flatten
+
     if fmt == "json":
         json.dump(rows, fh, indent=2)
         fh.write("\n")
         return
-    w = csv.DictWriter(fh, fieldnames=RECORD_FIELDS)
+    w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
     w.writeheader()
     for r in rows:
-        w.writerow({k: (" ".join(f"{v:.1f}" for v in r[k]) if k == "box" and r[k] else r[k])
-                    for k in RECORD_FIELDS})
+        w.writerow(flatten(r, digits=1))
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -439,12 +458,16 @@ def cmd_predict(a: argparse.Namespace) -> int:
         rows += res.records()
         if res.error:
             failed.append((res.path, res.error))
-    if a.format == "table":
+    if "-" in (a.csv_out, a.json_out):
+        pass  # stdout carries that file alone, so it can be piped
+    elif a.format == "table":
         _print_table(rows)
     else:
         _write_rows(rows, a.format, sys.stdout)
     for path, fmt in ((a.csv_out, "csv"), (a.json_out, "json")):
-        if path:
+        if path == "-":  # stdout, as most tools read '-'
+            _write_rows(rows, fmt, sys.stdout)
+        elif path:
             with open(path, "w", newline="") as fh:
                 _write_rows(rows, fmt, fh)
     faces = sum(1 for r in rows if r["face"] is not None)
@@ -459,10 +482,10 @@ def cmd_explain(a: argparse.Namespace) -> int:
 
     results = explain(a.images, a.model, a.out, detect=a.detect, largest=a.largest,
                       target=a.target, layer=a.layer, threads=a.threads, min_face=a.min_face)
-    _print_table([{**e.record(), "prob_female": None if e.prob_male is None else 1 - e.prob_male,
-                   "unsure": None} for e in results])
+    _print_table([e.face_record() for e in results])
     failed = [e for e in results if e.error]
-    print(f"{len(results)} faces explained into {a.out}; {len(failed)} failed", file=sys.stderr)
+    print(f"{sum(e.ok for e in results)} faces explained into {a.out}; {len(failed)} failed",
+          file=sys.stderr)
     return 1 if failed else 0
 
 

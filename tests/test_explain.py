@@ -224,4 +224,4 @@ def test_failures_are_reported_not_raised(explainer, tmp_path):
         res = explain([blank], explainer=explainer, detect=True)
     except FaceGenderError as exc:  # detector weights not installed
         pytest.skip(str(exc))
-    assert len(res) == 1 and res[0].error == "no face found"
+    assert len(res) == 1 and res[0].error is None and res[0].label == "no_face" and not res[0].ok

@@ -71,7 +71,7 @@ def test_predicts_real_photos_in_request_order(client, photos):
     body = r.json()
     PredictResponse.model_validate(body)  # the documented schema is the real one
     assert body["model"]
-    assert [x["name"] for x in body["results"]] == list(photos)
+    assert [x["path"] for x in body["results"]] == list(photos)
     for res in body["results"]:
         assert res["error"] is None and (res["width"], res["height"]) == (224, 224)
         assert len(res["faces"]) >= 1
@@ -97,7 +97,7 @@ def test_broken_and_non_image_files_fail_alone(client, photos):
     r = _post(client, files)
     assert r.status_code == 200
     res = r.json()["results"]
-    assert [x["name"] for x in res] == [n for n, _ in files]
+    assert [x["path"] for x in res] == [n for n, _ in files]
     assert res[0]["error"] is None and res[4]["error"] is None and res[0]["faces"]
     assert "truncated" in res[1]["error"]
     assert "HTML" in res[2]["error"]
@@ -125,7 +125,7 @@ def test_json_base64_and_data_urls(client, photos):
     r = client.post("/v1/predict", json=body)
     assert r.status_code == 200, r.text
     res = r.json()["results"]
-    assert [x["name"] for x in res] == [n1, n2, "junk", "image 3"]
+    assert [x["path"] for x in res] == [n1, n2, "junk", "image 3"]
     assert res[0]["error"] is None and res[1]["error"] is None and res[3]["error"] is None
     assert res[2]["error"] == "data is not valid base64"
     assert res[3]["faces"][0]["prob_male"] == pytest.approx(res[0]["faces"][0]["prob_male"])
@@ -148,7 +148,7 @@ def test_concurrent_requests_keep_their_own_options(client, photos, trained_mode
     expected = {}
     for tta in (False, True):
         for r in _post(client, items, params={"tta": str(tta)}).json()["results"]:
-            expected[r["name"], tta] = r["faces"][0]["prob_male"]
+            expected[r["path"], tta] = r["faces"][0]["prob_male"]
 
     async def run() -> list[tuple[str, bool, float]]:
         transport = httpx.ASGITransport(app=client.app)

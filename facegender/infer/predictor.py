@@ -10,9 +10,9 @@ import io
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -24,17 +24,33 @@ from ..models import modelfile
 from ..models.modelfile import ModelConfig
 from .backends import make_backend
 from .preprocess import softmax, to_array
+from .records import face_record
+
+
+class FaceBox(NamedTuple):
+    """x, y, w, h in pixels of the upright image (still a plain 4-tuple to unpack)."""
+
+    x: float
+    y: float
+    w: float
+    h: float
 
 
 @dataclass
 class FacePrediction:
     index: int
-    box: tuple[float, float, float, float] | None  # x, y, w, h in the (upright) image
+    box: FaceBox | None  # x, y, w, h in the (upright) image
     det_score: float | None
     label: str
     prob_male: float
     prob_female: float
     unsure: bool
+    face_source: str = "detector"  # or "whole_image": no face detected, the image is the face
+
+    @property
+    def score(self) -> float:
+        """Calibrated probability of the label."""
+        return self.prob_male if self.label == "male" else self.prob_female
 
 
 @dataclass
@@ -45,6 +61,8 @@ class ImageResult:
     width: int | None = None
     height: int | None = None
     sample: Sample | None = field(default=None, repr=False)
+    frame: int | None = None  # video inputs: frame number and time in seconds
+    timestamp: float | None = None
     # Kept only when asked (keep_images=True): the decoded photo and each face's crop.
     image: Image.Image | None = field(default=None, repr=False)
     crops: list[Image.Image] = field(default_factory=list, repr=False)
@@ -54,18 +72,15 @@ class ImageResult:
         return self.error is None
 
     def records(self) -> list[dict[str, Any]]:
-        """Flat rows, one per face; an image with no face or an error still gets one row."""
-        base = {"path": self.path, "error": self.error}
+        """Face records (infer/records.py: FaceRecord), one per face; an image with no face or
+        an error still gets one row, with `face` null."""
+        where = {"frame": self.frame, "timestamp": self.timestamp}
         if self.error or not self.faces:
-            return [{**base, "face": None, "box": None, "det_score": None,
-                     "label": "no_face" if not self.error else None, "prob_male": None,
-                     "prob_female": None, "unsure": None}]
-        rows = []
-        for f in self.faces:
-            d = asdict(f)
-            d["face"] = d.pop("index")
-            rows.append({**base, **d})
-        return rows
+            return [face_record(self.path, label=None if self.error else "no_face",
+                                error=self.error, **where)]
+        return [face_record(self.path, face=f.index, box=f.box, det_score=f.det_score,
+                            label=f.label, prob_male=f.prob_male, unsure=f.unsure,
+                            face_source=f.face_source, **where) for f in self.faces]
 
 
 class Predictor:
@@ -159,10 +174,12 @@ class Predictor:
             for j, (box, score, _) in enumerate(faces):
                 pm = float(p_all[k])
                 k += 1
+                # No detector score means no detector found it: the whole image is the face.
                 res.faces.append(FacePrediction(
-                    index=j, box=box, det_score=score,
+                    index=j, box=FaceBox(*box), det_score=score,
                     label="male" if pm >= thr else "female", prob_male=pm, prob_female=1 - pm,
-                    unsure=abs(pm - 0.5) < self.unsure_band))
+                    unsure=abs(pm - 0.5) < self.unsure_band,
+                    face_source="detector" if score is not None else "whole_image"))
         return [r for r, _ in prepared]
 
     def iter_predict(self, inputs: Any, batch_size: int = 64, workers: int | None = None

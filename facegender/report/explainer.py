@@ -58,6 +58,8 @@ class Explanation:
     image: Image.Image | None = field(default=None, repr=False)  # the upright photo
     error: str | None = None
     files: dict[str, str] = field(default_factory=dict)
+    unsure: bool | None = None  # |p(male) - 0.5| below the model's unsure band
+    face_source: str | None = None  # "detector" or "whole_image", as in the face record
 
     @property
     def ok(self) -> bool:
@@ -82,12 +84,17 @@ class Explanation:
             raise FaceGenderError(f"{self.ref}: no face box")
         return mass_inside(self.photo_heatmap(), box)
 
+    def face_record(self) -> dict[str, Any]:
+        """The face record (infer/records.py) that predict gives for this face."""
+        from ..infer.records import face_record
+
+        return face_record(self.ref, face=self.face, box=self.box, det_score=self.det_score,
+                           label=self.label, prob_male=self.prob_male, unsure=self.unsure,
+                           face_source=self.face_source, error=self.error)
+
     def record(self) -> dict[str, Any]:
-        """JSON-ready summary (no arrays)."""
-        return {"path": self.ref, "face": self.face,
-                "box": None if self.box is None else [round(v, 1) for v in self.box],
-                "det_score": self.det_score, "label": self.label, "prob_male": self.prob_male,
-                "target_index": self.target_index,
+        """JSON-ready: the face record plus what Grad-CAM adds (no arrays)."""
+        return {**self.face_record(), "target_index": self.target_index,
                 "crop_size": None if self.crop is None else list(self.crop.size),
                 "mass_in_box": None if not self.ok or self.box is None else round(
                     self.mass_in_box(), 4),
@@ -287,13 +294,14 @@ def find_faces(images: Any, config: ModelConfig, *, detect: bool | None = None,
             continue
         found = detect_and_crop(img, detector, policy, largest=largest)
         if not found:
-            results.append(_failed(ref, "no face found", img))
+            results.append(_failed(ref, None, img, label="no_face"))
         for j, (face, crop) in enumerate(found):
             results.append(Explanation(
                 ref=ref, face=j, box=tuple(float(v) for v in face.box),
                 det_score=float(face.score) if policy.detect else None, label=None,
                 prob_male=None, target_index=None, heatmap=None, crop=crop,
-                geometry=face_geometry(face, policy), image=img))
+                geometry=face_geometry(face, policy), image=img,
+                face_source="detector" if policy.detect else "whole_image"))
     return results
 
 
@@ -312,8 +320,8 @@ def explain(images: Any, model: str | Path | None = None, out: str | Path | None
     layer: override the Grad-CAM target layer (dotted module name, e.g. 'features.8').
     out: also write, per image, `<name>_face<i>.png` (crop beside crop with heatmap) and
         `<name>_overlay.png` (heatmaps and boxes on the photo), plus explanations.json.
-    Returns one Explanation per face, heatmap at the crop's size; an image that failed or has
-    no face gives one entry with `error` set and no heatmap.
+    Returns one Explanation per face, heatmap at the crop's size; an image that failed gives one
+    entry with `error` set and no heatmap, an image without a face one with label 'no_face'.
     """
     ex = explainer or GradCamExplainer(model, layer=layer, threads=threads)
     if target is not None and target not in ex.config.labels:
@@ -325,14 +333,17 @@ def explain(images: Any, model: str | Path | None = None, out: str | Path | None
     for e, (lb, pm, k, hm) in zip(pending, ex.explain_crops([e.crop for e in pending],
                                                             batch_size, targets), strict=True):
         e.label, e.prob_male, e.target_index, e.heatmap = lb, pm, k, hm
+        e.unsure = abs(pm - 0.5) < ex.config.unsure_band
     if out is not None:
         write_explanations(results, Path(out))
     return results
 
 
-def _failed(ref: str, reason: str, img: Image.Image | None = None) -> Explanation:
-    return Explanation(ref=ref, face=None, box=None, det_score=None, label=None, prob_male=None,
-                       target_index=None, heatmap=None, image=img, error=reason)
+def _failed(ref: str, reason: str | None, img: Image.Image | None = None,
+            label: str | None = None) -> Explanation:
+    """An image without a heatmap: unreadable (`reason`) or without a face (label no_face)."""
+    return Explanation(ref=ref, face=None, box=None, det_score=None, label=label,
+                       prob_male=None, target_index=None, heatmap=None, image=img, error=reason)
 
 
 def photo_overlay(explanations: list[Explanation], alpha: float = 0.5) -> Image.Image:
@@ -357,6 +368,8 @@ def photo_overlay(explanations: list[Explanation], alpha: float = 0.5) -> Image.
         x, y, w, h = e.box
         draw.rectangle((x, y, x + w, y + h), outline=(255, 220, 0), width=lw)
         text = f"{e.label} {max(e.prob_male, 1 - e.prob_male):.0%}"
+        if e.unsure:  # the mark predict --annotate and the web page show
+            text = f"unsure ({text})"
         x0, t, x1, b = draw.textbbox((0, 0), text, font=font)
         ty = y - (b - t) - 3 * lw if y - (b - t) - 3 * lw >= 0 else y + h + lw
         draw.rectangle((x, ty, x + x1 - x0 + 4, ty + b - t + 2 * lw), fill=(0, 0, 0))

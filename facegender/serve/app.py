@@ -40,13 +40,14 @@ try:
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
-    from pydantic import BaseModel
+    from pydantic import BaseModel, Field
     from python_multipart.multipart import MultipartParser, parse_options_header
 except ImportError as _exc:  # the service is an extra: say which one
     raise MissingDependency(f"'{_exc.name}' is not installed; install the server with: "
                             "pip install \"facegender[serve]\"") from _exc
 
 from ..infer.predictor import ImageResult, Predictor
+from ..infer.records import FaceRecord
 from ..io.images import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger("facegender.serve")
@@ -67,30 +68,15 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; s
             "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 
 
-# -- response shapes (documentation and tests; the handler builds plain dicts for speed)
-class Box(BaseModel):
-    x: float
-    y: float
-    w: float
-    h: float
-
-
-class Face(BaseModel):
-    face: int
-    box: Box | None
-    det_score: float | None
-    label: str
-    prob_male: float
-    prob_female: float
-    unsure: bool
-
-
+# -- response shapes (documentation and tests; the handler builds plain dicts for speed). Each face
+# is the one FaceRecord the CLI and ImageResult.records() produce too.
 class ImageOut(BaseModel):
-    name: str
-    width: int | None
-    height: int | None
-    faces: list[Face]
-    error: str | None
+    path: str = Field(description="the uploaded file's name (or the JSON image's name)")
+    width: int | None = Field(description="width of the upright image in pixels")
+    height: int | None = Field(description="height of the upright image in pixels")
+    faces: list[FaceRecord] = Field(description="one record per face found (empty: none found, "
+                                                "or the image could not be used)")
+    error: str | None = Field(description="why the image could not be used; null when it was")
 
 
 class PredictResponse(BaseModel):
@@ -323,14 +309,10 @@ def _parse_json(body: bytes, max_files: int) -> tuple[list[_Upload], dict[str, A
 # -- response building
 def _image_json(name: str, res: ImageResult | None, error: str | None = None) -> dict[str, Any]:
     if res is None:
-        return {"name": name, "width": None, "height": None, "faces": [], "error": error}
-    faces = [{
-        "face": f.index,
-        "box": None if f.box is None else dict(zip("xywh", (float(v) for v in f.box), strict=True)),
-        "det_score": f.det_score, "label": f.label, "prob_male": f.prob_male,
-        "prob_female": f.prob_female, "unsure": f.unsure,
-    } for f in res.faces]
-    return {"name": name, "width": res.width, "height": res.height, "faces": faces,
+        return {"path": name, "width": None, "height": None, "faces": [], "error": error}
+    # The upload's own name, not the "<bytes 0>" the Predictor knows it by.
+    faces = [{**r, "path": name} for r in res.records() if r["face"] is not None]
+    return {"path": name, "width": res.width, "height": res.height, "faces": faces,
             "error": res.error}
 
 

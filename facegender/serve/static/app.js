@@ -135,7 +135,7 @@ function render(card, result) {
   const list = card.querySelector(".faces");
   faces.forEach((f, i) => {
     const sure = !f.unsure;
-    const p = f.label === "male" ? f.prob_male : f.prob_female;
+    const p = f.score; // probability of the label, as in every face record
     const cls = sure ? f.label : "unsure";
     const tag = sure ? `${i + 1} · ${f.label} ${pct(p)}` : `${i + 1} · unsure`;
 
@@ -170,6 +170,13 @@ function render(card, result) {
       u.textContent = "unsure";
       u.title = "The model is close to 50/50 on this face; treat the label as a guess.";
       head.append(u);
+    }
+    if (f.face_source === "whole_image") {
+      const w = document.createElement("span");
+      w.className = "badge";
+      w.textContent = "whole image";
+      w.title = "No face was detected; the whole image was classified as one face crop.";
+      head.append(w);
     }
     const prob = document.createElement("span");
     prob.className = "prob";
