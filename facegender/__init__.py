@@ -1,7 +1,8 @@
 """facegender: male/female face classification with calibrated probabilities.
 
 The public API maps 1:1 onto the CLI verbs: `train`, `evaluate`, `predict`, `explain`, `qat`,
-`export`, `benchmark`, `info` (`serve` lives in `facegender.serve`). Nothing here imports torch:
+`export`, `benchmark`, `info`, `shard` (`serve` lives in `facegender.serve`; `predict --engine
+ray` is `predict_ray`). Nothing here imports torch:
 `train`, `qat` and `export` load it on first use.
 """
 
@@ -14,7 +15,7 @@ from .report.explainer import explain
 from .version import __version__
 
 __all__ = ["train", "qat", "evaluate", "predict", "explain", "info", "load", "Predictor", "ImageResult",
-           "export", "benchmark", "__version__"]
+           "export", "benchmark", "shard", "predict_ray", "__version__"]
 
 
 def train(*args, **kwargs):
@@ -43,3 +44,17 @@ def benchmark(*args, **kwargs):
     from .infer.bench import benchmark as _benchmark
 
     return _benchmark(*args, **kwargs)
+
+
+def shard(*args, **kwargs):
+    """Write a source as WebDataset tar shards; see facegender.io.shards.write_shards."""
+    from .io.shards import write_shards
+
+    return write_shards(*args, **kwargs)
+
+
+def predict_ray(*args, **kwargs):
+    """Batch prediction on Ray into partitioned Parquet; see facegender.scale.ray_predict."""
+    from .scale.ray_predict import predict_ray as _predict_ray
+
+    return _predict_ray(*args, **kwargs)

@@ -313,6 +313,22 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--threads", type=int, default=None,
                     help="threads for the throughput column (default: all cores)")
 
+    sh = sub.add_parser("shard", help="write any source as WebDataset tar shards",
+                        description="Write a source (folder tree, .tar, CSV manifest, HF dataset, "
+                        "shards, glob) as tar shards OUT/000000.tar, ... in WebDataset layout: "
+                        "KEY.jpg (the bytes unchanged) + KEY.json (label, split, groups, original "
+                        "path). train, evaluate and predict read them back, by folder, glob or "
+                        "brace range (OUT/{000000..000009}.tar).")
+    sh.add_argument("data", nargs="+", help="source(s) to write")
+    sh.add_argument("--out", "-o", required=True, help="folder for the shards")
+    sh.add_argument("--maxcount", type=int, default=10_000,
+                    help="images per shard at most (default: %(default)s)")
+    sh.add_argument("--maxsize-mb", type=float, default=1000,
+                    help="megabytes per shard at most (default: %(default)s)")
+    sh.add_argument("--shuffle", type=int, default=None, metavar="SEED",
+                    help="write the images in a seeded random order (default: source order)")
+    sh.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
     i = sub.add_parser("info", help="show a model folder's config and files")
     i.add_argument("model", nargs="?", default=None,
                    help="model folder, or a shipped model: fast (default) or accurate")
@@ -542,6 +558,20 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shard(a: argparse.Namespace) -> int:
+    from .io.shards import write_shards
+
+    res = write_shards(a.data if len(a.data) > 1 else a.data[0], a.out, maxcount=a.maxcount,
+                       maxsize=a.maxsize_mb * 1e6, shuffle=a.shuffle, progress=a.progress)
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(res.labels.items())) or "unlabelled"
+    print(f"{res.samples} images ({labels}) in {len(res.files)} shards: {res.pattern}")
+    for sk in res.skipped[:20]:
+        print(f"skipped {sk.ref}: {sk.reason}", file=sys.stderr)
+    if len(res.skipped) > 20:
+        print(f"... {len(res.skipped) - 20} more skipped", file=sys.stderr)
+    return 1 if res.skipped else 0
+
+
 def cmd_info(a: argparse.Namespace) -> int:
     from .models.info import info
 
@@ -551,7 +581,7 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
             "explain": cmd_explain, "export": cmd_export, "qat": cmd_qat, "benchmark": cmd_benchmark,
-            "serve": cmd_serve, "info": cmd_info, "val": cmd_evaluate}
+            "serve": cmd_serve, "info": cmd_info, "val": cmd_evaluate, "shard": cmd_shard}
 
 
 def main(argv: list[str] | None = None) -> int:

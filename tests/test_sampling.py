@@ -9,7 +9,12 @@ import pytest
 
 from facegender.errors import FaceGenderError
 from facegender.io.sources import Sample
-from facegender.training.sampling import BalancedSampler, balanced_weights, group_of
+from facegender.training.sampling import (
+    BalancedSampler,
+    ShuffleSampler,
+    balanced_weights,
+    group_of,
+)
 
 
 def _faces() -> list[Sample]:
@@ -84,11 +89,30 @@ def test_draws_are_seeded_and_ranks_split_one_stream():
     ranks = [BalancedSampler(w, 1000, seed=5, rank=r, world=3) for r in range(3)]
     for r in ranks:
         r.set_epoch(2)
-    merged = np.empty(1000, dtype=int)
+    # 1000 draws over 3 ranks: padded from the stream's start to 1002, 334 each (lockstep)
+    merged = np.empty(1002, dtype=int)
     for r, sampler in enumerate(ranks):
         merged[r::3] = sampler.draw()
-        assert len(sampler) == len(sampler.draw())
-    assert np.array_equal(merged, a.draw())
+        assert len(sampler) == len(sampler.draw()) == 334
+    assert np.array_equal(merged[:1000], a.draw())
+    assert np.array_equal(merged[1000:], a.draw()[:2])
+
+
+def test_shuffle_sampler_gives_every_face_once_across_ranks():
+    one = ShuffleSampler(10, seed=1)
+    one.set_epoch(4)
+    assert sorted(one.draw()) == list(range(10))
+    parts = [ShuffleSampler(10, seed=1, rank=r, world=4) for r in range(4)]
+    for p in parts:
+        p.set_epoch(4)
+    drawn = [p.draw() for p in parts]
+    assert {len(d) for d in drawn} == {3}  # 10 padded to 12: lockstep
+    merged = np.empty(12, dtype=int)
+    for r, d in enumerate(drawn):
+        merged[r::4] = d
+    assert np.array_equal(merged[:10], one.draw())
+    one.set_epoch(5)
+    assert not np.array_equal(merged[:10], one.draw())
 
 
 def test_bad_settings_are_refused():

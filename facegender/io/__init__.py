@@ -1,4 +1,7 @@
 """The one door for bytes: safe image decoding and the sources that yield Samples.
 
-Imports only `errors` and `labels`; never torch.
+Imports only `errors` and `labels`; never torch. Importing the package registers the tar-shard
+reader (shards.py) with sources.read_source.
 """
+
+from . import shards as _shards  # noqa: F401  (registers the WebDataset shard reader)

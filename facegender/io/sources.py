@@ -309,6 +309,12 @@ def read_hf_dataset(spec: str, split: str | None = None) -> SourceData:
     return SourceData(spec, samples, skipped)
 
 
+# Readers of further layouts, tried before the built-in ones: each takes (spec, labelled) and
+# returns SourceData, or None when the spec is not its kind. io/shards.py registers the
+# WebDataset tar-shard reader (io/__init__.py imports it), so this module need not import it.
+READERS: list = []
+
+
 def read_source(spec: str | Path | list | SourceData, *, labelled: bool = True,
                 images: str | Path | None = None) -> SourceData:
     """Open any supported source. `labelled=False` accepts images without class folders
@@ -328,6 +334,10 @@ def read_source(spec: str | Path | list | SourceData, *, labelled: bool = True,
     s = str(spec)
     if s.startswith("hf:"):
         return read_hf_dataset(s)
+    for reader in READERS:
+        found = reader(s, labelled)
+        if found is not None:
+            return found
     p = Path(s)
     if not p.exists():
         if any(ch in s for ch in "*?["):

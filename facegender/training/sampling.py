@@ -72,29 +72,58 @@ def balanced_weights(samples: Sequence[Sample], keys: Sequence[str], power: floa
     return w / w.sum()
 
 
-class BalancedSampler:
-    """Indices drawn with replacement by `weights`, `num_samples` an epoch, seeded by (seed,
-    epoch); rank r of `world` takes every world-th draw of the same stream. A torch Sampler by
-    duck type (DataLoader takes any iterable with a length)."""
+def rank_share(stream: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """Rank `rank`'s part of one stream: every world-th item from its rank on. With several
+    ranks the stream is first padded from its start to a multiple of `world`, so every rank
+    gets the same count and DDP's ranks step in lockstep (as torch's DistributedSampler pads)."""
+    if world > 1 and len(stream) % world:
+        stream = np.concatenate([stream, stream[:world - len(stream) % world]])
+    return stream[rank::world]
 
-    def __init__(self, weights: np.ndarray, num_samples: int | None = None, seed: int = 0,
-                 rank: int = 0, world: int = 1) -> None:
+
+class _RankSampler:
+    """One seeded stream an epoch, seeded by (seed, epoch), split across ranks by rank_share.
+    A torch Sampler by duck type (DataLoader takes any iterable with a length)."""
+
+    def __init__(self, num_samples: int, seed: int = 0, rank: int = 0, world: int = 1) -> None:
         if not 0 <= rank < world:
             raise FaceGenderError(f"rank {rank} is outside world size {world}")
-        self.weights = np.asarray(weights, dtype=np.float64)
-        self.num_samples = int(num_samples or len(self.weights))
+        self.num_samples = int(num_samples)
         self.seed, self.rank, self.world, self.epoch = seed, rank, world, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def stream(self) -> np.ndarray:
+        raise NotImplementedError
+
     def draw(self) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        stream = rng.choice(len(self.weights), size=self.num_samples, replace=True, p=self.weights)
-        return stream[self.rank::self.world]
+        return rank_share(self.stream(), self.rank, self.world)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.draw().tolist())
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.num_samples, self.world))
+        return -(-self.num_samples // self.world)
+
+
+class BalancedSampler(_RankSampler):
+    """Indices drawn with replacement by `weights`, `num_samples` an epoch, seeded by (seed,
+    epoch); rank r of `world` takes every world-th draw of the same stream."""
+
+    def __init__(self, weights: np.ndarray, num_samples: int | None = None, seed: int = 0,
+                 rank: int = 0, world: int = 1) -> None:
+        self.weights = np.asarray(weights, dtype=np.float64)
+        super().__init__(int(num_samples or len(self.weights)), seed, rank, world)
+
+    def stream(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return rng.choice(len(self.weights), size=self.num_samples, replace=True, p=self.weights)
+
+
+class ShuffleSampler(_RankSampler):
+    """Every index once an epoch in a seeded order, split across ranks: what a shuffled
+    DataLoader draws in one process, for distributed training without group balancing."""
+
+    def stream(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)

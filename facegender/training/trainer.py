@@ -38,8 +38,9 @@ from ..report.metrics import (
     fit_temperature,
 )
 from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import Dist, from_env
 from .multisource import as_specs, gather, metrics_by_group, parse_drop
-from .sampling import BalancedSampler, balanced_weights
+from .sampling import BalancedSampler, ShuffleSampler, balanced_weights
 
 torch = require("torch")
 
@@ -152,6 +153,12 @@ def train(
     cuts every training face with the model's crop policy (detector on the padded image, the
     whole image where none is found), so training sees what prediction will. `init` starts
     from a model folder's weights (same architecture).
+
+    Under torchrun (RANK / WORLD_SIZE set, training/distributed.py) every process runs this
+    same call: DDP, each rank drawing its share of one seeded stream with `batch_size` split
+    over the ranks (so the global batch and the schedule do not depend on the world size, and
+    `resume` works across a changed one), validation split over the ranks and gathered, and
+    rank 0 alone printing and writing checkpoints and the model folder.
     """
     from tqdm.auto import tqdm
 
@@ -162,6 +169,9 @@ def train(
     from .torchdata import FaceDataset, PolicyCrop, default_workers, make_loader
 
     out = Path(out)
+    dist = from_env()
+    say = _say if dist.main else _quiet
+    progress = progress and dist.main
     if threads:
         torch.set_num_threads(threads)
     if workers is None:
@@ -232,13 +242,13 @@ def train(
         "balance_power": balance_power if balance else None, "max_repeat": max_repeat,
         "drop": list(drop), "init": str(init) if init else None,
         "teacher": str(teacher) if teacher else None,
-        "distill_weight": distill_weight if teacher else None,
+        "distill_weight": distill_weight if teacher else None, "world_size": dist.world,
     }
     cfg.recipe = recipe
     cfg.data = {"train": prov, "val": vprov}
 
     # ---- model, optimiser, schedule
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # every rank builds the same weights (DDP broadcasts rank 0's too)
     model = build_model(arch, num_classes=len(labels),
                         pretrained="download" if pretrained == "download" else bool(pretrained))
     if pretrained:  # which file the weights came from (registry builds record it)
@@ -258,12 +268,21 @@ def train(
         sampler = BalancedSampler(balanced_weights(
             train_s, list(balance or ["source"]), balance_power,
             {p["name"]: p["weight"] for p in prov.get("sources", [])} or None, max_repeat),
-            len(train_s), seed)
+            len(train_s), seed, dist.rank, dist.world)
+    elif dist.active:
+        sampler = ShuffleSampler(len(train_s), seed, dist.rank, dist.world)
     soft = None
     if teacher is not None:
+        if not dist.main:  # rank 0 computes and stores them; the others read its file
+            dist.barrier()
         soft = _teacher_probs(teacher, train_s, out, cfg.male_index, progress)
+        if dist.main:
+            dist.barrier()
         cfg.recipe["teacher_faces"] = int(np.isfinite(soft[:, 0]).sum())
-    steps_per_epoch = math.ceil(len(train_ds) / batch_size)
+    rank_batch = -(-batch_size // dist.world)  # the global batch is batch_size on any world size
+    steps_per_epoch = math.ceil(len(sampler) / rank_batch) if dist.active \
+        else math.ceil(len(train_ds) / batch_size)
+    model.to(dist.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     if schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(
@@ -273,6 +292,8 @@ def train(
             optimizer, mode="min" if monitor == "loss" else "max", factor=0.3, patience=1)
     loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32),
                                         label_smoothing=label_smoothing)
+    val_loss_fn = loss_fn  # validation figures are computed on the CPU
+    loss_fn = loss_fn.to(dist.device) if dist.device != "cpu" else loss_fn
     backbone, _ = backbone_and_head(model)
 
     state: dict[str, Any] = {"epoch": 0, "best_metric": None, "best_epoch": -1,
@@ -280,29 +301,36 @@ def train(
     ckpt_dir = out / "checkpoints" / "last"
     if resume:
         state = load_checkpoint(ckpt_dir, model, optimizer, scheduler)
-        print(f"resuming from epoch {state['epoch']} ({ckpt_dir})", file=sys.stderr)
+        if state.get("world_size", 1) != dist.world:
+            say(f"resuming a run of {state.get('world_size', 1)} process(es) on {dist.world}: "
+                "same global batch and schedule", file=sys.stderr)
+        say(f"resuming from epoch {state['epoch']} ({ckpt_dir})", file=sys.stderr)
     elif (out / modelfile.CONFIG_NAME).exists() or ckpt_dir.exists():
         raise FaceGenderError(f"{out} already holds a training run; use --resume to continue it "
                               "or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    dist.barrier()  # every rank has looked before rank 0 writes
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+    net = dist.wrap(model)  # trains; `model` (the same weights) validates and is saved
 
-    print(f"training {arch} @ {input_size}px on {len(train_s)} faces "
+    say(f"training {arch} @ {input_size}px on {len(train_s)} faces "
           f"({', '.join(f'{k}={v}' for k, v in sorted(counts.items()))}), "
-          f"validating on {len(val_s)}; workers={workers}, threads={torch.get_num_threads()}",
-          file=sys.stderr)
+        f"validating on {len(val_s)}; workers={workers}, threads={torch.get_num_threads()}"
+        + (f"; {dist.world} processes ({dist.backend}), {rank_batch} images a step each"
+           if dist.active else ""), file=sys.stderr)
     interrupted = False
     best_val: dict[str, Any] = {}
     try:
         for epoch in range(state["epoch"], epochs):
             # Everything random in an epoch derives from (seed, epoch): resume needs no replay.
-            torch.manual_seed(seed * 100_003 + epoch)
+            torch.manual_seed(seed * 100_003 + epoch + 7919 * dist.rank)
             frozen = epoch < freeze_epochs
             for p in backbone:
                 p.requires_grad_(not frozen)
             model.train()
             if sampler is not None:
                 sampler.set_epoch(epoch)
-            loader = make_loader(train_ds, batch_size, sampler is None, workers,
+            loader = make_loader(train_ds, rank_batch, sampler is None, workers,
                                  seed * 100_003 + epoch, sampler=sampler)
             tot_loss = tot_correct = tot_n = 0
             t0 = time.perf_counter()
@@ -311,9 +339,13 @@ def train(
             for x, y, idx, failed in bar:
                 for i, reason in failed:
                     state["skipped"][train_s[i].ref] = reason
-                if x is None:
+                # Under DDP every rank must step together: a batch none of whose images could
+                # be read on any one rank is skipped by all.
+                if not dist.all_agree(x is not None):
                     continue
-                logits = model(x)
+                if dist.device != "cpu":
+                    x, y = x.to(dist.device), y.to(dist.device)
+                logits = net(x)
                 loss = _loss(logits, y, idx, loss_fn, soft, distill_weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -325,9 +357,14 @@ def train(
                 tot_n += len(y)
                 bar.set_postfix(loss=f"{tot_loss / tot_n:.4f}", acc=f"{tot_correct / tot_n:.3f}",
                                 img_s=f"{tot_n / (time.perf_counter() - t0):.0f}")
+            tot_loss, tot_correct, tot_n = dist.sum([tot_loss, tot_correct, tot_n])
+            if dist.active:  # every rank's unreadable images, for skipped.csv
+                for part in dist.gather(state["skipped"]):
+                    state["skipped"].update(part)
             train_time = time.perf_counter() - t0
-            val_out = _predict_logits(model, val_ds, batch_size, workers, state["skipped"], val_s)
-            vm = _val_metrics(val_out, cfg, loss_fn, val_s, balance)
+            val_out = _predict_logits(model, val_ds, batch_size, workers, state["skipped"], val_s,
+                                      dist)
+            vm = _val_metrics(val_out, cfg, val_loss_fn, val_s, balance)
             row = {
                 "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                 "train_loss": tot_loss / max(tot_n, 1), "train_accuracy": tot_correct / max(tot_n, 1),
@@ -343,14 +380,17 @@ def train(
             improved = state["best_metric"] is None or score > state["best_metric"]
             if improved:
                 state.update(best_metric=score, best_epoch=epoch + 1, bad_epochs=0)
-                modelfile.save_weights(model.state_dict(), out)
+                if dist.main:
+                    modelfile.save_weights(model.state_dict(), out)
                 best_val = val_out
             else:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch + 1
-            save_checkpoint(ckpt_dir, model, optimizer, scheduler, state)
-            write_history(state["history"], out)
-            print(f"epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.4f} "
+            state["world_size"] = dist.world
+            if dist.main:
+                save_checkpoint(ckpt_dir, model, optimizer, scheduler, state)
+                write_history(state["history"], out)
+            say(f"epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.4f} "
                   f"acc {row['train_accuracy']:.4f} | val acc {vm['accuracy']:.4f} "
                   f"bal {vm['balanced_accuracy']:.4f} auc {vm['roc_auc']:.4f} | "
                   f"{row['train_img_per_s']:.0f} img/s{' *' if improved else ''}",
@@ -358,22 +398,28 @@ def train(
             for cb in callbacks:
                 cb(epoch + 1, row)
             if state["bad_epochs"] >= patience:
-                print(f"early stop: no {monitor} gain for {patience} epochs", file=sys.stderr)
+                say(f"early stop: no {monitor} gain for {patience} epochs", file=sys.stderr)
                 break
     except KeyboardInterrupt:
         interrupted = True
-        print(f"interrupted after epoch {state['epoch']}; continue with --resume "
+        say(f"interrupted after epoch {state['epoch']}; continue with --resume "
               f"(checkpoint: {ckpt_dir})", file=sys.stderr)
 
     if state["best_epoch"] < 1:
         raise FaceGenderError("training stopped before the first epoch finished; nothing saved")
+    if not dist.main:  # rank 0 finishes the folder; the others return once it is complete
+        dist.barrier()
+        dist.close()
+        return TrainResult(out, state["best_epoch"], state["best_metric"], {},
+                           state["history"], [], interrupted)
 
     # ---- finish the model folder from the best epoch: calibration, metrics, card, plots
     from safetensors.torch import load_file
 
-    model.load_state_dict(load_file(str(out / modelfile.WEIGHTS_NAME)))
+    model.load_state_dict(load_file(str(out / modelfile.WEIGHTS_NAME), device=dist.device))
     if not best_val:
-        best_val = _predict_logits(model, val_ds, batch_size, workers, state["skipped"], val_s)
+        best_val = _predict_logits(model, val_ds, batch_size, workers, state["skipped"], val_s,
+                                   Dist(device=dist.device))
     cfg.metrics = _calibrate(cfg, best_val)
     cfg.metrics["best_epoch"] = state["best_epoch"]
     cfg.metrics["train_seconds"] = round(sum(r["epoch_seconds"] for r in state["history"]), 1)
@@ -389,27 +435,45 @@ def train(
         print(f"{len(skipped)} images could not be used (listed in {out / 'skipped.csv'}), e.g. "
               f"{skipped[0][0]}: {skipped[0][1]}", file=sys.stderr)
     write_card(out, cfg)
+    dist.barrier()
+    dist.close()
     return TrainResult(out, state["best_epoch"], state["best_metric"], cfg.metrics,
                        state["history"], skipped, interrupted)
 
 
-def _predict_logits(model, ds, batch_size: int, workers: int, skipped: dict, samples) -> dict:
+def _predict_logits(model, ds, batch_size: int, workers: int, skipped: dict, samples,
+                    dist: Dist | None = None) -> dict:
+    """Logits of every face of `ds`. Under DDP each rank takes every world-th face and the parts
+    are gathered on every rank, back in the dataset's order (what one process would give)."""
     from .torchdata import make_loader
 
+    dist = dist or Dist()
+    part = ds if not dist.active else torch.utils.data.Subset(
+        ds, range(dist.rank, len(ds), dist.world))
     model.eval()
-    logits, ys, idxs = [], [], []
+    logits, ys, idxs, bad = [], [], [], []
     with torch.inference_mode():
-        for x, y, idx, failed in make_loader(ds, batch_size * 2, False, workers):
-            for i, reason in failed:
-                skipped[samples[i].ref] = reason
+        for x, y, idx, failed in make_loader(part, batch_size * 2, False, workers):
+            bad += failed
             if x is None:
                 continue
-            logits.append(model(x).float().numpy())
+            logits.append(model(x.to(dist.device)).float().cpu().numpy())
             ys.append(y.numpy())
             idxs.append(idx.numpy())
-    if not logits:
+    mine = {"logits": np.concatenate(logits) if logits else np.zeros((0, 2), np.float32),
+            "y": np.concatenate(ys) if ys else np.zeros(0, np.int64),
+            "idx": np.concatenate(idxs) if idxs else np.zeros(0, np.int64), "failed": bad}
+    parts = dist.gather(mine)
+    for p in parts:
+        for i, reason in p["failed"]:
+            skipped[samples[i].ref] = reason
+    out = {k: np.concatenate([p[k] for p in parts]) for k in ("logits", "y", "idx")}
+    if not len(out["idx"]):
         raise DataError("no validation image could be read")
-    return {"logits": np.concatenate(logits), "y": np.concatenate(ys), "idx": np.concatenate(idxs)}
+    if dist.active:  # back in the dataset's order
+        order = np.argsort(out["idx"], kind="stable")
+        out = {k: v[order] for k, v in out.items()}
+    return out
 
 
 def _val_metrics(val_out: dict, cfg: ModelConfig, loss_fn, samples: Sequence[Sample] = (),
@@ -438,7 +502,7 @@ def _loss(logits, y, idx, loss_fn, soft: np.ndarray | None, weight: float):
     hard = loss_fn(logits[labelled], y[labelled]) if labelled.any() else logits.sum() * 0
     if soft is None:
         return hard
-    t = torch.from_numpy(soft[idx.numpy()])
+    t = torch.from_numpy(soft[idx.numpy()]).to(logits.device)
     has = torch.isfinite(t[:, 0])
     if not has.any():
         return hard
@@ -495,6 +559,14 @@ def _calibrate(cfg: ModelConfig, val_out: dict) -> dict:
     m["accuracy_when_sure"] = float(((p_cal >= 0.5) == is_male)[~unsure].mean()) \
         if (~unsure).any() else None
     return {"val": m}
+
+
+def _say(*args, **kwargs) -> None:
+    print(*args, **kwargs)
+
+
+def _quiet(*args, **kwargs) -> None:
+    """What ranks other than 0 print: nothing (rank 0 speaks for the job)."""
 
 
 def write_history(rows: list[dict], out: Path) -> None:
