@@ -198,6 +198,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unsure-band", type=float, default=None,
                    help="flag |p(male) - 0.5| below this as unsure (default: the model's)")
     _add_runtime(p)
+    r = p.add_argument_group("scaling out (--engine ray; the [scale] extra)")
+    r.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process; ray: a pool of Ray workers, one model each, "
+                        "writing OUT/part-*.parquet (rerun to finish a killed job)")
+    r.add_argument("--out", default=None, metavar="DIR",
+                   help="--engine ray: folder for the Parquet partitions (required)")
+    r.add_argument("--ray-address", default=None,
+                   help="a running Ray cluster (e.g. 10.0.0.1:6379, or auto); default: start "
+                        "Ray locally for this command")
+    r.add_argument("--ray-workers", type=int, default=2,
+                   help="Ray actors, each with one model and --threads threads (default: "
+                        "%(default)s)")
+    r.add_argument("--partition-size", type=int, default=1000,
+                   help="images per output partition when the source is not shards (a shard "
+                        "is one partition) (default: %(default)s)")
 
     x = sub.add_parser("explain", help="Grad-CAM: where the model looked, for every face",
                        description="Grad-CAM for each face (needs the [train] extra): writes "
@@ -458,6 +473,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
+    if a.engine == "ray":
+        return _predict_ray(a)
     from .infer.annotate import save_outputs
     from .infer.predictor import Predictor
 
@@ -491,6 +508,35 @@ def cmd_predict(a: argparse.Namespace) -> int:
     for path, reason in failed:
         print(f"  failed: {path}: {reason}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _predict_ray(a: argparse.Namespace) -> int:
+    from .scale.ray_predict import predict_ray, read_records
+
+    if not a.out:
+        raise FaceGenderError("--engine ray writes Parquet partitions: give --out DIR")
+    if a.save_crops or a.annotate:
+        raise FaceGenderError("--save-crops / --annotate run with the local engine only")
+    res = predict_ray(a.inputs if len(a.inputs) > 1 else a.inputs[0], a.out, a.model,
+                      workers=a.ray_workers, ray_address=a.ray_address, batch_size=a.batch_size,
+                      partition_size=a.partition_size, threads=a.threads or 1,
+                      backend=a.backend, tta=a.tta, detect=a.detect, largest=a.largest,
+                      min_face=a.min_face, score_threshold=a.score_threshold,
+                      unsure_band=a.unsure_band)
+    for path, fmt in ((a.csv_out, "csv"), (a.json_out, "json")):
+        if path:  # one file from every partition, as the local engine writes it
+            with open(path, "w", newline="") if path != "-" else _stdout() as fh:
+                _write_rows(list(read_records(a.out)), fmt, fh)
+    print(f"{res.partitions} partitions in {a.out} ({res.skipped_partitions} already there); "
+          f"this run: {res.images} images, {res.rows} rows, {res.failed} failed, "
+          f"{res.seconds:.1f} s", file=sys.stderr)
+    return 1 if res.failed else 0
+
+
+def _stdout():
+    import contextlib
+
+    return contextlib.nullcontext(sys.stdout)
 
 
 def cmd_explain(a: argparse.Namespace) -> int:

@@ -28,15 +28,16 @@ ALLOWED: dict[str, set[str]] = {
     "report": BASE | {"io", "faces", "models", "infer"},
     "training": BASE | {"io", "faces", "models", "infer", "report"},
     "serve": BASE | {"io", "faces", "models", "infer"},
-    "cli": BASE | {"io", "faces", "models", "infer", "report", "training", "serve"},
-    "__init__": BASE | {"io", "faces", "models", "infer", "report", "training"},
+    "scale": BASE | {"io", "faces", "models", "infer"},
+    "cli": BASE | {"io", "faces", "models", "infer", "report", "training", "serve", "scale"},
+    "__init__": BASE | {"io", "faces", "models", "infer", "report", "training", "scale"},
     "__main__": {"cli"},
 }
 # Entry points that exist to hand over to the CLI.
 ENTRY_POINTS = {"facegender.serve.__main__": {"cli"}}
 # Parts whose modules must not import torch when they are imported (prediction and serving run
 # on ONNX Runtime); torch may still be imported inside functions that train, explain or export.
-TORCH_FREE = {"io", "faces", "infer", "serve", "report", "errors", "labels", "version", "cli",
+TORCH_FREE = {"io", "faces", "infer", "serve", "scale", "report", "errors", "labels", "version", "cli",
               "__init__", "__main__"}
 TORCH_MODULES = ("torch", "torchvision", "timm", "pytorch_grad_cam", "onnxscript")
 TORCH_FREE_MODELS = {"facegender.models.modelfile", "facegender.models.card",
