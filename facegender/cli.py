@@ -7,7 +7,6 @@ traceback), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -27,6 +26,15 @@ def _add_face_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-face", type=int, default=None,
                    help="also search tiles for faces down to this many pixels (slower; default: "
                         "one pass, faces down to ~1/7 of the image side)")
+
+
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="largest image in pixels; larger ones are refused as possible "
+                        "decompression bombs (default: 50 MP, or FACEGENDER_MAX_PIXELS)")
+    p.add_argument("--max-mb", type=float, default=None,
+                   help="largest image file in MB, refused before it is read (default: what "
+                        "--max-pixels allows uncompressed, or FACEGENDER_MAX_BYTES)")
 
 
 def _add_detect(p: argparse.ArgumentParser) -> None:
@@ -197,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write each photo with face boxes and labels drawn to DIR")
     p.add_argument("--unsure-band", type=float, default=None,
                    help="flag |p(male) - 0.5| below this as unsure (default: the model's)")
+    p.add_argument("--include-hidden", action="store_true",
+                   help="also read hidden files ('.name') and __MACOSX/ inside folders and "
+                        "archives (default: listed as ignored)")
+    _add_limits(p)
     _add_runtime(p)
     r = p.add_argument_group("scaling out (--engine ray; the [scale] extra)")
     r.add_argument("--engine", choices=["local", "ray"], default="local",
@@ -378,28 +390,16 @@ def _table_cells(r: dict) -> list[str]:
 
 
 def _print_table(rows: list[dict]) -> None:
+    from .io.files import display_name
+
     cols = [h for _, h in TABLE_COLUMNS]
-    cells = [_table_cells(r) for r in rows]
+    cells = [[display_name(c) for c in _table_cells(r)] for r in rows]
     width = [max([len(c)] + [len(x[i]) for x in cells]) for i, c in enumerate(cols)]
     width[0] = min(width[0], 60)
     print("  ".join(c.ljust(w) for c, w in zip(cols, width, strict=True)).rstrip())
     for x in cells:
         x[0] = x[0] if len(x[0]) <= 60 else "…" + x[0][-59:]
         print("  ".join(v.ljust(w) for v, w in zip(x, width, strict=True)).rstrip())
-
-
-def _write_rows(rows: list[dict], fmt: str, fh) -> None:
-    """Face records (infer/records.py) as a JSON array, or CSV with the box in four columns."""
-    from .infer.records import CSV_FIELDS, flatten
-
-    if fmt == "json":
-        json.dump(rows, fh, indent=2)
-        fh.write("\n")
-        return
-    w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-    w.writeheader()
-    for r in rows:
-        w.writerow(flatten(r, digits=1))
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -475,38 +475,70 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 def cmd_predict(a: argparse.Namespace) -> int:
     if a.engine == "ray":
         return _predict_ray(a)
+    import signal
+
     from .infer.annotate import save_outputs
     from .infer.predictor import Predictor
+    from .io.files import display_name
 
     keep = bool(a.save_crops or a.annotate)
     pred = Predictor(a.model, backend=a.backend, threads=a.threads, tta=a.tta, detect=a.detect,
                      largest=a.largest, min_face=a.min_face, score_threshold=a.score_threshold,
-                     unsure_band=a.unsure_band, keep_images=keep)
-    rows, failed, n_img = [], [], 0
-    for res in pred.iter_predict(a.inputs, batch_size=a.batch_size):
-        n_img += 1
-        if keep:
-            save_outputs(res, n_img, Path(a.save_crops) if a.save_crops else None,
-                         Path(a.annotate) if a.annotate else None)
-        rows += res.records()
-        if res.error:
-            failed.append((res.path, res.error))
-    if "-" in (a.csv_out, a.json_out):
-        pass  # stdout carries that file alone, so it can be piped
-    elif a.format == "table":
-        _print_table(rows)
-    else:
-        _write_rows(rows, a.format, sys.stdout)
-    for path, fmt in ((a.csv_out, "csv"), (a.json_out, "json")):
-        if path == "-":  # stdout, as most tools read '-'
-            _write_rows(rows, fmt, sys.stdout)
-        elif path:
-            with open(path, "w", newline="") as fh:
-                _write_rows(rows, fmt, fh)
-    faces = sum(1 for r in rows if r["face"] is not None)
-    print(f"{n_img} images, {faces} faces, {len(failed)} failed", file=sys.stderr)
+                     unsure_band=a.unsure_band, keep_images=keep, max_pixels=a.max_pixels,
+                     max_bytes=None if a.max_mb is None else int(a.max_mb * 2**20),
+                     include_hidden=a.include_hidden)
+    # Rows are streamed and flushed as they come; files are swapped in whole at the end.
+    # '-' puts that file alone on stdout, so it can be piped.
+    to_stdout = "-" in (a.csv_out, a.json_out)
+    writers = [_row_writer(sys.stdout, a.format)] if a.format != "table" and not to_stdout \
+        else []
+    writers += [_row_writer(sys.stdout if path == "-" else path, fmt)
+                for path, fmt in ((a.csv_out, "csv"), (a.json_out, "json")) if path]
+    table, failed, ignored, n_img, faces = [], [], [], 0, 0
+    # A scheduler's SIGTERM ends the run like Ctrl-C: finished rows kept, files marked partial.
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    stopped: str | None = None
+    try:
+        for res in pred.iter_predict(a.inputs, batch_size=a.batch_size):
+            n_img += 1
+            if keep:
+                save_outputs(res, n_img, Path(a.save_crops) if a.save_crops else None,
+                             Path(a.annotate) if a.annotate else None)
+            rows = res.records()
+            for w in writers:
+                w.write(rows)
+            if a.format == "table" and not to_stdout:
+                table += rows
+            faces += len(res.faces)
+            if res.ignored:
+                ignored.append((res.path, res.error))
+            elif res.error:
+                failed.append((res.path, res.error))
+    except KeyboardInterrupt:
+        stopped = f"interrupted after {n_img} images"
+    except BaseException as exc:
+        _close_all(writers, f"stopped by an error after {n_img} images ({type(exc).__name__})")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    written = _close_all(writers, stopped)
+    if a.format == "table" and not to_stdout:
+        _print_table(table)
+    print(f"{n_img} images, {faces} faces, {len(failed)} failed"
+          + (f", {len(ignored)} ignored (hidden or __MACOSX; --include-hidden reads them)"
+             if ignored else ""), file=sys.stderr)
     for path, reason in failed:
-        print(f"  failed: {path}: {reason}", file=sys.stderr)
+        print(f"  failed: {display_name(path)}: {reason}", file=sys.stderr)
+    for path, _ in ignored[:20]:
+        print(f"  ignored: {display_name(path)}", file=sys.stderr)
+    if len(ignored) > 20:
+        print(f"  ... and {len(ignored) - 20} more ignored (all are rows in the output)",
+              file=sys.stderr)
+    if stopped:
+        files = ", ".join(str(p) for p in written if p) or "stdout"
+        print(f"interrupted: {n_img} images done; {files} keeps their rows and is marked "
+              "partial (last row)", file=sys.stderr)
+        return 130
     return 1 if failed else 0
 
 
@@ -525,18 +557,40 @@ def _predict_ray(a: argparse.Namespace) -> int:
                       unsure_band=a.unsure_band)
     for path, fmt in ((a.csv_out, "csv"), (a.json_out, "json")):
         if path:  # one file from every partition, as the local engine writes it
-            with open(path, "w", newline="") if path != "-" else _stdout() as fh:
-                _write_rows(list(read_records(a.out)), fmt, fh)
+            w = _row_writer(sys.stdout if path == "-" else path, fmt)
+            w.write(list(read_records(a.out)))
+            w.close()
     print(f"{res.partitions} partitions in {a.out} ({res.skipped_partitions} already there); "
           f"this run: {res.images} images, {res.rows} rows, {res.failed} failed, "
           f"{res.seconds:.1f} s", file=sys.stderr)
     return 1 if res.failed else 0
 
 
-def _stdout():
-    import contextlib
+def _row_writer(target: Any, fmt: str):
+    """A streaming writer of face records: JSON as they are, CSV with the box in four columns."""
+    from .infer.records import CSV_FIELDS, RECORD_FIELDS, flatten
+    from .io.writers import RowWriter
 
-    return contextlib.nullcontext(sys.stdout)
+    if fmt == "csv":
+        return RowWriter(target, fmt, CSV_FIELDS, csv_row=lambda r: flatten(r, digits=1))
+    return RowWriter(target, fmt, RECORD_FIELDS)
+
+
+def _close_all(writers: list, partial: str | None) -> list[Path | None]:
+    """Close every writer; a closed stdout (| head) must not keep the files from closing."""
+    out = []
+    for w in writers:
+        try:
+            out.append(w.close(partial=partial))
+        except OSError:
+            if w.path is not None:
+                raise
+            out.append(None)
+    return out
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def cmd_explain(a: argparse.Namespace) -> int:

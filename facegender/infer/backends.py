@@ -41,8 +41,12 @@ class OrtBackend:
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.name = name
-        self.session = ort.InferenceSession(str(onnx_path), opts,
-                                            providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ONNX Runtime raises its own types for unreadable models
+            raise FaceGenderError(f"{onnx_path}: not a loadable ONNX model "
+                                  f"({str(exc).splitlines()[0][:200]})") from None
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -68,9 +72,12 @@ def _has_torch() -> bool:
 
 
 def make_backend(model_dir: Path, backend: str = "auto", threads: int | None = None):
-    """'auto' prefers ONNX Runtime fp32 (fastest measured on CPU), then torch."""
+    """'auto' prefers ONNX Runtime fp32 (fastest measured on CPU), then torch. The folder is
+    verified first (modelfile.verify_files): a hand-edited label order or a replaced weight
+    file is refused."""
     if backend not in BACKENDS:
         raise FaceGenderError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    modelfile.verify_files(model_dir)
     onnx = model_dir / modelfile.ONNX_NAME
     int8 = model_dir / modelfile.ONNX_INT8_NAME
     if backend == "auto" and onnx.is_file() and _onnx_is_stale(model_dir) and _has_torch():

@@ -10,7 +10,7 @@ import io
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import FaceGenderError, ImageError
+from ..io.files import byte_cap
 from ..io.images import decode_bytes, load_image
 from ..io.sources import Sample, SourceData, read_source
 from ..models import modelfile
@@ -63,6 +64,8 @@ class ImageResult:
     sample: Sample | None = field(default=None, repr=False)
     frame: int | None = None  # video inputs: frame number and time in seconds
     timestamp: float | None = None
+    # Left out by policy (a hidden file, __MACOSX): `error` says why; not counted as a failure.
+    ignored: bool = False
     # Kept only when asked (keep_images=True): the decoded photo and each face's crop.
     image: Image.Image | None = field(default=None, repr=False)
     crops: list[Image.Image] = field(default_factory=list, repr=False)
@@ -83,26 +86,68 @@ class ImageResult:
                             face_source=f.face_source, **where) for f in self.faces]
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """Options of one prediction call. Immutable: a call works on its own copy, so threads
+    sharing one Predictor with different options never see each other's."""
+
+    tta: bool = False
+    largest: bool = False
+    unsure_band: float = 0.0
+    max_pixels: int | None = None
+    max_bytes: int | None = None  # cap on one image's encoded bytes (io.files.byte_cap)
+    keep_images: bool = False
+    include_hidden: bool = False  # read hidden files and __MACOSX/ in folders and archives
+
+    def replace(self, **changes: Any) -> PredictOptions:
+        unknown = sorted(set(changes) - set(self.__dataclass_fields__))
+        if unknown:
+            raise FaceGenderError(f"unknown prediction option(s): {', '.join(unknown)}")
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _option(name: str) -> property:
+    """An attribute that reads/replaces one field of the Predictor's default options."""
+    def get(self: Predictor) -> Any:
+        return getattr(self.options, name)
+
+    def put(self: Predictor, value: Any) -> None:
+        self.options = replace(self.options, **{name: value})
+
+    return property(get, put, doc=f"default `{name}` of later calls (see PredictOptions)")
+
+
 class Predictor:
     """Loads a model folder once; `predict` takes paths, folders, globs, tars, manifests, PIL
     images, bytes or lists of them. The model's crop policy decides how faces are found;
-    `detect=False` treats every image as one face crop, and `crop` overrides policy keys."""
+    `detect=False` treats every image as one face crop, and `crop` overrides policy keys.
+
+    Per-call options (tta, largest, unsure_band, max_pixels, max_bytes, keep_images,
+    include_hidden) may be given to `predict`/`iter_predict`; the constructor's values are the
+    defaults (`self.options`). One Predictor may serve several threads at once."""
+
+    tta = _option("tta")
+    largest = _option("largest")
+    unsure_band = _option("unsure_band")
+    max_pixels = _option("max_pixels")
+    keep_images = _option("keep_images")
 
     def __init__(self, model: str | Path | None = None, *, backend: str = "auto",
                  threads: int | None = None, tta: bool = False, detect: bool | None = None,
                  largest: bool = False, min_face: int | None = None,
                  score_threshold: float = 0.5, unsure_band: float | None = None,
                  max_pixels: int | None = None, keep_images: bool = False,
-                 crop: dict[str, Any] | None = None):
+                 crop: dict[str, Any] | None = None, max_bytes: int | None = None,
+                 include_hidden: bool = False):
         self.model_dir = modelfile.resolve_model_dir(model)
         self.config: ModelConfig = modelfile.load_config(self.model_dir)
         self.backend = make_backend(self.model_dir, backend, threads)
         self.threads = threads
-        self.tta = tta
-        self.largest = largest
-        self.max_pixels = max_pixels
-        self.keep_images = keep_images
-        self.unsure_band = self.config.unsure_band if unsure_band is None else float(unsure_band)
+        self.options = PredictOptions(
+            tta=bool(tta), largest=bool(largest),
+            unsure_band=self.config.unsure_band if unsure_band is None else float(unsure_band),
+            max_pixels=max_pixels, max_bytes=max_bytes, keep_images=bool(keep_images),
+            include_hidden=bool(include_hidden))
         self.detect = bool(self.config.crop.get("detect", False)) if detect is None else detect
         self._detector = None
         self._policy = None
@@ -121,52 +166,58 @@ class Predictor:
         return self.config.labels
 
     # -- core
-    def classify_arrays(self, x: np.ndarray) -> np.ndarray:
+    def classify_arrays(self, x: np.ndarray, tta: bool | None = None) -> np.ndarray:
         """Preprocessed NCHW batch -> calibrated p(male) per face (flip TTA when enabled)."""
         logits = self.backend(x)
         probs = softmax(logits, self.config.temperature)
-        if self.tta:
+        if self.options.tta if tta is None else tta:
             # Mirror the width axis; classes keep their order, so probabilities average directly.
             flipped = softmax(self.backend(np.ascontiguousarray(x[..., ::-1])),
                               self.config.temperature)
             probs = (probs + flipped) / 2
         return probs[:, self.config.male_index]
 
-    def _faces(self, img: Image.Image) -> list[tuple[tuple, float | None, Image.Image]]:
+    def _faces(self, img: Image.Image, largest: bool = False
+               ) -> list[tuple[tuple, float | None, Image.Image]]:
         if not self.detect:
             return [((0.0, 0.0, float(img.width), float(img.height)), None, img)]
         from ..faces import detect_and_crop
 
-        found = detect_and_crop(img, self._detector, self._policy, largest=self.largest)
+        found = detect_and_crop(img, self._detector, self._policy, largest=largest)
         return [(tuple(float(v) for v in f.box), float(f.score), crop) for f, crop in found]
 
-    def _prepare(self, item: tuple[str, Any]) -> tuple[ImageResult, list]:
+    def _prepare(self, item: tuple[str, Any], opts: PredictOptions | None = None
+                 ) -> tuple[ImageResult, list]:
+        opts = opts or self.options
         ref, src = item
         if isinstance(src, FailedInput):
-            return ImageResult(path=ref, error=src.reason), []
+            return ImageResult(path=ref, error=src.reason, ignored=src.ignored), []
         res = ImageResult(path=ref, sample=src if isinstance(src, Sample) else None)
         try:
             if isinstance(src, Sample):
-                img = decode_bytes(src.read_bytes(), ref, self.max_pixels)
+                cap = byte_cap(opts.max_pixels, opts.max_bytes)
+                img = decode_bytes(src.read_bytes(cap), ref, opts.max_pixels, opts.max_bytes)
             else:
-                img = load_image(src, name=ref, max_pixels=self.max_pixels)
+                img = load_image(src, name=ref, max_pixels=opts.max_pixels,
+                                 max_bytes=opts.max_bytes)
             res.width, res.height = img.size
-            faces = self._faces(img)
+            faces = self._faces(img, opts.largest)
         except ImageError as exc:
             res.error = exc.reason
             return res, []
         except OSError as exc:
             res.error = f"cannot read ({exc.strerror or exc})"
             return res, []
-        if self.keep_images:
+        if opts.keep_images:
             res.image = img
             res.crops = [crop for _, _, crop in faces]
         return res, [(box, score, to_array(crop, self.config)) for box, score, crop in faces]
 
-    def _finish(self, prepared: list[tuple[ImageResult, list]], batch_size: int
-                ) -> list[ImageResult]:
+    def _finish(self, prepared: list[tuple[ImageResult, list]], batch_size: int,
+                opts: PredictOptions | None = None) -> list[ImageResult]:
+        opts = opts or self.options
         arrays = [a for _, faces in prepared for _, _, a in faces]
-        p_all = np.concatenate([self.classify_arrays(np.stack(arrays[i:i + batch_size]))
+        p_all = np.concatenate([self.classify_arrays(np.stack(arrays[i:i + batch_size]), opts.tta)
                                 for i in range(0, len(arrays), batch_size)]) if arrays else []
         k = 0
         thr = self.config.threshold
@@ -178,40 +229,52 @@ class Predictor:
                 res.faces.append(FacePrediction(
                     index=j, box=FaceBox(*box), det_score=score,
                     label="male" if pm >= thr else "female", prob_male=pm, prob_female=1 - pm,
-                    unsure=abs(pm - 0.5) < self.unsure_band,
+                    unsure=abs(pm - 0.5) < opts.unsure_band,
                     face_source="detector" if score is not None else "whole_image"))
         return [r for r, _ in prepared]
 
-    def iter_predict(self, inputs: Any, batch_size: int = 64, workers: int | None = None
+    def iter_predict(self, inputs: Any, batch_size: int = 64, workers: int | None = None, *,
+                     options: PredictOptions | None = None, **overrides: Any
                      ) -> Iterator[ImageResult]:
-        """Yield one ImageResult per input image, in input order, a batch at a time."""
-        items = list(expand_inputs(inputs))
+        """Yield one ImageResult per input image, in input order, a batch at a time.
+        `options` / keyword overrides (tta=..., largest=...) apply to this call only."""
+        opts = (options or self.options).replace(**overrides)
+        items = list(expand_inputs(inputs, include_hidden=opts.include_hidden))
         workers = workers or min(4, os.cpu_count() or 1)
-        with ThreadPoolExecutor(workers) as pool:
+        pool = ThreadPoolExecutor(workers)
+        try:
             for i in range(0, len(items), batch_size):
                 # pool.map keeps input order; decoding and detection release the GIL.
-                prepared = list(pool.map(self._prepare, items[i:i + batch_size]))
-                yield from self._finish(prepared, batch_size)
+                prepared = list(pool.map(lambda it: self._prepare(it, opts),
+                                         items[i:i + batch_size]))
+                yield from self._finish(prepared, batch_size, opts)
+        finally:
+            # On Ctrl-C or a consumer that stops early, queued images are dropped, not run.
+            pool.shutdown(wait=True, cancel_futures=True)
 
-    def predict(self, inputs: Any, batch_size: int = 64, workers: int | None = None
-                ) -> list[ImageResult]:
-        return list(self.iter_predict(inputs, batch_size, workers))
+    def predict(self, inputs: Any, batch_size: int = 64, workers: int | None = None, *,
+                options: PredictOptions | None = None, **overrides: Any) -> list[ImageResult]:
+        return list(self.iter_predict(inputs, batch_size, workers, options=options, **overrides))
 
 
 @dataclass
 class FailedInput:
-    """An input that could not be read (its reason is reported, the batch goes on)."""
+    """An input that could not be read (its reason is reported, the batch goes on), or one
+    left out by policy (`ignored`: a hidden file)."""
 
     reason: str
+    ignored: bool = False
 
 
-def expand_inputs(inputs: Any) -> Iterable[tuple[str, Any]]:
+def expand_inputs(inputs: Any, include_hidden: bool = False) -> Iterable[tuple[str, Any]]:
     """Normalise every accepted input kind to (ref, Sample | PIL image | bytes | FailedInput)."""
     if isinstance(inputs, SourceData):
         for s in inputs.samples:
             yield s.ref, s
         for sk in inputs.skipped:
             yield sk.ref, FailedInput(sk.reason)
+        for sk in inputs.ignored:
+            yield sk.ref, FailedInput(sk.reason, ignored=True)
         return
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -226,11 +289,11 @@ def expand_inputs(inputs: Any) -> Iterable[tuple[str, Any]]:
             yield f"<array {n}>", Image.fromarray(item.astype(np.uint8))
         elif isinstance(item, (bytes, bytearray)):
             yield f"<bytes {n}>", bytes(item)
-        elif isinstance(item, io.IOBase):
-            yield getattr(item, "name", f"<stream {n}>"), item.read()
+        elif isinstance(item, io.IOBase):  # read no further than the byte cap (/dev/zero...)
+            yield str(getattr(item, "name", f"<stream {n}>")), item.read(byte_cap() + 1)
         else:
             try:
-                data = read_source(item, labelled=False)
+                data = read_source(item, labelled=False, include_hidden=include_hidden)
             except FaceGenderError as exc:
                 yield str(item), FailedInput(str(exc).split(": ", 1)[-1])
                 continue

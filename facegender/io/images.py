@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageError
+from .files import DEFAULT_MAX_PIXELS, byte_cap, read_file, too_large
 
-# 50 megapixels covers any phone photo; far larger files are almost always bombs or scans
-# that would exhaust memory on a small server. Override per call or with FACEGENDER_MAX_PIXELS.
-DEFAULT_MAX_PIXELS = int(os.environ.get("FACEGENDER_MAX_PIXELS", 50_000_000))
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "decode_bytes", "is_image_path", "load_image"]
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm",
                     ".pgm", ".jfif"}
@@ -188,12 +186,14 @@ def load_image(
     *,
     name: str | None = None,
     max_pixels: int | None = None,
+    max_bytes: int | None = None,
 ) -> Image.Image:
     """Decode a path, raw bytes or PIL image into an upright RGB image.
 
     `name` is what error messages call the input (defaults to the path, or '<bytes>').
-    Raises ImageError for anything unusable: missing, empty, truncated, not an image,
-    unsupported format, or more than `max_pixels` pixels. An animation gives its first frame.
+    Raises ImageError for anything unusable: missing, empty, not a regular file, over the byte
+    cap (io.files.byte_cap), truncated, not an image, unsupported format, or more than
+    `max_pixels` pixels. An animation gives its first frame.
     """
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
     if isinstance(source, Image.Image):
@@ -209,28 +209,13 @@ def load_image(
         return img.copy() if img is source else img  # never hand back the caller's object
 
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return decode_bytes(bytes(source), name or "<bytes>", limit)
+        return decode_bytes(bytes(source), name or "<bytes>", limit, max_bytes)
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"load_image() takes a path, bytes or a PIL image, not "
                         f"{type(source).__name__}")
-
-    label = name or str(source)
-    path = Path(source)
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise ImageError(label, "file not found") from None
-    except OSError as exc:
-        raise ImageError(label, f"cannot read file ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ImageError(label, "is a directory, not an image")
-    if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
-        raise ImageError(label, "is not a regular file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImageError(label, f"cannot read file ({exc.strerror or exc})") from None
-    return decode_bytes(data, label, limit)
+    label = name or os.fsdecode(source)
+    data = read_file(source, label, cap=byte_cap(limit, max_bytes))
+    return decode_bytes(data, label, limit, max_bytes)
 
 
 def _check_pixels(img: Image.Image, limit: int, label: str) -> None:
@@ -245,13 +230,30 @@ def _check_pixels(img: Image.Image, limit: int, label: str) -> None:
         )
 
 
-def decode_bytes(data: bytes, label: str, max_pixels: int | None = None) -> Image.Image:
+_ARITHMETIC_SOF = (b"\xff\xc9", b"\xff\xca", b"\xff\xcb", b"\xff\xcd", b"\xff\xce", b"\xff\xcf")
+
+
+def _jpeg_too_small(img: Image.Image, data: bytes) -> bool:
+    """True when the data is under one bit per 8x8 luma block, the least any Huffman-coded JPEG
+    needs (a DC code per block): the header claims far more pixels than the file holds, and
+    libjpeg would fill the rest with grey without a word. Arithmetic coding can go lower."""
+    blocks = -(-img.size[0] // 8) * -(-img.size[1] // 8)
+    if len(data) * 8 >= blocks:
+        return False
+    return not any(sof in data for sof in _ARITHMETIC_SOF)
+
+
+def decode_bytes(data: bytes, label: str, max_pixels: int | None = None,
+                 max_bytes: int | None = None) -> Image.Image:
     """Decode encoded image bytes; see load_image."""
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
     if not isinstance(data, bytes):
         data = bytes(data)  # bytearray / memoryview
     if len(data) == 0:
         raise ImageError(label, "file is empty (0 bytes)")
+    cap = byte_cap(limit, max_bytes)
+    if len(data) > cap:
+        raise ImageError(label, too_large(len(data), cap))
     fp = _Source(data)
     try:
         # Reads only the header, so the size is checked before any pixel is decoded. Between
@@ -267,6 +269,10 @@ def decode_bytes(data: bytes, label: str, max_pixels: int | None = None) -> Imag
     except Exception as exc:  # plugins raise many types on corrupt headers
         raise _failure(label, exc) from None
     _check_pixels(img, limit, label)
+    if img.format == "JPEG" and _jpeg_too_small(img, data):
+        w, h = img.size
+        raise ImageError(label, f"image data is truncated or corrupt: {len(data):,} bytes cannot "
+                                f"hold the {w}x{h} JPEG its header claims")
     fp.ran_out = False  # reading the header may probe past the end; decoding must not
     try:
         img.load()  # the first frame of an animation

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import DataError, ImageError, require
 from ..labels import normalize_label
+from .files import byte_cap
 from .images import IMAGE_EXTENSIONS, decode_bytes
 from .sources import READERS, Sample, Skipped, SourceData
 
@@ -163,7 +164,8 @@ def iter_shard(path: str | Path, labelled: bool = True) -> Iterator[Sample | Ski
                     kw: dict[str, Any] = {"ref": f"{path}::{m.name}"}
                     if compressed:  # no byte ranges inside a compressed stream
                         fh = tf.extractfile(m)
-                        kw["data"] = fh.read() if fh else b""
+                        # At most the byte cap + 1: a bigger member is refused when read.
+                        kw["data"] = fh.read(byte_cap() + 1) if fh else b""
                     else:
                         kw.update(path=path, offset=m.offset_data, size=m.size)
                     image = (ext, kw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import os
 import random
 import tarfile
@@ -17,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from ..errors import DataError, ImageError
 from ..labels import is_alias, normalize_label
+from .files import MAX_MANIFEST_BYTES, byte_cap, read_file, too_large
 from .images import IMAGE_EXTENSIONS, is_image_path
 
 SPLIT_ALIASES = {
@@ -29,6 +31,14 @@ SPLIT_ALIASES = {
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 PATH_COLUMNS = ("path", "file", "filename", "image", "img", "filepath")
 LABEL_COLUMNS = ("label", "gender", "sex", "class")
+# Bytes of a compressed archive's members kept in memory at most (a .tar.gz has no byte ranges
+# to read later); past it the archive is refused: extract it, or use a plain .tar.
+MAX_INLINE_ARCHIVE_BYTES = 2 * 1024**3
+HIDDEN_REASON = "hidden (a name starting with '.'); skipped unless include_hidden / --include-hidden"
+LINKED_FOLDER_REASON = ("a symlink to a folder, not followed (links can loop); name the folder "
+                        "itself to read it")
+MACOSX_REASON = ("macOS archive metadata (__MACOSX/), not a photo; skipped unless include_hidden / "
+                 "--include-hidden")
 
 
 @dataclass
@@ -49,16 +59,18 @@ class Sample:
     size: int | None = None
     data: bytes | None = None
 
-    def read_bytes(self) -> bytes:
+    def read_bytes(self, cap: int | None = None) -> bytes:
+        """The encoded image through the one door (io.files.read_file): regular files only,
+        at most `cap` bytes (default: io.files.byte_cap()). Raises ImageError naming ref."""
+        cap = byte_cap() if cap is None else int(cap)
         if self.data is not None:
+            if len(self.data) > cap:
+                raise ImageError(self.ref, too_large(len(self.data), cap))
             return self.data
         if self.path is None:
-            raise OSError("sample has no path and no data")
-        with open(self.path, "rb") as fh:
-            if self.offset is None:
-                return fh.read()
-            fh.seek(self.offset)
-            return fh.read(self.size)
+            raise ImageError(self.ref, "sample has no path and no data")
+        return read_file(self.path, self.ref, cap=cap, offset=self.offset,
+                         size=self.size if self.offset is not None else None)
 
 
 @dataclass
@@ -75,6 +87,8 @@ class SourceData:
     samples: list[Sample]
     skipped: list[Skipped] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Left out by policy, not broken: hidden files, __MACOSX, links to folders (listed, counted).
+    ignored: list[Skipped] = field(default_factory=list)
 
     def counts(self, split: str | None = None) -> Counter:
         return Counter(s.label for s in self.samples if split is None or s.split == split)
@@ -89,6 +103,8 @@ class SourceData:
             parts.append(", ".join(f"{sp}/{lb}={n}" for (sp, lb), n in sorted(by_split.items())))
         if self.skipped:
             parts.append(f"{len(self.skipped)} skipped")
+        if self.ignored:
+            parts.append(f"{len(self.ignored)} ignored (hidden, __MACOSX or links to folders)")
         return "; ".join(parts)
 
 
@@ -105,15 +121,33 @@ def _label_and_split(parts: list[str]) -> tuple[str | None, str | None, str | No
     return label, split, unknown
 
 
-def _tree_samples(entries, root_name: str, labelled: bool) -> SourceData:
-    """entries: iterable of (relative path, Sample factory kwargs). Shared by folder and tar trees."""
+def _hidden(parts: tuple[str, ...]) -> str | None:
+    """Why a path is left out by default (hidden or macOS metadata), or None."""
+    if "__MACOSX" in parts:
+        return MACOSX_REASON
+    if any(p.startswith(".") and p not in (".", "..") for p in parts):
+        return HIDDEN_REASON
+    return None
+
+
+def _tree_samples(entries, root_name: str, labelled: bool, include_hidden: bool = False
+                  ) -> SourceData:
+    """entries: iterable of (relative path, Sample factory kwargs), or (relative path,
+    Skipped) for what the walk itself refused. Shared by folder and tar trees."""
     samples: list[Sample] = []
     skipped: list[Skipped] = []
+    ignored: list[Skipped] = []
     unknown_dirs: Counter = Counter()
     aliases: set[str] = set()
     for rel, kwargs in entries:
         parts = Path(rel).parts
-        if any(p.startswith(".") for p in parts) or "__MACOSX" in parts:
+        why = None if include_hidden else _hidden(parts)
+        if isinstance(kwargs, Skipped):
+            (ignored if kwargs.reason == LINKED_FOLDER_REASON else skipped).append(
+                kwargs if why is None else Skipped(kwargs.ref, why))
+            continue
+        if why:
+            ignored.append(Skipped(kwargs.get("ref", rel), why))
             continue
         if labelled and not is_image_path(rel):
             skipped.append(Skipped(kwargs.get("ref", rel), "not an image file extension"))
@@ -127,7 +161,7 @@ def _tree_samples(entries, root_name: str, labelled: bool) -> SourceData:
             if is_alias(p):
                 aliases.add(p)
         samples.append(Sample(label=label, split=split, **kwargs))
-    data = SourceData(root_name, samples, skipped)
+    data = SourceData(root_name, samples, skipped, ignored=ignored)
     if aliases:
         data.notes.append(f"class folders read as aliases: {', '.join(sorted(aliases))}")
     if unknown_dirs:
@@ -145,30 +179,60 @@ def _tree_samples(entries, root_name: str, labelled: bool) -> SourceData:
 
 
 def _folder_entries(root: Path):
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    """Every file under root, in sorted order (hidden ones too: _tree_samples lists them).
+    Links to folders are not followed (they can loop); they are listed instead."""
+    def refuse(exc: OSError) -> None:
+        raise DataError(f"{exc.filename}: cannot list folder ({exc.strerror or exc})")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=refuse):
+        for d in sorted(dirnames):
+            full = Path(dirpath) / d
+            if full.is_symlink():
+                yield str(full.relative_to(root)), Skipped(str(full), LINKED_FOLDER_REASON)
+        dirnames.sort()
         for fn in sorted(filenames):
-            if fn.startswith("."):
-                continue
             full = Path(dirpath) / fn
             yield str(full.relative_to(root)), {"ref": str(full), "path": str(full)}
 
 
-def _tar_entries(tar_path: Path):
+def _tar_kind(m: tarfile.TarInfo) -> str:
+    if m.issym() or m.islnk():
+        return f"a link inside the archive (to {m.linkname!r}), not followed"
+    if m.isfifo() or m.ischr() or m.isblk():
+        return "a device or named pipe inside the archive, not a file"
+    return "not a regular file inside the archive"
+
+
+def _tar_entries(tar_path: Path, cap: int | None = None):
+    """(member name, Sample kwargs) per file member; (name, Skipped) for members that are not
+    files or are over the byte cap, so they are listed rather than lost."""
+    cap = byte_cap() if cap is None else cap
     try:
         with tarfile.open(tar_path) as tf:
             compressed = not str(tar_path).endswith(".tar")
+            inline = 0
             for m in tf:
-                if not m.isfile():
-                    continue
                 ref = f"{tar_path}::{m.name}"
+                if m.isdir():
+                    continue
+                if not m.isfile():
+                    yield m.name, Skipped(ref, _tar_kind(m))
+                    continue
+                if m.size > cap:  # the header says so: not a byte of it is read
+                    yield m.name, Skipped(ref, too_large(m.size, cap))
+                    continue
                 if compressed:  # no byte ranges inside a compressed stream: keep the bytes
+                    inline += m.size
+                    if inline > MAX_INLINE_ARCHIVE_BYTES:
+                        raise DataError(f"{tar_path}: a compressed archive of more than "
+                                        f"{MAX_INLINE_ARCHIVE_BYTES / 1024**3:.0f} GB of images "
+                                        "is not read into memory; use an uncompressed .tar")
                     fh = tf.extractfile(m)
-                    yield m.name, {"ref": ref, "data": fh.read() if fh else b""}
+                    yield m.name, {"ref": ref, "data": fh.read(m.size) if fh else b""}
                 else:
                     yield m.name, {"ref": ref, "path": str(tar_path), "offset": m.offset_data,
                                    "size": m.size}
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, EOFError, OSError) as exc:  # truncated or damaged archives
         raise DataError(f"{tar_path}: cannot read tar archive ({exc})") from None
 
 
@@ -188,9 +252,11 @@ def read_csv_manifest(csv_path: Path, images: str | Path | None = None) -> Sourc
     not on disk and one .tar sits beside the CSV, they are read from inside it.
     """
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        text = read_file(csv_path, str(csv_path), cap=MAX_MANIFEST_BYTES).decode("utf-8-sig")
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except ImageError as exc:
+        raise DataError(f"{csv_path}: cannot read CSV: {exc.reason}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{csv_path}: cannot read CSV ({exc})") from None
     if not rows:
         raise DataError(f"{csv_path}: the manifest has no rows")
@@ -206,7 +272,7 @@ def read_csv_manifest(csv_path: Path, images: str | Path | None = None) -> Sourc
     base = Path(images) if images else csv_path.parent
     tar_index: dict[str, dict] | None = None
     if base.is_file() and str(base).endswith(TAR_SUFFIXES):
-        tar_index = {rel: kw for rel, kw in _tar_entries(base)}
+        tar_index = dict(_tar_entries(base))
     elif images is None:
         # Paths not on disk: read them from the archives beside the CSV (e.g. celeba-gender's
         # train.tar + val.tar with one attributes.csv); a path in two archives is ambiguous.
@@ -216,7 +282,9 @@ def read_csv_manifest(csv_path: Path, images: str | Path | None = None) -> Sourc
             tar_index = {}
             for tar in tars:
                 for rel, kw in _tar_entries(tar):
-                    if rel in tar_index:
+                    if rel in tar_index and isinstance(kw, Skipped):
+                        continue
+                    if rel in tar_index and not isinstance(tar_index[rel], Skipped):
                         raise DataError(f"{csv_path}: {rel} is in both {tar_index[rel]['path']} "
                                         f"and {tar}; pass --images to say which to read")
                     tar_index[rel] = kw
@@ -241,6 +309,9 @@ def read_csv_manifest(csv_path: Path, images: str | Path | None = None) -> Sourc
             kw = tar_index.get(rel) or tar_index.get(rel.lstrip("./"))
             if kw is None:
                 skipped.append(Skipped(rel, "listed in the manifest but not in the archive"))
+                continue
+            if isinstance(kw, Skipped):
+                skipped.append(kw)
                 continue
             samples.append(Sample(label=label, groups=groups, split=split, **kw))
         else:
@@ -275,6 +346,7 @@ def read_hf_dataset(spec: str, split: str | None = None) -> SourceData:
     dsets = ds if isinstance(ds, datasets.DatasetDict) else {split or "train": ds}
     samples: list[Sample] = []
     skipped: list[Skipped] = []
+    cap = byte_cap()
     for split_name, d in dsets.items():
         if split and split_name != split:
             continue
@@ -300,7 +372,9 @@ def read_hf_dataset(spec: str, split: str | None = None) -> SourceData:
                     continue
             groups = {c: row[c] for c in group_cols if isinstance(row[c], (str, int, float))}
             sp = SPLIT_ALIASES.get(split_name.lower(), split_name)
-            if img.get("bytes"):
+            if img.get("bytes") and len(img["bytes"]) > cap:
+                skipped.append(Skipped(ref, too_large(len(img["bytes"]), cap)))
+            elif img.get("bytes"):
                 samples.append(Sample(ref=ref, label=label, groups=groups, split=sp,
                                       data=img["bytes"]))
             else:
@@ -316,20 +390,23 @@ READERS: list = []
 
 
 def read_source(spec: str | Path | list | SourceData, *, labelled: bool = True,
-                images: str | Path | None = None) -> SourceData:
+                images: str | Path | None = None, include_hidden: bool = False) -> SourceData:
     """Open any supported source. `labelled=False` accepts images without class folders
-    (prediction); a list of sources or a glob pattern is read as one."""
+    (prediction); a list of sources or a glob pattern is read as one. Hidden files and
+    __MACOSX/ inside folders and archives are listed in `ignored` unless `include_hidden`."""
     if isinstance(spec, SourceData):
         return spec
     if isinstance(spec, (list, tuple)) and spec and all(isinstance(x, Sample) for x in spec):
         return SourceData(f"{len(spec)} samples", list(spec))
     if isinstance(spec, (list, tuple)):
-        parts = [read_source(s, labelled=labelled, images=images) for s in spec]
+        parts = [read_source(s, labelled=labelled, images=images, include_hidden=include_hidden)
+                 for s in spec]
         merged = SourceData(", ".join(p.name for p in parts), [], [])
         for p in parts:
             merged.samples += p.samples
             merged.skipped += p.skipped
             merged.notes += p.notes
+            merged.ignored += p.ignored
         return merged
     s = str(spec)
     if s.startswith("hf:"):
@@ -344,7 +421,8 @@ def read_source(spec: str | Path | list | SourceData, *, labelled: bool = True,
             matches = sorted(glob.glob(s, recursive=True))
             if not matches:
                 raise DataError(f"{s}: the pattern matches no files")
-            return read_source(matches, labelled=labelled, images=images)
+            return read_source(matches, labelled=labelled, images=images,
+                               include_hidden=include_hidden)
         raise DataError(f"{s}: no such file or folder")
     if p.is_dir():
         if (p / "dataset_dict.json").exists() or (p / "dataset_info.json").exists() \
@@ -353,23 +431,22 @@ def read_source(spec: str | Path | list | SourceData, *, labelled: bool = True,
         entries = list(_folder_entries(p))
         if not entries:
             raise DataError(f"{p}: the folder is empty")
+        data = _tree_samples(entries, str(p), labelled=labelled, include_hidden=include_hidden)
         if labelled:
-            data = _tree_samples(entries, str(p), labelled=True)
             _check_folder_classes(p, data)
-        else:
-            data = _tree_samples(entries, str(p), labelled=False)
     elif s.lower().endswith(".csv"):
         data = read_csv_manifest(p, images)
     elif s.lower().endswith(TAR_SUFFIXES):
-        data = _tree_samples(_tar_entries(p), str(p), labelled=labelled)
+        data = _tree_samples(_tar_entries(p), str(p), labelled=labelled,
+                             include_hidden=include_hidden)
     else:
         # A single file: an image to predict on (its decoding errors surface later, per file).
         data = SourceData(str(p), [Sample(ref=str(p), path=str(p))])
         if p.suffix.lower() not in IMAGE_EXTENSIONS:
             data.notes.append(f"{p}: unusual extension; trying to decode it anyway")
-    if not data.samples:
-        detail = f" ({len(data.skipped)} files skipped: {data.skipped[0].reason}, ...)" \
-            if data.skipped else ""
+    if not data.samples and (labelled or not (data.skipped or data.ignored)):
+        gone = data.skipped or data.ignored
+        detail = f" ({len(gone)} files skipped: {gone[0].reason}, ...)" if gone else ""
         raise DataError(f"{s}: no images found{detail}")
     return data
 

@@ -2,11 +2,20 @@
 
 The class order lives only in config.json, so training, prediction and reports cannot disagree
 about which output is 'male'. Weights are safetensors: loading a model never unpickles.
+
+config.json is validated on load against CONFIG_SCHEMA (JSON Schema); each failure is a
+FaceGenderError naming the file and the key. `save_config` records the sha256 of every weight
+file in the folder and a digest over them and the label order (`integrity`); `verify_files`
+checks it before an engine loads weights, so a label order edited by hand, or a weight file
+replaced or damaged after saving, is refused instead of inverting every answer in silence.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +31,64 @@ CARD_NAME = "README.md"
 HISTORY_NAME = "history.csv"
 FORMAT = "facegender-model"
 FORMAT_VERSION = 1
+# The files whose sha256 `integrity` records (the ones an engine loads).
+WEIGHT_FILES = (WEIGHTS_NAME, ONNX_NAME, ONNX_INT8_NAME)
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+_NUMBER = {"type": "number"}
+_POLICY_KEYS = ["detect", "margin", "aspect", "align", "offset_y"]
+CONFIG_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["format", "arch", "labels", "input_size", "mean", "std", "crop", "threshold",
+                 "temperature"],
+    "properties": {
+        "format": {"const": FORMAT},
+        "format_version": {"type": "integer", "minimum": 1, "maximum": FORMAT_VERSION},
+        "arch": {"type": "string", "minLength": 1, "maxLength": 200},
+        "labels": {"type": "array", "minItems": 2, "maxItems": 2, "uniqueItems": True,
+                   "items": {"enum": ["female", "male"]}},
+        "input_size": {"type": "integer", "minimum": 16, "maximum": 1024},
+        "mean": {"type": "array", "minItems": 3, "maxItems": 3,
+                 "items": {**_NUMBER, "minimum": -10, "maximum": 10}},
+        "std": {"type": "array", "minItems": 3, "maxItems": 3,
+                "items": {**_NUMBER, "exclusiveMinimum": 0, "maximum": 100}},
+        "crop": {
+            "type": "object",
+            "required": ["detect"],
+            "properties": {
+                "detect": {"type": "boolean"},
+                "margin": {**_NUMBER, "exclusiveMinimum": -1, "maximum": 10},
+                "aspect": {**_NUMBER, "exclusiveMinimum": 0, "maximum": 10},
+                "align": {"type": "boolean"},
+                "offset_y": {**_NUMBER, "minimum": -5, "maximum": 5},
+                "template": {"type": ["array", "null"], "minItems": 4, "maxItems": 4,
+                             "items": {"type": "array", "minItems": 2, "maxItems": 2,
+                                       "items": _NUMBER}},
+            },
+            "additionalProperties": False,
+            # A detecting policy must say how to cut the face: no key may fall back silently.
+            "if": {"properties": {"detect": {"const": True}}},
+            "then": {"required": _POLICY_KEYS},
+        },
+        "threshold": {**_NUMBER, "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+        "temperature": {**_NUMBER, "exclusiveMinimum": 0, "maximum": 1000},
+        "unsure_band": {**_NUMBER, "minimum": 0, "maximum": 0.5},
+        "recipe": {"type": "object"},
+        "data": {"type": "object"},
+        "metrics": {"type": "object"},
+        "facegender_version": {"type": "string"},
+        "integrity": {
+            "type": "object",
+            "required": ["files", "digest"],
+            "properties": {
+                "files": {"type": "object", "additionalProperties": {
+                    "type": "string", "pattern": "^[0-9a-f]{64}$"}},
+                "digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            },
+        },
+    },
+}
 
 
 @dataclass
@@ -39,6 +106,8 @@ class ModelConfig:
     recipe: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # sha256 of each weight file + a digest binding them to `labels` (written by save_config).
+    integrity: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
     facegender_version: str = ""
@@ -97,30 +166,157 @@ def resolve_model_dir(model: str | Path | None) -> Path:
                 "give a model folder with config.json + model.safetensors"
             )
         raise FaceGenderError(f"model folder not found: {path}")
-    if not (path / CONFIG_NAME).is_file():
+    if not os.path.lexists(path / CONFIG_NAME):  # a config that is not a file: load_config says
         raise FaceGenderError(f"{path}: not a facegender model folder (no {CONFIG_NAME})")
     return path
 
 
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _key(path) -> str:
+    """A jsonschema error path as the config key it names, e.g. crop.margin or mean[1]."""
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(the whole file)"
+
+
+def validate_config(data: Any, path: str | Path) -> None:
+    """Raise FaceGenderError naming `path` and the key for the first way `data` breaks
+    CONFIG_SCHEMA (the most specific error jsonschema finds)."""
+    import jsonschema
+
+    if not isinstance(data, dict):
+        raise FaceGenderError(f"{path}: key (the whole file): must be a JSON object, not "
+                              f"{type(data).__name__}")
+    if data.get("format") != FORMAT:
+        raise FaceGenderError(f"{path}: key 'format': not a facegender config "
+                              f"(format={str(data.get('format'))[:80]!r})")
+    validator = jsonschema.Draft202012Validator(CONFIG_SCHEMA)
+    err = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if err is None:
+        return
+    key = _key(err.absolute_path)
+    if err.validator == "required":
+        missing = [k for k in err.validator_value if k not in (err.instance or {})]
+        key = ".".join(x for x in (_key(err.absolute_path) if err.absolute_path else "",
+                                   missing[0] if missing else "") if x)
+        raise FaceGenderError(f"{path}: key '{key}' is missing")
+    raise FaceGenderError(f"{path}: key '{key}': {err.message[:300]}")
+
+
 def load_config(model: str | Path | None) -> ModelConfig:
+    """config.json of a model folder, validated (CONFIG_SCHEMA); weights are not touched."""
+    from ..io.files import read_file
+
     path = resolve_model_dir(model) / CONFIG_NAME
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise FaceGenderError(f"{path}: invalid JSON ({exc})") from None
-    if data.get("format") != FORMAT:
-        raise FaceGenderError(f"{path}: not a facegender config (format={data.get('format')!r})")
+        raw = read_file(path, str(path), cap=MAX_CONFIG_BYTES)
+    except FaceGenderError as exc:
+        raise FaceGenderError(f"{path}: {getattr(exc, 'reason', exc)}") from None
+    try:
+        data = json.loads(raw.decode("utf-8-sig"), parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise FaceGenderError(f"{path}: key (the whole file): not UTF-8 text (a binary file?)"
+                              ) from None
+    except (json.JSONDecodeError, ValueError, RecursionError) as exc:
+        raise FaceGenderError(f"{path}: invalid JSON ({str(exc)[:200]})") from None
+    validate_config(data, path)
     return ModelConfig.from_dict(data)
 
 
+# sha256 of files already hashed in this process, by (path, size, mtime, inode).
+_HASHES: dict[tuple, str] = {}
+_HASH_LOCK = threading.Lock()
+
+
+def file_sha256(path: Path) -> str:
+    st = os.stat(path)
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    with _HASH_LOCK:
+        if key in _HASHES:
+            return _HASHES[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(2**20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    with _HASH_LOCK:
+        _HASHES[key] = digest
+    return digest
+
+
+def _digest(labels: list[str], files: dict[str, str]) -> str:
+    blob = json.dumps({"labels": list(labels), "files": dict(sorted(files.items()))},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def integrity_record(folder: str | Path, labels: list[str]) -> dict[str, Any]:
+    """The `integrity` entry for the weight files now in `folder` and this label order."""
+    folder = Path(folder)
+    files = {name: file_sha256(folder / name) for name in WEIGHT_FILES
+             if (folder / name).is_file()}
+    return {"files": files, "digest": _digest(labels, files)}
+
+
+def verify_files(model: str | Path | None, names: tuple[str, ...] = WEIGHT_FILES) -> ModelConfig:
+    """Check a model folder before its weights are used: config.json valid, label order and
+    recorded files unchanged since save_config (`integrity`), each of `names` that exists
+    matching its recorded sha256, model.safetensors a readable safetensors file. Folders saved
+    before `integrity` existed pass the digest checks. Returns the config."""
+    folder = resolve_model_dir(model)
+    cfg = load_config(folder)
+    rec = cfg.integrity
+    if rec:
+        files = rec.get("files", {})
+        if _digest(cfg.labels, files) != rec.get("digest"):
+            raise FaceGenderError(
+                f"{folder / CONFIG_NAME}: key 'labels': the label order {cfg.labels} (or "
+                "integrity.files) is not what was recorded with the weights (integrity.digest): "
+                "config.json was edited by hand; restore it, or re-save the folder with "
+                "modelfile.save_config if the weights really were changed to match")
+        for name in names:
+            if name in files and (folder / name).is_file() \
+                    and file_sha256(folder / name) != files[name]:
+                raise FaceGenderError(
+                    f"{folder / name}: its sha256 is not the one recorded in config.json "
+                    f"(integrity.files['{name}']): the file was replaced or damaged after the "
+                    "model was saved")
+    if WEIGHTS_NAME in names and (folder / WEIGHTS_NAME).is_file():
+        check_safetensors(folder / WEIGHTS_NAME)
+    return cfg
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a file that is not a complete safetensors file (a pickle renamed, truncated)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            fh.keys()
+    except Exception as exc:  # the Rust reader raises SafetensorError and OSError alike
+        raise FaceGenderError(f"{path}: not a readable safetensors file ({str(exc)[:200]}); "
+                              "weights are never unpickled") from None
+
+
 def save_config(cfg: ModelConfig, folder: str | Path) -> Path:
+    """Write config.json, recording the integrity of the weight files now in `folder`: call it
+    after the weights are written."""
     from ..version import __version__
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg.facegender_version = __version__
+    cfg.integrity = integrity_record(folder, cfg.labels)
+    data = cfg.to_dict()
+    validate_config(json.loads(json.dumps(data)), folder / CONFIG_NAME)
     out = folder / CONFIG_NAME
-    out.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    tmp = out.with_name(f".{CONFIG_NAME}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, out)  # a reader never sees half a config
     return out
 
 
@@ -142,10 +338,10 @@ def load_torch_model(model: str | Path | None):
     from .registry import build_model
 
     folder = resolve_model_dir(model)
-    cfg = load_config(folder)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise FaceGenderError(f"{folder}: no {WEIGHTS_NAME}")
+    cfg = verify_files(folder, (WEIGHTS_NAME,))
     net = build_model(cfg.arch, num_classes=len(cfg.labels), pretrained=False)
     state = load_file(str(weights))
     missing, unexpected = net.load_state_dict(state, strict=False)

@@ -166,9 +166,9 @@ class _Runner:
         # Never blocks: the executor runs at most `workers` of these, one per Predictor.
         p = self._free.get()
         try:
-            p.tta, p.largest = tta, largest
             return p.predict(blobs, batch_size=self.batch_size,
-                             workers=min(len(blobs), 4, os.cpu_count() or 1))
+                             workers=min(len(blobs), 4, os.cpu_count() or 1),
+                             tta=tta, largest=largest)
         finally:
             self._free.put(p)
 

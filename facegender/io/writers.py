@@ -1,0 +1,162 @@
+"""Result files that survive: rows streamed as they come, the file swapped in whole at the end.
+
+`RowWriter` writes CSV or JSON rows (whatever dicts it is given) to a temporary file beside the
+target, flushed after every `write`, and renames it over the target on `close`: a reader never
+sees half a file, and a run that stops early never leaves an older file at the same path looking
+current. `close(partial=reason)` (Ctrl-C, an error) still renames it, ending with one marker
+row whose `error` says the output is partial. Any text, including file names that are not valid
+UTF-8, is written as valid UTF-8 (io.files.safe_text).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from .files import safe_text
+
+PARTIAL_PREFIX = "PARTIAL OUTPUT"
+
+
+def _clean(v: Any) -> Any:
+    """Values with every string made valid UTF-8 (for JSON)."""
+    if isinstance(v, str):
+        return safe_text(v)
+    if isinstance(v, dict):
+        return {safe_text(str(k)): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, float) and v != v:  # NaN is not JSON
+        return None
+    return v
+
+
+def csv_cell(key: str, v: Any) -> Any:
+    """One CSV cell: boxes as 'x y w h' (1 decimal), other lists/dicts as JSON, text made safe."""
+    if v is None:
+        return ""
+    if key == "box" and isinstance(v, (list, tuple)):
+        return " ".join(f"{x:.1f}" for x in v)
+    if isinstance(v, (list, tuple, dict)):
+        return json.dumps(_clean(v), ensure_ascii=False)
+    if isinstance(v, str):
+        return safe_text(v)
+    return v
+
+
+def partial_row(fields: list[str], reason: str) -> dict[str, Any]:
+    """The last row of a partial file: every field empty but `error`."""
+    row: dict[str, Any] = {f: None for f in fields}
+    row["error"] = f"{PARTIAL_PREFIX}: {reason}"
+    return row
+
+
+class RowWriter:
+    """Stream rows to `target` (a path, or an open text stream such as sys.stdout) as CSV or
+    JSON. For a path, rows go to a hidden temporary file in the same folder that replaces the
+    target on close. `fields`: the preferred column order (of the CSV row for CSV); keys of
+    the first row that it does not name follow it (default: the first row's keys). `csv_row`
+    turns a row into its CSV form (e.g. a box spread over four columns)."""
+
+    def __init__(self, target: str | os.PathLike | IO[str], fmt: str,
+                 fields: list[str] | None = None,
+                 csv_row: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+        if fmt not in ("csv", "json"):
+            raise ValueError(f"format must be csv or json, not {fmt!r}")
+        self.fmt = fmt
+        self.fields = list(fields) if fields else None
+        self.csv_row = csv_row
+        self._keys: list[str] = []  # keys of the rows given (before csv_row)
+        self.rows = 0
+        self.closed = False
+        self._csv: csv.DictWriter | None = None
+        self._tmp: str | None = None
+        if isinstance(target, (str, os.PathLike)):
+            self.path: Path | None = Path(target)
+            folder = self.path.parent
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
+                                             dir=folder)
+            self._fh: IO[str] = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        else:
+            self.path = None
+            self._fh = target
+        if fmt == "json":
+            self._fh.write("[")
+            self._fh.flush()
+
+    @property
+    def temp_path(self) -> str | None:
+        """Where rows are being written until close (None for a stream)."""
+        return self._tmp
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        """Write rows and flush them to the OS (they survive the process being killed)."""
+        for row in rows:
+            self._write_one(row)
+        self._fh.flush()
+
+    def _write_one(self, row: dict[str, Any]) -> None:
+        if not self._keys:
+            self._keys = list(row)
+        if self.fmt == "csv" and self.csv_row is not None:
+            row = self.csv_row(row)
+        if self._csv is None:
+            self.fields = list(self.fields or []) + [k for k in row if k not in (self.fields or [])]
+        if self.fmt == "json":
+            self._fh.write(("\n  " if self.rows == 0 else ",\n  ")
+                           + json.dumps(_clean(row), ensure_ascii=False))
+        else:
+            if self._csv is None:
+                self._csv = csv.DictWriter(self._fh, fieldnames=self.fields,
+                                           extrasaction="ignore")
+                self._csv.writeheader()
+            self._csv.writerow({k: csv_cell(k, row.get(k)) for k in self.fields})
+        self.rows += 1
+
+    def close(self, partial: str | None = None) -> Path | None:
+        """Finish the file; with `partial` (why it stopped), end it with a marker row first.
+        The temporary file then replaces the target. Returns the target path."""
+        if self.closed:
+            return self.path
+        self.closed = True
+        if partial is not None:
+            keys = self._keys or ([] if self.csv_row else self.fields) or ["path", "error"]
+            self._write_one(partial_row(keys, partial))
+        if self.fmt == "json":
+            self._fh.write("\n]\n" if self.rows else "]\n")
+        elif self._csv is None and self.fields:  # no rows at all: still a header
+            csv.DictWriter(self._fh, fieldnames=self.fields).writeheader()
+        self._fh.flush()
+        if self.path is None:
+            return None
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        umask = os.umask(0)  # mkstemp makes the file 0600; give it the mode open() would
+        os.umask(umask)
+        os.chmod(self._tmp, 0o666 & ~umask)
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        """Drop the temporary file without touching the target."""
+        if self.path is not None and not self.closed:
+            self.closed = True
+            self._fh.close()
+            Path(self._tmp).unlink(missing_ok=True)
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close(partial=f"interrupted after {self.rows} rows")
+        else:
+            self.close(partial=f"stopped by an error after {self.rows} rows ({exc_type.__name__})")
