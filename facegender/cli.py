@@ -49,7 +49,9 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "onnx", "int8", "torch"],
                    help="inference engine (auto: ONNX Runtime when the model has model.onnx, "
                         "else torch)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the engine")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads of each engine (default: the classifier uses every "
+                        "core and the detector one, running in a thread per core)")
     p.add_argument("--batch-size", type=int, default=64, help="faces per inference batch")
     p.add_argument("--tta", action="store_true",
                    help="average the probabilities of each face and its mirror image")
@@ -209,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also read hidden files ('.name') and __MACOSX/ inside folders and "
                         "archives (default: listed as ignored)")
     _add_limits(p)
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="N worker processes, each with its own engines (default: one process "
+                        "that decodes and detects in a thread per core)")
     _add_runtime(p)
     r = p.add_argument_group("scaling out (--engine ray; the [scale] extra)")
     r.add_argument("--engine", choices=["local", "ray"], default="local",
@@ -499,7 +504,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     stopped: str | None = None
     try:
-        for res in pred.iter_predict(a.inputs, batch_size=a.batch_size):
+        for res in pred.iter_predict(a.inputs, batch_size=a.batch_size, processes=a.workers):
             n_img += 1
             if keep:
                 save_outputs(res, n_img, Path(a.save_crops) if a.save_crops else None,

@@ -107,7 +107,8 @@ class FaceDetector:
         so faces down to that many pixels are found (reliably from ~1.2x min_face; 640x480
         with min_face=40 is 15 tiles), and drops smaller detections.
     score_threshold: minimum BlazeFace confidence (MediaPipe's default 0.5).
-    threads: ONNX Runtime intra-op threads (None: its default, all cores).
+    threads: ONNX Runtime intra-op threads (None: one; the Predictor detects in one thread per
+        core instead).
     max_tiles: cap on tiles per image; past it the smallest searched size grows (with a
         warning), so a huge photo cannot take unbounded time or memory.
     refine: re-detect faces under 20% of the image's longer side in a window where they fill
@@ -139,10 +140,13 @@ class FaceDetector:
                                   "incomplete facegender install, or a wrong model_path)")
         import onnxruntime as ort
 
+        # One thread by default: a 128 px pass is too small to split (2 threads were no faster),
+        # and the Predictor runs one detection per core in its own threads. Idle threads sleep
+        # instead of spin-waiting, which only burns the cores that decode and classify.
         opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-            opts.inter_op_num_threads = 1
+        opts.intra_op_num_threads = int(threads or 1)
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(self.model_path), opts,
                                              providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name

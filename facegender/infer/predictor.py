@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -19,13 +18,21 @@ from PIL import Image
 
 from ..errors import FaceGenderError, ImageError
 from ..io.files import byte_cap
-from ..io.images import decode_bytes, load_image
+from ..io.images import EncodedImage, load_image
 from ..io.sources import Sample, SourceData, read_source
 from ..models import modelfile
 from ..models.modelfile import ModelConfig
 from .backends import make_backend
+from .pipeline import run_processes, run_threads
 from .preprocess import softmax, to_array
 from .records import face_record
+
+# The detector sees the image at 1/2..1/8 (JPEG draft decoding, else box-averaged) as long as
+# its longer side keeps this many pixels. BlazeFace looks at 128 px and its refine pass at a
+# window 2.5 face sizes wide, so 480 px would do; 960 costs a 12-MP JPEG 1.4 ms more to decode
+# (1/4 instead of 1/8) and already holds most face crops at the classifier's input size, so
+# they need no second, finer decode.
+DETECT_SIDE = 960
 
 
 class FaceBox(NamedTuple):
@@ -98,6 +105,9 @@ class PredictOptions:
     max_bytes: int | None = None  # cap on one image's encoded bytes (io.files.byte_cap)
     keep_images: bool = False
     include_hidden: bool = False  # read hidden files and __MACOSX/ in folders and archives
+    # Decode a JPEG only as finely as detection and each crop need (1/2..1/8 scale); False:
+    # decode at full size and box-average for the detector, as every other format is.
+    draft: bool = True
 
     def replace(self, **changes: Any) -> PredictOptions:
         unknown = sorted(set(changes) - set(self.__dataclass_fields__))
@@ -123,7 +133,7 @@ class Predictor:
     `detect=False` treats every image as one face crop, and `crop` overrides policy keys.
 
     Per-call options (tta, largest, unsure_band, max_pixels, max_bytes, keep_images,
-    include_hidden) may be given to `predict`/`iter_predict`; the constructor's values are the
+    include_hidden, draft) may be given to `predict`/`iter_predict`; the constructor's values are the
     defaults (`self.options`). One Predictor may serve several threads at once."""
 
     tta = _option("tta")
@@ -131,6 +141,7 @@ class Predictor:
     unsure_band = _option("unsure_band")
     max_pixels = _option("max_pixels")
     keep_images = _option("keep_images")
+    draft = _option("draft")
 
     def __init__(self, model: str | Path | None = None, *, backend: str = "auto",
                  threads: int | None = None, tta: bool = False, detect: bool | None = None,
@@ -138,28 +149,49 @@ class Predictor:
                  score_threshold: float = 0.5, unsure_band: float | None = None,
                  max_pixels: int | None = None, keep_images: bool = False,
                  crop: dict[str, Any] | None = None, max_bytes: int | None = None,
-                 include_hidden: bool = False):
+                 include_hidden: bool = False, draft: bool = True):
         self.model_dir = modelfile.resolve_model_dir(model)
         self.config: ModelConfig = modelfile.load_config(self.model_dir)
+        self.backend_name = backend
         self.backend = make_backend(self.model_dir, backend, threads)
         self.threads = threads
+        self.min_face = min_face
+        self.score_threshold = score_threshold
         self.options = PredictOptions(
             tta=bool(tta), largest=bool(largest),
             unsure_band=self.config.unsure_band if unsure_band is None else float(unsure_band),
             max_pixels=max_pixels, max_bytes=max_bytes, keep_images=bool(keep_images),
-            include_hidden=bool(include_hidden))
+            include_hidden=bool(include_hidden), draft=bool(draft))
         self.detect = bool(self.config.crop.get("detect", False)) if detect is None else detect
         self._detector = None
         self._policy = None
         if self.detect:
-            from ..faces import CropPolicy, FaceDetector
+            from ..faces import CropPolicy
 
             # detect=True on a model whose policy is "whole image" uses the default crop style.
             # `crop` overrides single policy keys (e.g. {"margin": 0.3}) to try other crops.
             self._policy = CropPolicy.from_dict({**self.config.crop, **(crop or {}),
                                                  "detect": True})
-            self._detector = FaceDetector(min_face=min_face, score_threshold=score_threshold,
-                                          threads=threads)
+            self._detector = self._make_detector()
+
+    def _make_detector(self):
+        from ..faces import FaceDetector
+
+        return FaceDetector(min_face=self.min_face, score_threshold=self.score_threshold,
+                            threads=self.threads)
+
+    # A worker process gets the Predictor by pickle and builds its own engines from the same
+    # settings (ONNX Runtime sessions are not shared across processes).
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["backend"] = state["_detector"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.backend = make_backend(self.model_dir, self.backend_name, self.threads)
+        if self.detect:
+            self._detector = self._make_detector()
 
     @property
     def labels(self) -> list[str]:
@@ -186,6 +218,40 @@ class Predictor:
         found = detect_and_crop(img, self._detector, self._policy, largest=largest)
         return [(tuple(float(v) for v in f.box), float(f.score), crop) for f, crop in found]
 
+    def _faces_scaled(self, enc: EncodedImage, largest: bool = False, finest: int = 8
+                      ) -> list[tuple[tuple, float | None, Image.Image]]:
+        """_faces from the least the image needs decoded. The detector sees it at 1/k with at
+        least DETECT_SIDE px on the longer side; each crop comes from the coarsest scale in
+        which it still has the model's input size on both sides, never coarser than that view
+        or than `finest`, never finer than the file. A JPEG decodes straight at those scales
+        (draft mode); other images are decoded whole and box-averaged, so both detect alike.
+        Boxes are in full-size pixels, as _faces gives them."""
+        from ..faces import Face, crop_face, crop_geometry
+
+        size = self.config.input_size
+        if not self.detect:  # the whole image is the face: decode it no larger than needed
+            img = enc.decode(min(finest, enc.reduction_for(min_short=size)))
+            return [((0.0, 0.0, float(enc.size[0]), float(enc.size[1])), None, img)]
+        k_view = enc.reduction_for(min_long=DETECT_SIDE)
+        found = self._detector.detect(enc.decode(k_view))
+        if largest and found:
+            found = [max(found, key=lambda f: f.area)]
+        # A pixel at 1/k covers exactly k x k pixels of the file, so coordinates scale by k.
+        full = [Face(tuple(float(v) * k_view for v in f.box), f.score,
+                     None if f.landmarks is None else f.landmarks * k_view) for f in found]
+        k = min(k_view, finest)
+        for f in full:
+            g = crop_geometry(f, self._policy)
+            while k > 1 and min(g.width, g.height) < size * k:
+                k //= 2
+        img = enc.decode(k)
+        out = []
+        for f in full:
+            at_k = Face(tuple(v / k for v in f.box), f.score,
+                        None if f.landmarks is None else f.landmarks / k)
+            out.append((f.box, float(f.score), crop_face(img, at_k, self._policy)))
+        return out
+
     def _prepare(self, item: tuple[str, Any], opts: PredictOptions | None = None
                  ) -> tuple[ImageResult, list]:
         opts = opts or self.options
@@ -194,14 +260,19 @@ class Predictor:
             return ImageResult(path=ref, error=src.reason, ignored=src.ignored), []
         res = ImageResult(path=ref, sample=src if isinstance(src, Sample) else None)
         try:
-            if isinstance(src, Sample):
-                cap = byte_cap(opts.max_pixels, opts.max_bytes)
-                img = decode_bytes(src.read_bytes(cap), ref, opts.max_pixels, opts.max_bytes)
+            if isinstance(src, (Sample, bytes)):
+                data = (src.read_bytes(byte_cap(opts.max_pixels, opts.max_bytes))
+                        if isinstance(src, Sample) else src)
+                enc = EncodedImage(data, ref, opts.max_pixels, opts.max_bytes, draft=opts.draft)
+                del data
             else:
-                img = load_image(src, name=ref, max_pixels=opts.max_pixels,
-                                 max_bytes=opts.max_bytes)
-            res.width, res.height = img.size
-            faces = self._faces(img, opts.largest)
+                enc = EncodedImage.from_image(load_image(
+                    src, name=ref, max_pixels=opts.max_pixels, max_bytes=opts.max_bytes), ref)
+            if self.detect and self.min_face is not None:
+                faces = self._faces(enc.decode(1), opts.largest)  # tiles search full size
+            else:  # kept crops (--save-crops) are cut at full size
+                faces = self._faces_scaled(enc, opts.largest, 1 if opts.keep_images else 8)
+            res.width, res.height = enc.size  # only once the pixels decoded
         except ImageError as exc:
             res.error = exc.reason
             return res, []
@@ -209,7 +280,7 @@ class Predictor:
             res.error = f"cannot read ({exc.strerror or exc})"
             return res, []
         if opts.keep_images:
-            res.image = img
+            res.image = enc.decode(1)
             res.crops = [crop for _, _, crop in faces]
         return res, [(box, score, to_array(crop, self.config)) for box, score, crop in faces]
 
@@ -233,28 +304,27 @@ class Predictor:
                     face_source="detector" if score is not None else "whole_image"))
         return [r for r, _ in prepared]
 
-    def iter_predict(self, inputs: Any, batch_size: int = 64, workers: int | None = None, *,
-                     options: PredictOptions | None = None, **overrides: Any
-                     ) -> Iterator[ImageResult]:
-        """Yield one ImageResult per input image, in input order, a batch at a time.
-        `options` / keyword overrides (tta=..., largest=...) apply to this call only."""
-        opts = (options or self.options).replace(**overrides)
-        items = list(expand_inputs(inputs, include_hidden=opts.include_hidden))
-        workers = workers or min(4, os.cpu_count() or 1)
-        pool = ThreadPoolExecutor(workers)
-        try:
-            for i in range(0, len(items), batch_size):
-                # pool.map keeps input order; decoding and detection release the GIL.
-                prepared = list(pool.map(lambda it: self._prepare(it, opts),
-                                         items[i:i + batch_size]))
-                yield from self._finish(prepared, batch_size, opts)
-        finally:
-            # On Ctrl-C or a consumer that stops early, queued images are dropped, not run.
-            pool.shutdown(wait=True, cancel_futures=True)
+    def iter_predict(self, inputs: Any, batch_size: int = 64, workers: int | None = None,
+                     processes: int | None = None, *, options: PredictOptions | None = None,
+                     **overrides: Any) -> Iterator[ImageResult]:
+        """Yield one ImageResult per input image, in input order, as soon as its batch is done.
 
-    def predict(self, inputs: Any, batch_size: int = 64, workers: int | None = None, *,
-                options: PredictOptions | None = None, **overrides: Any) -> list[ImageResult]:
-        return list(self.iter_predict(inputs, batch_size, workers, options=options, **overrides))
+        Decoding and detection run in `workers` threads (default: one per usable core); faces
+        are classified in batches of `batch_size` across images. `processes` > 1 runs that many
+        worker processes instead, each with its own engines. Inputs are read as they are
+        needed, so memory stays bounded however many there are. `options` / keyword overrides
+        (tta=..., largest=...) apply to this call only."""
+        opts = (options or self.options).replace(**overrides)
+        items = expand_inputs(inputs, include_hidden=opts.include_hidden)
+        if processes is not None and processes > 1:
+            return run_processes(self, items, batch_size, processes, opts)
+        return run_threads(self, items, batch_size, workers, opts)
+
+    def predict(self, inputs: Any, batch_size: int = 64, workers: int | None = None,
+                processes: int | None = None, *, options: PredictOptions | None = None,
+                **overrides: Any) -> list[ImageResult]:
+        return list(self.iter_predict(inputs, batch_size, workers, processes, options=options,
+                                      **overrides))
 
 
 @dataclass
