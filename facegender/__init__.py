@@ -1,7 +1,7 @@
 """facegender: male/female face classification with calibrated probabilities.
 
 The public API maps 1:1 onto the CLI verbs: `train`, `evaluate`, `predict`, `explain`, `qat`,
-`export`, `benchmark`, `info`, `shard` (`serve` lives in `facegender.serve`; `predict --engine
+`export`, `benchmark`, `info`, `shard`, `calibrate` (`serve` lives in `facegender.serve`; `predict --engine
 ray` is `predict_ray`). Nothing here imports torch:
 `train`, `qat` and `export` load it on first use.
 """
@@ -15,7 +15,7 @@ from .report.explainer import explain
 from .version import __version__
 
 __all__ = ["train", "qat", "evaluate", "predict", "explain", "info", "load", "Predictor", "ImageResult",
-           "export", "benchmark", "shard", "predict_ray", "__version__"]
+           "export", "benchmark", "shard", "calibrate", "predict_ray", "__version__"]
 
 
 def train(*args, **kwargs):
@@ -30,6 +30,14 @@ def qat(*args, **kwargs):
     from .training.quantaware import finetune
 
     return finetune(*args, **kwargs)
+
+
+def calibrate(*args, **kwargs):
+    """Re-fit a model's temperature and unsure band on several views of validation faces; see
+    facegender.training.calibrate.calibrate."""
+    from .training.calibrate import calibrate as _calibrate
+
+    return _calibrate(*args, **kwargs)
 
 
 def export(*args, **kwargs):

@@ -361,6 +361,29 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write the images in a seeded random order (default: source order)")
     sh.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
+    ca = sub.add_parser("calibrate", help="re-fit a model's temperature and unsure band",
+                        description="Re-fit the temperature and unsure band of a model folder on "
+                        "the validation faces of one or more labelled sources (each source's val "
+                        "split, else a stratified share of its train split; never a test split), "
+                        "several views of each face (the face, its mirror, degraded copies as "
+                        "phone and web photos give them), every source weighted alike. The "
+                        "weights are not touched.")
+    ca.add_argument("model", help="model folder, or a shipped model (then --out is required)")
+    ca.add_argument("data", nargs="+", help="labelled source(s): folder tree, tar, CSV manifest")
+    ca.add_argument("--out", "-o", default=None,
+                    help="write a recalibrated copy here (default: update MODEL in place)")
+    ca.add_argument("--views", type=int, default=3,
+                    help="views per face: 1 = the face, 2 = + mirror, 3+ = + degraded copies "
+                         "(default: %(default)s)")
+    ca.add_argument("--limit", type=int, default=3000,
+                    help="validation faces per source at most (default: %(default)s)")
+    ca.add_argument("--drop", action="append", default=[], metavar="COLUMN=VALUE",
+                    help="leave out faces whose manifest column has this value (e.g. disputed=1)")
+    ca.add_argument("--backend", default="auto", help="onnx, int8, torch or auto (default)")
+    ca.add_argument("--threads", type=int, default=None, help="engine threads (default: all)")
+    ca.add_argument("--seed", type=int, default=0, help="seed for the views and the draw")
+    ca.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
     i = sub.add_parser("info", help="show a model folder's config and files")
     i.add_argument("model", nargs="?", default=None,
                    help="model folder, or a shipped model: fast (default) or accurate")
@@ -677,6 +700,20 @@ def cmd_shard(a: argparse.Namespace) -> int:
     return 1 if res.skipped else 0
 
 
+def cmd_calibrate(a: argparse.Namespace) -> int:
+    from .training.calibrate import calibrate
+
+    res = calibrate(a.model, a.data, a.out, views=a.views, limit=a.limit, drop=a.drop,
+                    backend=a.backend, threads=a.threads, seed=a.seed, progress=a.progress)
+    b, n = res["before"], res["after"]
+    print(f"{res['model']}: {res['faces']} faces x {res['views']} views from "
+          f"{', '.join(res['sources'])} ({res['skipped']} without a face)")
+    for key in ("temperature", "unsure_band", "ece_clean", "ece_degraded"):
+        if key in n:
+            print(f"  {key:12s} {b[key]} -> {n[key]}")
+    return 0
+
+
 def cmd_info(a: argparse.Namespace) -> int:
     from .models.info import info
 
@@ -686,7 +723,8 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
             "explain": cmd_explain, "export": cmd_export, "qat": cmd_qat, "benchmark": cmd_benchmark,
-            "serve": cmd_serve, "info": cmd_info, "val": cmd_evaluate, "shard": cmd_shard}
+            "serve": cmd_serve, "info": cmd_info, "val": cmd_evaluate, "shard": cmd_shard,
+            "calibrate": cmd_calibrate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,44 +12,24 @@ changed input never reuses stale features.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import sys
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
 
 from ..errors import FaceGenderError, ImageError, require
-from ..infer.preprocess import to_array
 from ..io.images import decode_bytes
 from ..io.sources import Sample
 from ..models.modelfile import ModelConfig
+from .calibrate import TRAIN_PAD, face_views
 from .torchdata import PolicyCrop
 
 torch = require("torch")
 
 CHUNK = 1024  # faces per cache part
-# Training crops are tight: detect on the image padded by half its side (all 1,000 celeba val
-# crops found this way, see faces.detect_and_crop).
-TRAIN_PAD = 0.5
-
-
-def degrade(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """A copy as an ordinary phone or web photo would give it: smaller, re-compressed, sometimes
-    gray. Seeded, so a view's features are reproducible."""
-    if rng.random() < 0.7:
-        s = rng.uniform(0.35, 0.8)
-        img = img.resize((max(8, round(img.width * s)), max(8, round(img.height * s))),
-                         Image.Resampling.BILINEAR)
-    if rng.random() < 0.3:
-        img = ImageOps.grayscale(img).convert("RGB")
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=int(rng.integers(30, 85)))
-    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
 
 class _FaceViews(torch.utils.data.Dataset):
@@ -71,17 +51,8 @@ class _FaceViews(torch.utils.data.Dataset):
             return i, None, exc.reason
         except OSError as exc:
             return i, None, f"cannot read ({exc})"
-        face = self.crop.find(img)
-        if face is None:
-            return i, None, "no face found"
-        arrays = [to_array(face, self.cfg)]
-        if self.views > 1:
-            arrays.append(np.ascontiguousarray(arrays[0][:, :, ::-1]))
-        rng = np.random.default_rng([self.seed, _ref_seed(s.ref)])
-        for _ in range(2, self.views):
-            degraded = self.crop.find(degrade(img, rng))
-            arrays.append(to_array(degraded, self.cfg) if degraded is not None else arrays[0])
-        return i, np.stack(arrays), "detected"
+        x = face_views(img, self.crop.find, self.cfg, self.views, self.seed, s.ref)
+        return (i, None, "no face found") if x is None else (i, x, "detected")
 
 
 def _collate(batch):
@@ -100,10 +71,6 @@ def store_key(cfg: ModelConfig, weights_id: str, seed: int, pad: float, what: st
     blob = json.dumps([cfg.crop, cfg.input_size, cfg.mean, cfg.std, weights_id, seed, pad, what],
                       sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def _ref_seed(ref: str) -> int:
-    return zlib.crc32(ref.encode("utf-8", "surrogateescape"))
 
 
 def _load_store(root: Path) -> dict[str, tuple[np.ndarray | None, str]]:

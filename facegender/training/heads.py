@@ -27,7 +27,8 @@ from ..infer.preprocess import softmax
 from ..labels import DEFAULT_LABELS
 from ..models import modelfile
 from ..models.modelfile import ModelConfig
-from ..report.metrics import choose_unsure_band, expected_calibration_error, fit_temperature
+from ..report.metrics import expected_calibration_error
+from .calibrate import fit_calibration
 from .features import extract_features
 from .multisource import as_specs, dropped, gather, metrics_by_group, parse_drop
 from .sampling import BalancedSampler, balanced_weights
@@ -316,16 +317,10 @@ def train_head(
         pooled = _pooled(net.backbone, acts_va_views)  # (n, views, dim)
         n_views = pooled.shape[1]
         z_views = net.head(torch.from_numpy(pooled.reshape(len(va_idx) * n_views, -1))).numpy()
-    z = z_views.reshape(len(va_idx), n_views, -1)[:, 0]
-    cal = np.flatnonzero(keep)[np.random.default_rng(seed).choice(len(kept_s), size=len(kept_s),
-                                                                    p=val_w)]
-    cal_views = (cal[:, None] * n_views + np.arange(n_views)[None, :]).ravel()
-    y_views = np.repeat(y_va, n_views)
-    cfg.temperature = round(fit_temperature(z_views[cal_views], y_views[cal_views]), 4)
+    z_all = z_views.reshape(len(va_idx), n_views, -1)
+    z = z_all[:, 0]
+    cfg.temperature, cfg.unsure_band = fit_calibration(z_all[keep], y_va[keep], val_w, male, seed)
     p_cal = softmax(z, cfg.temperature)[:, male]
-    p_cal_views = softmax(z_views, cfg.temperature)[:, male]
-    cfg.unsure_band = choose_unsure_band((y_views[cal_views] == male).astype(int),
-                                         p_cal_views[cal_views])
     val_metrics = metrics_by_group(kept_s, balance, (y_va[keep] == male).astype(int), p_cal[keep],
                            cfg.threshold)
     val_metrics["all_faces"] = {k: v for k, v in metrics_by_group(

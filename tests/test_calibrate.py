@@ -1,0 +1,74 @@
+"""Calibration on several views of validation faces: the fit recovers a known temperature on
+synthetic logits and weighs sources as asked; `facegender calibrate` repairs a badly calibrated
+model folder on real faces without touching its weights; shipped models are never edited."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import DATA, need_data
+
+pytest.importorskip("scipy")
+
+from facegender.cli import main  # noqa: E402
+from facegender.errors import FaceGenderError  # noqa: E402
+from facegender.training.calibrate import calibrate, fit_calibration  # noqa: E402
+
+SOURCES = [str(DATA / "celeba-gender" / "attributes.csv"), str(DATA / "aaf" / "labels.csv")]
+
+
+def _overconfident(n: int, factor: float, rng: np.random.Generator, views: int = 3):
+    """Labels drawn from sigmoid(t); logits that say factor * t (two classes: female, male)."""
+    t = rng.normal(0, 2.5, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-t))).astype(int)
+    z = np.stack([np.zeros(n), factor * t], axis=1)
+    return np.repeat(z[:, None, :], views, axis=1), y
+
+
+def test_fit_recovers_the_temperature_and_weighs_sources():
+    rng = np.random.default_rng(0)
+    za, ya = _overconfident(4000, 2.0, rng)  # source a: twice too sure
+    zb, yb = _overconfident(4000, 0.5, rng)  # source b: half as sure as it should be
+    t_a, band = fit_calibration(za, ya, np.ones(len(ya)), male=1)
+    assert t_a == pytest.approx(2.0, rel=0.1)
+    assert 0 <= band <= 0.3
+    z, y = np.concatenate([za, zb]), np.concatenate([ya, yb])
+    only_b = np.r_[np.zeros(len(ya)), np.ones(len(yb))]
+    assert fit_calibration(z, y, only_b, male=1)[0] == pytest.approx(0.5, rel=0.1)
+    both = fit_calibration(z, y, np.ones(len(y)), male=1)[0]
+    assert 0.5 < both < 2.0
+
+
+def test_calibrate_repairs_a_model_and_keeps_its_weights(trained_model, tmp_path, capsys):
+    need_data()
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_model, broken)
+    cfg = json.loads((broken / "config.json").read_text())
+    cfg["temperature"] = 0.05  # twenty times too sure of itself
+    (broken / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "fixed"
+    rc = main(["calibrate", str(broken), *SOURCES, "--out", str(out), "--limit", "40",
+               "--drop", "disputed=1", "--views", "3", "--threads", "1", "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "temperature  0.05 ->" in printed and "ece_degraded" in printed
+    res = json.loads((out / "calibration.json").read_text())
+    assert set(res["sources"]) == {"celeba-gender", "aaf"} and res["views"] == 3
+    assert 40 <= res["faces"] + res["skipped"] <= 80
+    assert res["after"]["temperature"] > 0.3
+    assert res["after"]["ece_clean"] < res["before"]["ece_clean"]
+    new = json.loads((out / "config.json").read_text())
+    assert new["temperature"] == res["after"]["temperature"]
+    assert "3 views" in new["recipe"]["calibration"]
+    assert (out / "model.safetensors").read_bytes() == (broken / "model.safetensors").read_bytes()
+    assert json.loads((broken / "config.json").read_text())["temperature"] == 0.05  # copy only
+    with pytest.raises(FaceGenderError, match="not empty"):
+        calibrate(broken, SOURCES, out, limit=10, progress=False)
+
+
+def test_shipped_models_are_never_recalibrated_in_place():
+    with pytest.raises(FaceGenderError, match="--out"):
+        calibrate("fast", SOURCES)
