@@ -55,16 +55,19 @@ def _rss_kb(pid: int, field: str) -> int:
     return 0
 
 
-async def _load(url: str, photo: tuple[str, bytes], clients: int, duration: float
-                ) -> tuple[list[float], list[str], float]:
+async def _load(url: str, photo: tuple[str, bytes], clients: int, duration: float,
+                first: int = 0) -> tuple[list[float], list[str], float]:
     latencies: list[float] = []
     errors: list[str] = []
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        start = time.perf_counter()
-        deadline = start + duration
+    start = time.perf_counter()
+    deadline = start + duration
 
-        async def worker() -> None:
+    async def worker(i: int) -> None:
+        # Each simulated client has its own loopback address (127.0.0.2, .3, ...), as separate
+        # machines would: the server's per-client limits count by address.
+        n = first + i + 2
+        transport = httpx.AsyncHTTPTransport(local_address=f"127.0.{n // 250}.{n % 250}")
+        async with httpx.AsyncClient(transport=transport, timeout=60) as client:
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
                 try:
@@ -77,13 +80,13 @@ async def _load(url: str, photo: tuple[str, bytes], clients: int, duration: floa
                     continue
                 latencies.append(time.perf_counter() - t0)
 
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        return latencies, errors, time.perf_counter() - start
+    await asyncio.gather(*(worker(i) for i in range(clients)))
+    return latencies, errors, time.perf_counter() - start
 
 
-def _client_proc(url: str, photo: tuple[str, bytes], clients: int, duration: float
-                 ) -> tuple[list[float], list[str], float]:
-    return asyncio.run(_load(url, photo, clients, duration))
+def _client_proc(url: str, photo: tuple[str, bytes], clients: int, duration: float,
+                 first: int) -> tuple[list[float], list[str], float]:
+    return asyncio.run(_load(url, photo, clients, duration, first))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         procs = max(1, min(a.procs, a.clients))
         shares = [a.clients // procs + (i < a.clients % procs) for i in range(procs)]
         with ProcessPoolExecutor(procs) as pool:
+            firsts = [sum(shares[:i]) for i in range(procs)]
             parts = list(pool.map(_client_proc, [base + "/v1/predict"] * procs, [photo] * procs,
-                                  shares, [a.duration] * procs))
+                                  shares, [a.duration] * procs, firsts))
         lat = [x for p in parts for x in p[0]]
         errors = [e for p in parts for e in p[1]]
         elapsed = max(p[2] for p in parts)

@@ -268,6 +268,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest image in pixels (a per-image error above; default 50 MP)")
     s.add_argument("--max-pending", type=int, default=64,
                    help="requests in flight before 503 + Retry-After (default: %(default)s)")
+    s.add_argument("--api-key", default=None,
+                   help="require this key on every route but /healthz (X-API-Key, Bearer, or "
+                        "the password of HTTP Basic, which the page's browser asks for once); "
+                        "default: the FACEGENDER_API_KEY environment variable, which other "
+                        "users of this machine cannot read from the process list")
+    s.add_argument("--no-auth", action="store_true",
+                   help="allow a --host beyond loopback without an API key (only behind "
+                        "another layer that keeps strangers out)")
+    s.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="another web site allowed to call the API from a browser, e.g. "
+                        "https://app.example.org (repeatable; default: none)")
+    s.add_argument("--rate-limit", type=float, default=50.0,
+                   help="requests a second per client address to /v1/ (bursts of twice "
+                        "that; 0: no limit; default: %(default)s)")
+    s.add_argument("--per-client", type=int, default=8,
+                   help="requests of one client address in flight at once (429 above; 0: no "
+                        "limit; default: %(default)s)")
+    s.add_argument("--body-timeout", type=float, default=60.0,
+                   help="seconds a request body may take to arrive in all (408 after; "
+                        "default: %(default)s)")
+    s.add_argument("--idle-timeout", type=float, default=10.0,
+                   help="seconds a request body may pause without data (408 after; default: "
+                        "%(default)s)")
     s.add_argument("--log-level", default="info", help="uvicorn log level")
 
     xp = sub.add_parser("export", help="write ONNX / INT8 / TorchScript files into a model folder",
@@ -638,7 +661,10 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     serve(a.model, a.host, a.port, log_level=a.log_level, backend=a.backend, workers=a.workers,
           threads=a.threads, detect=a.detect, max_upload_bytes=int(a.max_upload_mb * 2**20),
-          max_files=a.max_files, max_pixels=a.max_pixels, max_pending=a.max_pending)
+          max_files=a.max_files, max_pixels=a.max_pixels, max_pending=a.max_pending,
+          api_key=a.api_key, no_auth=a.no_auth, cors_origins=tuple(a.cors_origin),
+          rate_limit=a.rate_limit, per_client=a.per_client, body_timeout=a.body_timeout,
+          idle_timeout=a.idle_timeout)
     return 0
 
 

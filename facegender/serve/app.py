@@ -7,14 +7,21 @@ no uploaded photo should ever touch the disk. Model calls run in a bounded threa
 Predictor per worker thread, so the event loop never does CPU work and no Predictor is shared
 between two requests at once (its options, e.g. `tta`, are set per request).
 
-Limits (each refusal is a JSON `{"detail": "..."}`):
+Every refusal has one JSON shape, `{"status", "code", "message", "errors"}` (`errors`: per
+option or per image details, often empty), validation errors and unknown routes included:
+  400  no image in the request, malformed or too deeply nested JSON, bad option value
+  401  API key missing or wrong (when the server has one; /healthz stays open)
+  403  a request from another web site (an Origin that is not this server or --cors-origin)
+  408  the body did not arrive in time (`body_timeout` in all, `idle_timeout` between chunks)
   413  request body over `max_upload_bytes` (base64 JSON counts at its encoded size), or more
        than `max_files` images in one request
   415  a body that is neither multipart/form-data nor JSON
-  400  no image in the request, malformed JSON, bad option value
+  429  one client over its rate (`rate_limit`/s) or with `per_client` requests in flight
   503  more than `max_pending` requests in flight (Retry-After: 1)
-A file that is not an image, is broken, or has more than `max_pixels` pixels does not fail the
-request: its own result carries `"error": "<reason>"` and the other files are answered (200).
+A slow client holds at most `per_client` slots, and only until its body times out, so slow or
+idle uploads cannot lock out the others. A file that is not an image, is broken, or has more
+than `max_pixels` pixels does not fail the request: its own result carries `"error":
+"<reason>"` and the other files are answered (200). Neither image bytes nor the key are logged.
 """
 
 from __future__ import annotations
@@ -22,26 +29,31 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import ipaddress
 import json
 import logging
 import os
 import queue
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import MissingDependency, require
+from ..errors import FaceGenderError, MissingDependency, require
 from ..models import modelfile
 from ..version import __version__
 
 try:
     from fastapi import FastAPI, HTTPException, Query, Request
     from fastapi.concurrency import run_in_threadpool
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
     from pydantic import BaseModel, Field
     from python_multipart.multipart import MultipartParser, parse_options_header
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import ClientDisconnect
 except ImportError as _exc:  # the service is an extra: say which one
     raise MissingDependency(f"'{_exc.name}' is not installed; install the server with: "
                             "pip install \"facegender[serve]\"") from _exc
@@ -49,6 +61,7 @@ except ImportError as _exc:  # the service is an extra: say which one
 from ..infer.predictor import ImageResult, Predictor
 from ..infer.records import FaceRecord
 from ..io.images import DEFAULT_MAX_PIXELS
+from .guard import Guard, error_body
 
 log = logging.getLogger("facegender.serve")
 
@@ -56,6 +69,13 @@ STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # a whole request; phone photos are 2-8 MB
 DEFAULT_MAX_FILES = 16
 DEFAULT_MAX_PENDING = 64  # requests admitted at once (being read, queued or predicted)
+DEFAULT_BODY_TIMEOUT = 60.0  # seconds for a whole body (20 MB at 2.7 Mbit/s)
+DEFAULT_IDLE_TIMEOUT = 10.0  # seconds without a byte of the body
+DEFAULT_PER_CLIENT = 8  # requests of one client address in flight at once
+DEFAULT_RATE_LIMIT = 50.0  # requests a second per client address (bursts of twice that)
+MAX_JSON_DEPTH = 8  # {"images": [{"data": ...}]} needs 3
+MAX_JSON_NUMBER_DIGITS = 100
+API_KEY_ENV = "FACEGENDER_API_KEY"
 # Measured with benchmarks/serve_load.py on 2 cores (50 clients, one 224 px face, ONNX): one
 # Predictor ~165 req/s, two ~280 (one thread decodes while the other runs the model) for 8 MB
 # more; three or four no better.
@@ -84,11 +104,36 @@ class PredictResponse(BaseModel):
     results: list[ImageOut]
 
 
-class Detail(BaseModel):
-    detail: str
+class ApiErrorBody(BaseModel):
+    """Every refusal of the API, whatever its status."""
+
+    status: int = Field(description="the HTTP status, repeated")
+    code: str = Field(description="a stable machine-readable name, e.g. too_large, unauthorized")
+    message: str = Field(description="what went wrong and what to do, for people")
+    errors: list[dict[str, Any]] = Field(description="details per option or image (may be empty)")
 
 
-_ERRORS = {code: {"model": Detail} for code in (400, 413, 415, 503)}
+_ERRORS = {code: {"model": ApiErrorBody} for code in (400, 401, 403, 408, 413, 415, 429, 503)}
+# A name for each status when the code raising it gave none.
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+          405: "method_not_allowed", 408: "body_timeout", 413: "too_large",
+          415: "unsupported_media_type", 422: "invalid_request", 429: "rate_limited",
+          500: "internal_error", 503: "busy"}
+
+
+class ApiError(HTTPException):
+    """An HTTPException with the API's error code."""
+
+    def __init__(self, status: int, code: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, message, headers)
+        self.code = code
+
+
+def _error_response(status: int, code: str, message: str, errors: list | None = None,
+                    headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, code, message, errors), status_code=status,
+                        headers=headers)
 
 _REQUEST_BODY = {
     "required": True,
@@ -186,11 +231,12 @@ def _parse_bool(name: str, value: Any) -> bool:
         return True
     if s in ("0", "false", "no", "off", ""):
         return False
-    raise HTTPException(400, f"option '{name}' must be true or false, not {str(value)[:40]!r}")
+    raise ApiError(400, "invalid_option",
+                   f"option '{name}' must be true or false, not {str(value)[:40]!r}")
 
 
 def _too_large(limit: int) -> HTTPException:
-    return HTTPException(413, f"request body is larger than the limit of {_mb(limit)}; send "
+    return ApiError(413, "too_large", f"request body is larger than the limit of {_mb(limit)}; send "
                               "fewer or smaller photos")
 
 
@@ -198,17 +244,70 @@ def _mb(n: int) -> str:
     return f"{n / 1024 / 1024:.0f} MB" if n >= 1024 * 1024 else f"{n:,} bytes"
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The whole body in memory, refused as soon as it is known to be over `limit`."""
+class _Disconnected(Exception):
+    """The client went away while sending its body: nobody to answer."""
+
+
+async def _read_body(request: Request, limit: int, body_timeout: float = DEFAULT_BODY_TIMEOUT,
+                     idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> bytes:
+    """The whole body in memory, refused as soon as it is known to be over `limit`, or when it
+    does not arrive within `body_timeout` seconds (or `idle_timeout` without a byte): a slow
+    client cannot hold a request slot for ever."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)  # before reading a byte of it
     buf = bytearray()
-    async for chunk in request.stream():
+    deadline = time.monotonic() + body_timeout
+    chunks = request.stream().__aiter__()
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), min(idle_timeout, max(left, 0)))
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            slow = "in time" if left <= idle_timeout else f"for {idle_timeout:g} s"
+            raise ApiError(408, "body_timeout",
+                           f"the request body did not arrive {slow} (limit {body_timeout:g} s in "
+                           f"all, {idle_timeout:g} s without data; {len(buf):,} bytes received)"
+                           ) from None
+        except ClientDisconnect:
+            raise _Disconnected(len(buf)) from None
         buf += chunk
         if len(buf) > limit:  # chunked uploads, or a Content-Length that lied
             raise _too_large(limit)
     return bytes(buf)
+
+
+def _json_depth(body: bytes) -> int:
+    """Deepest nesting of [ and { outside strings (numpy: fast on megabytes of base64)."""
+    import re
+
+    import numpy as np
+
+    if b"[" not in body and b"{" not in body:
+        return 0
+    bare = re.sub(rb'"(?:[^"\\]|\\.)*"', b'""', body)
+    a = np.frombuffer(bare, np.uint8)
+    step = (a == ord("[")).astype(np.int32) + (a == ord("{")) - (a == ord("]")) - (a == ord("}"))
+    return int(np.cumsum(step).max(initial=0))
+
+
+def _bounded_int(s: str) -> int:
+    if len(s.lstrip("-")) > MAX_JSON_NUMBER_DIGITS:
+        raise ValueError(f"a number of {len(s):,} digits (the limit is {MAX_JSON_NUMBER_DIGITS})")
+    return int(s)
+
+
+def _bounded_float(s: str) -> float:
+    if len(s) > MAX_JSON_NUMBER_DIGITS:
+        raise ValueError(f"a number of {len(s):,} characters (the limit is "
+                         f"{MAX_JSON_NUMBER_DIGITS})")
+    return float(s)
+
+
+def _no_constant(s: str) -> Any:
+    raise ValueError(f"{s} is not valid JSON")
 
 
 def _parse_multipart(body: bytes, content_type: str, max_files: int
@@ -217,7 +316,7 @@ def _parse_multipart(body: bytes, content_type: str, max_files: int
     _, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if not boundary:
-        raise HTTPException(400, "multipart body without a boundary")
+        raise ApiError(400, "bad_multipart", "multipart body without a boundary")
     uploads: list[_Upload] = []
     fields: dict[str, str] = {}
     part: dict[str, Any] = {}
@@ -249,7 +348,8 @@ def _parse_multipart(body: bytes, content_type: str, max_files: int
             if filename == b"" and not data:
                 return  # a browser form's empty file input
             if len(uploads) >= max_files:
-                raise HTTPException(413, f"too many files: the limit is {max_files} per request")
+                raise ApiError(413, "too_many_files",
+                               f"too many files: the limit is {max_files} per request")
             name = (filename or field.encode()).decode("utf-8", "replace") or f"file {len(uploads)}"
             uploads.append(_Upload(name=name, data=bytes(data)))
         else:
@@ -266,7 +366,7 @@ def _parse_multipart(body: bytes, content_type: str, max_files: int
     except HTTPException:
         raise
     except Exception as exc:  # python-multipart raises its own types on malformed bodies
-        raise HTTPException(400, f"malformed multipart body ({exc})") from None
+        raise ApiError(400, "bad_multipart", f"malformed multipart body ({exc})") from None
     return uploads, fields
 
 
@@ -283,21 +383,28 @@ def _decode_base64(s: str) -> bytes:
 
 
 def _parse_json(body: bytes, max_files: int) -> tuple[list[_Upload], dict[str, Any]]:
+    depth = _json_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise ApiError(400, "bad_json", f"JSON nested {depth} levels deep; the limit is "
+                                        f"{MAX_JSON_DEPTH}")
     try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HTTPException(400, f"body is not valid JSON ({exc})") from None
+        doc = json.loads(body, parse_int=_bounded_int, parse_float=_bounded_float,
+                         parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is one
+        raise ApiError(400, "bad_json", f"body is not valid JSON ({str(exc)[:200]})") from None
     images = doc.get("images") if isinstance(doc, dict) else None
     if not isinstance(images, list):
-        raise HTTPException(400, 'JSON body must be {"images": [{"name": "...", "data": "<base64>"}]}')
+        raise ApiError(400, "bad_json",
+                       'JSON body must be {"images": [{"name": "...", "data": "<base64>"}]}')
     if len(images) > max_files:
-        raise HTTPException(413, f"too many files: the limit is {max_files} per request")
+        raise ApiError(413, "too_many_files", f"too many files: the limit is {max_files} per request")
     uploads = []
     for i, item in enumerate(images):
         if isinstance(item, str):
             item = {"data": item}
         if not isinstance(item, dict) or not isinstance(item.get("data"), str):
-            raise HTTPException(400, f"images[{i}] must be an object with a base64 'data' string")
+            raise ApiError(400, "bad_json",
+                           f"images[{i}] must be an object with a base64 'data' string")
         name = str(item.get("name") or f"image {i}")
         try:
             uploads.append(_Upload(name=name, data=_decode_base64(item["data"])))
@@ -376,13 +483,23 @@ def create_app(model: str | Path | None = None, *, backend: str = "auto",
                workers: int = DEFAULT_WORKERS, threads: int | None = None, detect: bool | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_files: int = DEFAULT_MAX_FILES,
                max_pixels: int | None = None, max_pending: int = DEFAULT_MAX_PENDING,
-               batch_size: int = 64, warm_up: bool = True) -> FastAPI:
+               batch_size: int = 64, warm_up: bool = True, api_key: str | None = None,
+               cors_origins: tuple[str, ...] | list[str] = (),
+               rate_limit: float = DEFAULT_RATE_LIMIT, per_client: int = DEFAULT_PER_CLIENT,
+               body_timeout: float = DEFAULT_BODY_TIMEOUT,
+               idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> FastAPI:
     """Build the service around one model folder (default: the packaged model).
 
     The model is loaded here, before any port is bound, so a bad model path fails at once.
     `workers` Predictors run in as many threads (each engine gets cpu_count/workers threads
     unless `threads` is given); `detect` overrides the model's crop policy.
+    `api_key` (default: the FACEGENDER_API_KEY environment variable; "" for none) is required
+    on every route but /healthz; `cors_origins` are the other web sites allowed to call it;
+    `rate_limit` (requests/s, 0: none) and `per_client` (in flight, 0: none) are per client
+    address; `body_timeout` / `idle_timeout` bound how long a body may take to arrive.
     """
+    if api_key is None:
+        api_key = os.environ.get(API_KEY_ENV) or None
     max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
     runner = _Runner(model, workers=workers, backend=backend, threads=threads, detect=detect,
                      max_pixels=max_pixels, batch_size=batch_size)
@@ -390,7 +507,9 @@ def create_app(model: str | Path | None = None, *, backend: str = "auto",
         runner.warm_up()
     model_name = "default" if model in (None, "", "default") else runner.first.model_dir.name
     limits = {"max_upload_bytes": max_upload_bytes, "max_files": max_files,
-              "max_pixels": max_pixels, "max_pending": max_pending}
+              "max_pixels": max_pixels, "max_pending": max_pending,
+              "body_timeout_s": body_timeout, "idle_timeout_s": idle_timeout,
+              "per_client": per_client, "rate_limit_per_s": rate_limit}
     summary = _model_summary(runner.first, model_name, limits)
     pending = 0  # requests admitted now; only the event loop thread touches it
 
@@ -403,6 +522,33 @@ def create_app(model: str | Path | None = None, *, backend: str = "auto",
                     "or unsure. Photos are processed in memory and never stored.")
     app.state.runner = runner
     app.state.summary = summary
+    app.add_middleware(Guard, api_key=api_key, cors_origins=tuple(cors_origins),
+                       rate=rate_limit, burst=max(1, int(2 * rate_limit)), per_client=per_client)
+    if cors_origins:  # only when asked: by default no other site may read the answers
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type"])
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = getattr(exc, "code", None) or _CODES.get(exc.status_code, "error")
+        return _error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"where": ".".join(str(x) for x in e.get("loc", ())),
+                   "message": str(e.get("msg", ""))[:200]} for e in exc.errors()]
+        where = ", ".join(e["where"] for e in errors) or "the request"
+        return _error_response(400, "invalid_option", f"invalid value for {where}", errors)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error on %s: %s", request.url.path, type(exc).__name__,
+                  exc_info=exc)
+        return _error_response(500, "internal_error",
+                               f"the server failed on this request ({type(exc).__name__})")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     ui = _swagger_dir()
     if ui is not None:
@@ -422,36 +568,44 @@ def create_app(model: str | Path | None = None, *, backend: str = "auto",
         Options `tta` and `largest` may be query parameters, form fields or JSON keys."""
         nonlocal pending
         if pending >= max_pending:
-            return JSONResponse({"detail": "server busy, try again shortly"}, status_code=503,
-                                headers={"Retry-After": "1"})
+            return _error_response(503, "busy", "server busy, try again shortly",
+                                   headers={"Retry-After": "1"})
         pending += 1
         try:
             return await _handle(request, tta, largest)
+        except _Disconnected as exc:
+            # One line, no traceback: a client going away is not the server's fault.
+            client = request.client.host if request.client else "?"
+            log.info("client %s disconnected while sending its body (%s bytes received)",
+                     client, f"{exc.args[0]:,}")
+            return _error_response(400, "client_disconnected", "the client went away")
         finally:
             pending -= 1
 
     async def _handle(request: Request, tta: bool, largest: bool) -> JSONResponse:
         ctype = request.headers.get("content-type", "")
         media = ctype.split(";", 1)[0].strip().lower()
-        body = await _read_body(request, max_upload_bytes)
+        body = await _read_body(request, max_upload_bytes, body_timeout, idle_timeout)
         if not body:
-            raise HTTPException(400, "empty request: send photos as multipart/form-data (field "
-                                     "'files') or JSON {\"images\": [...]}")
+            raise ApiError(400, "empty_request",
+                           "empty request: send photos as multipart/form-data (field "
+                           "'files') or JSON {\"images\": [...]}")
         options: dict[str, Any]
         if media == "multipart/form-data":
             parse, args = _parse_multipart, (body, ctype, max_files)
         elif media == "application/json" or media.endswith("+json"):
             parse, args = _parse_json, (body, max_files)
         else:
-            raise HTTPException(415, f"unsupported content type {media or '(none)'!r}: send "
-                                     "multipart/form-data or application/json")
+            raise ApiError(415, "unsupported_media_type",
+                           f"unsupported content type {media[:100] or '(none)'!r}: send "
+                           "multipart/form-data or application/json")
         # Parsing takes ~5 ms a MB: big bodies are parsed off the event loop.
         uploads, options = (await run_in_threadpool(parse, *args) if len(body) > PARSE_INLINE_BYTES
                             else parse(*args))
         del body
         if not uploads:
-            raise HTTPException(400, "no photo in the request: add one or more files (field "
-                                     "'files')")
+            raise ApiError(400, "no_photo", "no photo in the request: add one or more files "
+                                            "(field 'files')")
         tta = _parse_bool("tta", options["tta"]) if "tta" in options else tta
         largest = _parse_bool("largest", options["largest"]) if "largest" in options else largest
         good = [u for u in uploads if u.data is not None]
@@ -460,7 +614,8 @@ def create_app(model: str | Path | None = None, *, backend: str = "auto",
                            if good else [])
         except Exception as exc:  # a bug or the machine (memory), never the photo: those are per-image
             log.exception("prediction failed")
-            raise HTTPException(500, f"prediction failed ({type(exc).__name__})") from None
+            raise ApiError(500, "internal_error", f"prediction failed ({type(exc).__name__})"
+                           ) from None
         out = [_image_json(u.name, None, u.error) if u.data is None else
                _image_json(u.name, next(results)) for u in uploads]
         return JSONResponse({"model": model_name, "results": out})
@@ -487,10 +642,36 @@ def create_app(model: str | Path | None = None, *, backend: str = "auto",
     return app
 
 
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, api_key: str | None, no_auth: bool = False) -> None:
+    """Refuse to listen beyond loopback without an API key, unless the user said --no-auth:
+    face photos are biometric data."""
+    if not is_loopback(host) and not api_key and not no_auth:
+        raise FaceGenderError(
+            f"refusing to serve on {host} without an API key: anyone who can reach this port "
+            f"could use it. Give --api-key KEY (or set {API_KEY_ENV}), or say --no-auth if "
+            "another layer (a proxy, a firewall) already keeps strangers out")
+
+
 def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000, *,
-          log_level: str = "info", **options: Any) -> None:
-    """Run the service with uvicorn until interrupted; `options` go to create_app."""
+          log_level: str = "info", api_key: str | None = None, no_auth: bool = False,
+          **options: Any) -> None:
+    """Run the service with uvicorn until interrupted; `options` go to create_app. A host
+    beyond loopback needs `api_key` (or FACEGENDER_API_KEY) unless `no_auth`."""
     uvicorn = require("uvicorn", "serve")
-    app = create_app(model, **options)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5)
+    api_key = api_key if api_key is not None else (os.environ.get(API_KEY_ENV) or None)
+    check_bind(host, api_key, no_auth)
+    app = create_app(model, api_key=api_key or "", **options)
+    # timeout_keep_alive: an idle connection is closed after 5 s; headers over 16 KB refused.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5,
+                h11_max_incomplete_event_size=16 * 1024, server_header=False)
 

@@ -109,7 +109,8 @@ async function analyse({ file, card }) {
     /* not JSON: handled below */
   }
   if (!response.ok || !body || !body.results) {
-    const detail = body && typeof body.detail === "string" ? body.detail : response.statusText;
+    // Every refusal has the API's one error shape: {status, code, message, errors}.
+    const detail = body && typeof body.message === "string" ? body.message : response.statusText;
     return fail(card, `The server refused this photo: ${detail}`);
   }
   render(card, body.results[0]);
