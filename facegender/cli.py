@@ -58,10 +58,99 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
     _add_detect(p)
 
 
+# -- option checks: every numeric option is checked when the command line is parsed, with a message
+class Number:
+    """An argparse type: int or float within [lo, hi] (open ends with lo_open / hi_open)."""
+
+    def __init__(self, kind: type, lo: float | None = None, hi: float | None = None,
+                 lo_open: bool = False, hi_open: bool = False):
+        self.kind, self.lo, self.hi, self.lo_open, self.hi_open = kind, lo, hi, lo_open, hi_open
+        self.__name__ = kind.__name__  # argparse names the type in its messages
+
+    def describe(self) -> str:
+        what = "an integer" if self.kind is int else "a number"
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+        if self.hi is not None:
+            parts.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
+        return f"{what} {' and '.join(parts)}".strip()
+
+    def __call__(self, text: str) -> int | float:
+        try:
+            v = self.kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text!r}") from None
+        if self.kind is float and v != v:  # nan passes every comparison
+            raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text!r}")
+        low = self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo)
+        high = self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi)
+        if low or high:
+            raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text!r}")
+        return v
+
+
+COUNT = Number(int, 1)  # sizes, counts, epochs, threads
+ZERO_OR_MORE = Number(int, 0)
+PROBABILITY = Number(float, 0, 1)
+# Per option (argparse dest); VERB_RULES overrides where a verb means something else by it.
+NUMBER_RULES: dict[str, Number] = {
+    "batch_size": COUNT, "limit": COUNT, "val_limit": COUNT, "threads": COUNT, "epochs": COUNT,
+    "workers": ZERO_OR_MORE, "tail_epochs": ZERO_OR_MORE, "freeze_epochs": ZERO_OR_MORE,
+    "patience": COUNT, "views": COUNT, "input_size": Number(int, 16, 1024), "seed": ZERO_OR_MORE,
+    "balance_power": PROBABILITY, "max_repeat": Number(float, 0, lo_open=True),
+    "distill_weight": PROBABILITY, "lr": Number(float, 0, 1, lo_open=True),
+    "weight_decay": Number(float, 0), "warmup": Number(float, 0),
+    "label_smoothing": Number(float, 0, 1, hi_open=True),
+    "val_fraction": Number(float, 0, 1, lo_open=True, hi_open=True),
+    "gallery": ZERO_OR_MORE, "min_group": COUNT, "min_face": Number(int, 8),
+    "score_threshold": PROBABILITY, "unsure_band": Number(float, 0, 0.5),
+    "port": Number(int, 0, 65535), "max_upload_mb": Number(float, 0, lo_open=True),
+    "max_files": COUNT, "max_pixels": COUNT, "max_pending": COUNT,
+    "calib_size": COUNT, "parity_size": COUNT, "opset": Number(int, 13, 23),
+    "int8_float_stride": ZERO_OR_MORE, "consistency": Number(float, 0),
+    "recalibrate_every": ZERO_OR_MORE, "n_eval": COUNT,
+}
+VERB_RULES: dict[tuple[str, str], Number] = {("serve", "workers"): COUNT}
+
+
+# What a None default means, for options whose help does not say it.
+NONE_MEANS = {"threads": "all cores", "workers": "chosen from the core count", "limit": "all",
+              "val_limit": "all"}
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Adds '(default: X)' to every option whose help does not already say its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if (not action.option_strings or "%(default)" in text or "default" in text.lower()
+                or d is argparse.SUPPRESS or d is True or d is False):
+            return text
+        if d is None or d == []:
+            return text + f" (default: {NONE_MEANS.get(action.dest, 'none')})"
+        return text + " (default: %(default)s)"
+
+
+def _check_numbers(verbs: dict[str, argparse.ArgumentParser]) -> None:
+    """Give every int/float option its range check (NUMBER_RULES), once the parser is built."""
+    for verb, parser in verbs.items():
+        parser.formatter_class = DefaultsHelpFormatter
+        for action in parser._actions:
+            if action.type in (int, float):
+                rule = VERB_RULES.get((verb, action.dest)) or NUMBER_RULES.get(action.dest)
+                if rule is None or rule.kind is not action.type:
+                    raise AssertionError(f"{verb} --{action.dest}: no range rule")  # a dev error
+                action.type = rule
+
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="facegender",
-        description="Male/female face classification with calibrated probabilities.")
+        description="Male/female face classification with calibrated probabilities.",
+        formatter_class=DefaultsHelpFormatter)
     from .version import __version__
 
     ap.add_argument("--version", action="version", version=f"facegender {__version__}")
@@ -161,8 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="seed for splits, sampling, init and augmentation")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     t.add_argument("--crop", default=None,
-                   help="crop policy for prediction as JSON, e.g. '{\"detect\": true}' "
-                        "(default: whole image is the face)")
+                   help="crop policy for prediction as JSON, e.g. '{\"margin\": 0.2}' (default: "
+                        "measured on the training images: tight face crops make prediction "
+                        "detect faces and cut them alike, photos are fed whole)")
     t.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
     e = sub.add_parser("evaluate", aliases=["val"], help="metrics and report on labelled faces",
@@ -410,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="show a model folder's config and files")
     i.add_argument("model", nargs="?", default=None,
                    help="model folder, or a shipped model: fast (default) or accurate")
+    _check_numbers({v: sp for v, sp in sub.choices.items() if v != "val"})
     return ap
 
 

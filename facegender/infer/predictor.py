@@ -213,10 +213,13 @@ class Predictor:
                ) -> list[tuple[tuple, float | None, Image.Image]]:
         if not self.detect:
             return [((0.0, 0.0, float(img.width), float(img.height)), None, img)]
-        from ..faces import detect_and_crop
+        from ..faces.framing import find_faces
 
-        found = detect_and_crop(img, self._detector, self._policy, largest=largest)
-        return [(tuple(float(v) for v in f.box), float(f.score), crop) for f, crop in found]
+        # A whole-image fallback (an input shaped like the training crops, no face found) has no
+        # detector score, which is how _finish marks it face_source "whole_image".
+        found = find_faces(img, self._detector, self._policy, self.config.framing, largest)
+        return [(tuple(float(v) for v in f.box), float(f.score) if src == "detector" else None,
+                 crop) for f, crop, src in found]
 
     def _faces_scaled(self, enc: EncodedImage, largest: bool = False, finest: int = 8
                       ) -> list[tuple[tuple, float | None, Image.Image]]:
