@@ -45,6 +45,26 @@ def _add_detect(p: argparse.ArgumentParser) -> None:
                         "inputs are crops (default: the model's policy)")
 
 
+def _device(text: str) -> str:
+    from .infer.device import DeviceError, parse_device
+
+    try:
+        parse_device(text)
+    except DeviceError:
+        raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N, got {text!r}") from None
+    return text
+
+
+def _add_device(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--device", default="cpu", metavar="cpu|cuda[:N]", type=_device,
+                   help=f"where {what} runs: cpu or a CUDA GPU (default: %(default)s)")
+
+
+def _add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bar (it is drawn on stderr only when that is a terminal)")
+
+
 def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "onnx", "int8", "torch"],
                    help="inference engine (auto: ONNX Runtime when the model has model.onnx, "
@@ -55,6 +75,8 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="faces per inference batch")
     p.add_argument("--tta", action="store_true",
                    help="average the probabilities of each face and its mirror image")
+    _add_device(p, "the classifier (torch, or ONNX Runtime's CUDA provider with "
+                   "onnxruntime-gpu)")
     _add_detect(p)
 
 
@@ -110,6 +132,7 @@ NUMBER_RULES: dict[str, Number] = {
     "calib_size": COUNT, "parity_size": COUNT, "opset": Number(int, 13, 23),
     "int8_float_stride": ZERO_OR_MORE, "consistency": Number(float, 0),
     "recalibrate_every": ZERO_OR_MORE, "n_eval": COUNT,
+    "every": Number(float, 0, lo_open=True),
 }
 VERB_RULES: dict[tuple[str, str], Number] = {("serve", "workers"): COUNT}
 
@@ -254,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "measured on the training images: tight face crops make prediction "
                         "detect faces and cut them alike, photos are fed whole)")
     t.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    _add_device(t, "torch trains (--recipe full)")
 
     e = sub.add_parser("evaluate", aliases=["val"], help="metrics and report on labelled faces",
                        description="Evaluate a model on a labelled source; prints a summary, "
@@ -274,13 +298,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="groups with fewer faces are flagged too small to judge")
     e.add_argument("--json", action="store_true", help="print all metrics as JSON")
     _add_runtime(e)
+    _add_quiet(e)
 
     p = sub.add_parser("predict", help="label every face in images",
                        description="Predict on a file, folder, glob, .tar, CSV manifest or "
                        "several of them. One record per face (docs/face-record.schema.json): "
                        "path, face, box (x, y, w, h), det_score, label, score, prob_male, "
                        "prob_female, unsure, face_source, frame, timestamp, error.")
-    p.add_argument("inputs", nargs="+", help="images, folders, globs, tars or manifests")
+    p.add_argument("inputs", nargs="+",
+                   help="images, folders, globs, tars, manifests, http(s) URLs, video files, or - "
+                        "(stdin: paths one per line, or one image's bytes)")
+    p.add_argument("--every", type=float, default=1.0, metavar="SECONDS",
+                   help="video inputs: classify one frame every this many seconds (needs the "
+                        "[video] extra)")
     _add_model(p)
     p.add_argument("--format", choices=["table", "csv", "json"], default="table",
                    help="what to print on stdout")
@@ -320,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--partition-size", type=int, default=1000,
                    help="images per output partition when the source is not shards (a shard "
                         "is one partition) (default: %(default)s)")
+    _add_quiet(p)
 
     x = sub.add_parser("explain", help="Grad-CAM: where the model looked, for every face",
                        description="Grad-CAM for each face (needs the [train] extra): writes "
@@ -335,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Grad-CAM target layer as a dotted module name (default: the last conv "
                         "block of the architecture)")
     x.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    _add_device(x, "torch computes Grad-CAM")
     _add_detect(x)
+    _add_quiet(x)
 
     s = sub.add_parser("serve", help="HTTP API and upload page",
                        description="Serve POST /v1/predict, GET /v1/model, /healthz, OpenAPI "
@@ -563,7 +596,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                 crop_training=a.crop_training, balance=balance, balance_power=a.balance_power,
                 max_repeat=a.max_repeat, drop=a.drop, teacher=a.teacher,
                 distill_weight=a.distill_weight, unlabelled=a.unlabelled, init=a.init,
-                progress=a.progress)
+                progress=a.progress, device=a.device)
     v = res.metrics["val"]
     print(f"model folder: {res.model_dir} (best epoch {res.best_epoch}: val accuracy "
           f"{v['accuracy']:.2%}, balanced {v['balanced_accuracy']:.2%}, ECE "
@@ -574,6 +607,8 @@ def cmd_train(a: argparse.Namespace) -> int:
 def _train_head(a: argparse.Namespace) -> int:
     from .training.heads import train_head
 
+    if a.device != "cpu":
+        raise FaceGenderError("--recipe head/tail trains on the CPU only; drop --device")
     arch = a.arch if a.arch.startswith("dlib_resnet") else "dlib_resnet"
     if arch != a.arch and a.arch != "mobilenetv3_small":  # only the default may be replaced
         raise FaceGenderError(f"--recipe head/tail needs --arch dlib_resnet or dlib_resnet_mlp, not {a.arch}")
@@ -598,7 +633,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     r = evaluate(a.data, a.model, split=a.split, limit=a.limit, seed=a.seed, out=a.out,
                  backend=a.backend, detect=a.detect, tta=a.tta, batch_size=a.batch_size,
                  threads=a.threads, report=a.report or False, gallery=a.gallery,
-                 min_group=a.min_group)
+                 min_group=a.min_group, progress=not a.quiet, device=a.device)
     if a.json:
         print(json.dumps({**r.metrics, "groups": r.groups}, indent=2))
     else:
@@ -628,7 +663,10 @@ def cmd_predict(a: argparse.Namespace) -> int:
                      largest=a.largest, min_face=a.min_face, score_threshold=a.score_threshold,
                      unsure_band=a.unsure_band, keep_images=keep, max_pixels=a.max_pixels,
                      max_bytes=None if a.max_mb is None else int(a.max_mb * 2**20),
-                     include_hidden=a.include_hidden)
+                     include_hidden=a.include_hidden, device=a.device)
+    from .io.video import is_video_path, read_video
+
+    inputs = [read_video(x, a.every) if is_video_path(x) else x for x in a.inputs]
     # Rows are streamed and flushed as they come; files are swapped in whole at the end.
     # '-' puts that file alone on stdout, so it can be piped.
     to_stdout = "-" in (a.csv_out, a.json_out)
@@ -641,7 +679,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     stopped: str | None = None
     try:
-        for res in pred.iter_predict(a.inputs, batch_size=a.batch_size, processes=a.workers):
+        for res in pred.iter_predict(inputs, batch_size=a.batch_size, processes=a.workers,
+                                     progress=not a.quiet):
             n_img += 1
             if keep:
                 save_outputs(res, n_img, Path(a.save_crops) if a.save_crops else None,
@@ -667,7 +706,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
     if a.format == "table" and not to_stdout:
         _print_table(table)
     print(f"{n_img} images, {faces} faces, {len(failed)} failed"
-          + (f", {len(ignored)} ignored (hidden or __MACOSX; --include-hidden reads them)"
+          + (f", {len(ignored)} ignored (hidden, __MACOSX or documentation; --include-hidden "
+             "reads hidden files)"
              if ignored else ""), file=sys.stderr)
     for path, reason in failed:
         print(f"  failed: {display_name(path)}: {reason}", file=sys.stderr)
@@ -739,7 +779,8 @@ def cmd_explain(a: argparse.Namespace) -> int:
     from .report.explainer import explain
 
     results = explain(a.images, a.model, a.out, detect=a.detect, largest=a.largest,
-                      target=a.target, layer=a.layer, threads=a.threads, min_face=a.min_face)
+                      target=a.target, layer=a.layer, threads=a.threads, min_face=a.min_face,
+                      progress=not a.quiet, device=a.device)
     _print_table([e.face_record() for e in results])
     failed = [e for e in results if e.error]
     print(f"{sum(e.ok for e in results)} faces explained into {a.out}; {len(failed)} failed",

@@ -89,13 +89,14 @@ def test_predict_reports_bad_files_and_goes_on(trained_model, celeba, tmp_path, 
     (folder / "page.jpg").write_text("<!doctype html><html></html>")
     (folder / "zero.jpg").write_bytes(b"")
     (folder / "notes.txt").write_text("not an image")
+    (folder / "README.md").write_text("# where these faces come from")
     code = main(["predict", str(folder), "--model", str(trained_model), "--no-detect",
                  "--format", "json"])
     captured = capsys.readouterr()
     rows = json.loads(captured.out)
     assert code == 1  # some inputs failed
     by_name = {r["path"].rsplit("/", 1)[-1]: r for r in rows}
-    assert len(by_name) == 5
+    assert len(by_name) == 5 and "README.md" not in by_name  # documentation is no failed image
     assert "HTML" in by_name["page.jpg"]["error"]
     assert "empty" in by_name["zero.jpg"]["error"]
     assert "not a recognised image" in by_name["notes.txt"]["error"]

@@ -5,6 +5,7 @@ Imports `errors` only; never torch.
 
 from .crop import CropGeometry, CropPolicy, crop_face, crop_geometry, detect_and_crop, eye_angle
 from .detector import LANDMARKS, Face, FaceDetector
+from .framing import find_faces, measure_framing
 
 __all__ = ["LANDMARKS", "CropGeometry", "CropPolicy", "Face", "FaceDetector", "crop_face", "crop_geometry",
-           "detect_and_crop", "eye_angle"]
+           "detect_and_crop", "eye_angle", "find_faces", "measure_framing"]

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import FaceGenderError, require
 from ..models import modelfile
+from .device import check_session, onnx_providers, parse_device, torch_device
 
 BACKENDS = ("auto", "onnx", "int8", "torch")
 
@@ -21,16 +22,19 @@ BACKENDS = ("auto", "onnx", "int8", "torch")
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, model_dir: Path, threads: int | None = None):
+    def __init__(self, model_dir: Path, threads: int | None = None, device: str | None = None):
         torch = require("torch")
         if threads:
             torch.set_num_threads(threads)
         self._torch = torch
+        self.device = torch_device(device)
         self.model, _ = modelfile.load_torch_model(model_dir)
+        self.model.to(self.device)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():
-            return self.model(self._torch.from_numpy(x)).float().numpy()
+            x_t = self._torch.from_numpy(x).to(self.device)
+            return self.model(x_t).float().cpu().numpy()
 
 
 def usable_cores() -> int:
@@ -56,17 +60,19 @@ def ort_options(ort, threads: int):
 class OrtBackend:
     """threads: intra-op threads (default: every usable core, sleeping when idle)."""
 
-    def __init__(self, onnx_path: Path, threads: int | None = None, name: str = "onnx"):
+    def __init__(self, onnx_path: Path, threads: int | None = None, name: str = "onnx",
+                 device: str | None = None):
         ort = require("onnxruntime", "onnx")
         opts = ort_options(ort, threads or usable_cores())
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.name = name
         try:
             self.session = ort.InferenceSession(str(onnx_path), opts,
-                                                providers=["CPUExecutionProvider"])
+                                                providers=onnx_providers(device))
         except Exception as exc:  # ONNX Runtime raises its own types for unreadable models
             raise FaceGenderError(f"{onnx_path}: not a loadable ONNX model "
                                   f"({str(exc).splitlines()[0][:200]})") from None
+        check_session(self.session, device)
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -85,16 +91,24 @@ def _onnx_is_stale(model_dir: Path) -> bool:
     return hashlib.sha256(weights.read_bytes()).hexdigest() != recorded
 
 
+def _ort_has_cuda() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def _has_torch() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("torch") is not None
 
 
-def make_backend(model_dir: Path, backend: str = "auto", threads: int | None = None):
+def make_backend(model_dir: Path, backend: str = "auto", threads: int | None = None,
+                 device: str | None = None):
     """'auto' prefers ONNX Runtime fp32 (fastest measured on CPU), then torch. The folder is
     verified first (modelfile.verify_files): a hand-edited label order or a replaced weight
-    file is refused."""
+    file is refused. `device` (cpu, cuda, cuda:N) is checked before any model is loaded."""
+    parse_device(device)
     if backend not in BACKENDS:
         raise FaceGenderError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
     modelfile.verify_files(model_dir)
@@ -104,19 +118,22 @@ def make_backend(model_dir: Path, backend: str = "auto", threads: int | None = N
         warnings.warn(f"{onnx} was exported from other weights than {modelfile.WEIGHTS_NAME} "
                       "(retrained or resumed since?); using torch. Re-run 'facegender export'.",
                       stacklevel=2)
-        return TorchBackend(model_dir, threads)
+        return TorchBackend(model_dir, threads, device)
+    if backend == "auto" and parse_device(device)[0] == "cuda" and _has_torch() \
+            and not _ort_has_cuda():
+        return TorchBackend(model_dir, threads, device)  # the GPU torch can reach, or its error
     if backend == "onnx" or (backend == "auto" and onnx.is_file()):
         if not onnx.is_file():
             raise FaceGenderError(f"{model_dir}: no {modelfile.ONNX_NAME}; run "
                                   f"'facegender export {model_dir} --format onnx'")
-        return OrtBackend(onnx, threads, "onnx")
+        return OrtBackend(onnx, threads, "onnx", device)
     if backend == "int8":
         if not int8.is_file():
             raise FaceGenderError(f"{model_dir}: no {modelfile.ONNX_INT8_NAME}; run "
                                   f"'facegender export {model_dir} --format int8'")
-        return OrtBackend(int8, threads, "int8")
+        return OrtBackend(int8, threads, "int8", device)
     if backend == "auto" and not _has_torch():
         raise FaceGenderError(f"{model_dir}: has no {modelfile.ONNX_NAME} and torch is not "
                               "installed; export the model to ONNX or pip install "
                               "\"facegender[train]\"")
-    return TorchBackend(model_dir, threads)
+    return TorchBackend(model_dir, threads, device)

@@ -19,12 +19,14 @@ from PIL import Image
 from ..errors import FaceGenderError, ImageError
 from ..io.files import byte_cap
 from ..io.images import EncodedImage, load_image
-from ..io.sources import Sample, SourceData, read_source
+from ..io.inputs import open_input
+from ..io.sources import Sample, SourceData
 from ..models import modelfile
 from ..models.modelfile import ModelConfig
 from .backends import make_backend
 from .pipeline import run_processes, run_threads
 from .preprocess import softmax, to_array
+from .progress import progress_bar
 from .records import face_record
 
 # The detector sees the image at 1/2..1/8 (JPEG draft decoding, else box-averaged) as long as
@@ -84,7 +86,9 @@ class ImageResult:
     def records(self) -> list[dict[str, Any]]:
         """Face records (infer/records.py: FaceRecord), one per face; an image with no face or
         an error still gets one row, with `face` null."""
-        where = {"frame": self.frame, "timestamp": self.timestamp}
+        at = self.sample.groups if self.sample is not None else {}  # video frames say where
+        where = {"frame": self.frame if self.frame is not None else at.get("frame"),
+                 "timestamp": self.timestamp if self.timestamp is not None else at.get("timestamp")}
         if self.error or not self.faces:
             return [face_record(self.path, label=None if self.error else "no_face",
                                 error=self.error, **where)]
@@ -134,7 +138,8 @@ class Predictor:
 
     Per-call options (tta, largest, unsure_band, max_pixels, max_bytes, keep_images,
     include_hidden, draft) may be given to `predict`/`iter_predict`; the constructor's values are the
-    defaults (`self.options`). One Predictor may serve several threads at once."""
+    defaults (`self.options`). One Predictor may serve several threads at once. `device` (cpu,
+    cuda, cuda:N) is where the classifier runs (infer/device.py)."""
 
     tta = _option("tta")
     largest = _option("largest")
@@ -149,11 +154,11 @@ class Predictor:
                  score_threshold: float = 0.5, unsure_band: float | None = None,
                  max_pixels: int | None = None, keep_images: bool = False,
                  crop: dict[str, Any] | None = None, max_bytes: int | None = None,
-                 include_hidden: bool = False, draft: bool = True):
+                 include_hidden: bool = False, draft: bool = True, device: str | None = None):
         self.model_dir = modelfile.resolve_model_dir(model)
         self.config: ModelConfig = modelfile.load_config(self.model_dir)
         self.backend_name = backend
-        self.backend = make_backend(self.model_dir, backend, threads)
+        self.backend = make_backend(self.model_dir, backend, threads, device)
         self.threads = threads
         self.min_face = min_face
         self.score_threshold = score_threshold
@@ -230,6 +235,7 @@ class Predictor:
         (draft mode); other images are decoded whole and box-averaged, so both detect alike.
         Boxes are in full-size pixels, as _faces gives them."""
         from ..faces import Face, crop_face, crop_geometry
+        from ..faces.framing import looks_like_training_crop
 
         size = self.config.input_size
         if not self.detect:  # the whole image is the face: decode it no larger than needed
@@ -237,6 +243,9 @@ class Predictor:
             return [((0.0, 0.0, float(enc.size[0]), float(enc.size[1])), None, img)]
         k_view = enc.reduction_for(min_long=DETECT_SIDE)
         found = self._detector.detect(enc.decode(k_view))
+        if not found and looks_like_training_crop(enc.size, self.config.framing):
+            # An input shaped like the training crops: padded detection, else the whole image.
+            return self._faces(enc.decode(1), largest)
         if largest and found:
             found = [max(found, key=lambda f: f.area)]
         # A pixel at 1/k covers exactly k x k pixels of the file, so coordinates scale by k.
@@ -309,25 +318,28 @@ class Predictor:
 
     def iter_predict(self, inputs: Any, batch_size: int = 64, workers: int | None = None,
                      processes: int | None = None, *, options: PredictOptions | None = None,
-                     **overrides: Any) -> Iterator[ImageResult]:
+                     progress: bool = False, **overrides: Any) -> Iterator[ImageResult]:
         """Yield one ImageResult per input image, in input order, as soon as its batch is done.
 
         Decoding and detection run in `workers` threads (default: one per usable core); faces
         are classified in batches of `batch_size` across images. `processes` > 1 runs that many
         worker processes instead, each with its own engines. Inputs are read as they are
         needed, so memory stays bounded however many there are. `options` / keyword overrides
-        (tta=..., largest=...) apply to this call only."""
+        (tta=..., largest=...) apply to this call only. `progress`: a tqdm bar on stderr (images
+        done and their rate) while stderr is a terminal."""
         opts = (options or self.options).replace(**overrides)
         items = expand_inputs(inputs, include_hidden=opts.include_hidden)
         if processes is not None and processes > 1:
-            return run_processes(self, items, batch_size, processes, opts)
-        return run_threads(self, items, batch_size, workers, opts)
+            results = run_processes(self, items, batch_size, processes, opts)
+        else:
+            results = run_threads(self, items, batch_size, workers, opts)
+        return iter(progress_bar(results, progress, "predict")) if progress else results
 
     def predict(self, inputs: Any, batch_size: int = 64, workers: int | None = None,
                 processes: int | None = None, *, options: PredictOptions | None = None,
-                **overrides: Any) -> list[ImageResult]:
+                progress: bool = False, **overrides: Any) -> list[ImageResult]:
         return list(self.iter_predict(inputs, batch_size, workers, processes, options=options,
-                                      **overrides))
+                                      progress=progress, **overrides))
 
 
 @dataclass
@@ -366,7 +378,7 @@ def expand_inputs(inputs: Any, include_hidden: bool = False) -> Iterable[tuple[s
             yield str(getattr(item, "name", f"<stream {n}>")), item.read(byte_cap() + 1)
         else:
             try:
-                data = read_source(item, labelled=False, include_hidden=include_hidden)
+                data = open_input(item, include_hidden=include_hidden)
             except FaceGenderError as exc:
                 yield str(item), FailedInput(str(exc).split(": ", 1)[-1])
                 continue

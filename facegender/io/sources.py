@@ -130,6 +130,20 @@ def _hidden(parts: tuple[str, ...]) -> str | None:
     return None
 
 
+# Documentation that sits beside photos in folders and archives (a README, a licence, credits):
+# left out when predicting on a folder, listed as ignored, never counted as a failed image. Any
+# other file is tried, so a data file or a mislabelled photo still gets its own reason.
+DOCUMENT_EXTENSIONS = {".md", ".markdown", ".rst"}
+DOCUMENT_NAMES = {"readme", "license", "licence", "copying", "notice", "authors", "attribution",
+                  "credits"}
+DOCUMENT_REASON = "documentation, not an image"
+
+
+def is_document_path(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return p.suffix.lower() in DOCUMENT_EXTENSIONS or p.stem.lower() in DOCUMENT_NAMES
+
+
 def _tree_samples(entries, root_name: str, labelled: bool, include_hidden: bool = False
                   ) -> SourceData:
     """entries: iterable of (relative path, Sample factory kwargs), or (relative path,
@@ -148,6 +162,9 @@ def _tree_samples(entries, root_name: str, labelled: bool, include_hidden: bool 
             continue
         if why:
             ignored.append(Skipped(kwargs.get("ref", rel), why))
+            continue
+        if not labelled and is_document_path(rel):
+            ignored.append(Skipped(kwargs.get("ref", rel), DOCUMENT_REASON))
             continue
         if labelled and not is_image_path(rel):
             skipped.append(Skipped(kwargs.get("ref", rel), "not an image file extension"))

@@ -100,6 +100,9 @@ class ModelConfig:
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     # How a face becomes the model's input; see faces.CropPolicy. {"detect": False} = whole image.
     crop: dict[str, Any] = field(default_factory=lambda: {"detect": False})
+    # How the training images were framed (faces/framing.py: measure_framing): tight face crops
+    # or photos, their crop-to-box relation and shape. Empty for models made before it existed.
+    framing: dict[str, Any] = field(default_factory=dict)
     threshold: float = 0.5  # p(male) >= threshold -> male
     temperature: float = 1.0  # logits are divided by this before softmax (calibration)
     unsure_band: float = 0.0  # |p(male) - 0.5| < band -> flagged unsure

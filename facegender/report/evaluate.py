@@ -156,6 +156,8 @@ def evaluate(
     report: bool | str | Path = False,
     gallery: int = 8,
     min_group: int = 30,
+    progress: bool = False,
+    device: str | None = None,
 ) -> EvalResult:
     """Evaluate `model` (default: the shipped model) on labelled `data`.
 
@@ -167,7 +169,8 @@ def evaluate(
     report.html (self-contained, opens offline) and report.md with ROC/PR curves, reliability
     diagram, training curves, the per-group audit and a gallery of the `gallery` most confident
     errors of each kind with Grad-CAM overlays (see facegender.report). Groups under
-    `min_group` faces are reported but flagged as too small to judge.
+    `min_group` faces are reported but flagged as too small to judge. `progress` draws a bar on
+    stderr when it is a terminal; `device` is where the classifier runs (cpu, cuda, cuda:N).
     """
     if report and not isinstance(report, bool):
         out = report
@@ -176,7 +179,7 @@ def evaluate(
     if report and (why := plots.missing()):  # fail before the (long) predictions, not after
         raise MissingDependency(why)
     pred = predictor or Predictor(model, backend=backend, detect=detect, tta=tta,
-                                  threads=threads, largest=True)
+                                  threads=threads, largest=True, device=device)
     source = read_source(data, labelled=True)
     splits = source.splits()
     chosen = split or next((s for s in ("test", "val") if s in splits), None)
@@ -186,8 +189,9 @@ def evaluate(
     samples = stratified_limit(samples, limit, seed)
 
     refs, y, p, groups, errors, no_face, kept = [], [], [], [], [], [], []
+    whole = 0  # images classified whole: no face detected in an input shaped like a face crop
     errors += [(sk.ref, sk.reason) for sk in source.skipped]
-    for res in pred.iter_predict(samples, batch_size=batch_size):
+    for res in pred.iter_predict(samples, batch_size=batch_size, progress=progress):
         s = res.sample
         if res.error:
             errors.append((res.path, res.error))
@@ -196,6 +200,7 @@ def evaluate(
             no_face.append(res.path)
             continue
         face = max(res.faces, key=lambda f: (f.box[2] * f.box[3]) if f.box else 0)
+        whole += face.face_source == "whole_image"
         refs.append(res.path)
         y.append(1 if s.label == "male" else 0)
         p.append(face.prob_male)
@@ -209,7 +214,7 @@ def evaluate(
     metrics.update({
         "model": str(pred.model_dir), "data": str(data), "split": chosen,
         "backend": pred.backend.name, "detect": pred.detect, "tta": pred.tta,
-        "unreadable": len(errors), "no_face": len(no_face),
+        "unreadable": len(errors), "no_face": len(no_face), "whole_image": whole,
         "accuracy_counting_misses": (metrics["accuracy"] * len(refs)) / (len(refs) + len(no_face)),
     })
     table = group_table(groups, y_arr, p_arr, pred.config.threshold, min_group)

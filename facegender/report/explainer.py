@@ -210,7 +210,7 @@ class GradCamExplainer:
     """A loaded model + Grad-CAM on its target layer; `explain_crops` does the work."""
 
     def __init__(self, model: str | Path | None = None, layer: str | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, device: str | None = None) -> None:
         self.torch = require("torch")
         require("pytorch_grad_cam")
         from ..models import modelfile
@@ -218,13 +218,17 @@ class GradCamExplainer:
         if threads:
             self.torch.set_num_threads(threads)
         self.model_dir = modelfile.resolve_model_dir(model)
+        from ..infer.device import torch_device
+
+        self.device = torch_device(device)
         self.net, self.config = modelfile.load_torch_model(self.model_dir)
+        self.net.to(self.device)
         self.layer = target_layer(self.net, self.config.arch, layer)
         self.layer_name = next((n for n, mod in self.net.named_modules() if mod is self.layer), "?")
         self.feature_size: tuple[int, int] | None = None  # (h, w) of the hooked map, once run
 
     def explain_crops(self, crops: list[Image.Image], batch_size: int = 32,
-                      targets: list[str] | None = None
+                      targets: list[str] | None = None, progress: bool = False
                       ) -> list[tuple[str, float, int, np.ndarray]]:
         """Crops -> (predicted label, p(male), explained output index, heatmap at crop size).
         `targets` names the label to explain per crop; default the predicted one."""
@@ -232,14 +236,17 @@ class GradCamExplainer:
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         from ..infer.preprocess import softmax, to_array
+        from ..infer.progress import progress_bar
 
         cfg: ModelConfig = self.config
         out = []
+        bar = progress_bar(len(crops), progress, "Grad-CAM", unit="face")
         for i in range(0, len(crops), batch_size):
             chunk = crops[i:i + batch_size]
-            x = self.torch.from_numpy(np.stack([to_array(c, cfg) for c in chunk]))
+            bar.update(len(chunk))
+            x = self.torch.from_numpy(np.stack([to_array(c, cfg) for c in chunk])).to(self.device)
             with self.torch.no_grad():
-                logits = self.net(x).float().numpy()
+                logits = self.net(x).float().cpu().numpy()
             # The label is decided as the Predictor decides it: calibrated p(male) vs threshold.
             p_male = softmax(logits, cfg.temperature)[:, cfg.male_index]
             labels = ["male" if p >= cfg.threshold else "female" for p in p_male]
@@ -254,6 +261,7 @@ class GradCamExplainer:
                     self.feature_size = (int(a.shape[-2]), int(a.shape[-1]))
             for crop, lb, pm, k, m in zip(chunk, labels, p_male, idx, maps, strict=True):
                 out.append((lb, float(pm), k, resize_map(m, crop.size)))
+        bar.close()
         return out
 
 
@@ -262,11 +270,12 @@ class GradCamExplainer:
 
 def find_faces(images: Any, config: ModelConfig, *, detect: bool | None = None,
                largest: bool = False, min_face: int | None = None, threads: int | None = None,
-               max_pixels: int | None = None) -> list[Explanation]:
+               max_pixels: int | None = None, progress: bool = False) -> list[Explanation]:
     """Decode `images` and cut each face's crop with the model's crop policy, without torch:
     Explanations with crop and geometry but no heatmap yet (failed images carry `error`)."""
-    from ..faces import CropPolicy, FaceDetector, detect_and_crop
+    from ..faces import CropPolicy, FaceDetector, find_faces
     from ..infer.predictor import FailedInput, expand_inputs
+    from ..infer.progress import progress_bar
     from ..io.images import decode_bytes, load_image
     from ..io.sources import Sample
 
@@ -278,7 +287,8 @@ def find_faces(images: Any, config: ModelConfig, *, detect: bool | None = None,
     if policy.detect:
         detector = FaceDetector(threads=threads, **({"min_face": min_face} if min_face else {}))
     results: list[Explanation] = []
-    for ref, src in expand_inputs(images):
+    items = list(expand_inputs(images))
+    for ref, src in progress_bar(items, progress, "find faces"):
         try:
             if isinstance(src, FailedInput):
                 raise ImageError(ref, src.reason)
@@ -292,16 +302,17 @@ def find_faces(images: Any, config: ModelConfig, *, detect: bool | None = None,
         except OSError as exc:
             results.append(_failed(ref, f"cannot read ({exc.strerror or exc})"))
             continue
-        found = detect_and_crop(img, detector, policy, largest=largest)
+        found = find_faces(img, detector, policy, config.framing, largest=largest)
         if not found:
             results.append(_failed(ref, None, img, label="no_face"))
-        for j, (face, crop) in enumerate(found):
+        for j, (face, crop, source) in enumerate(found):
+            whole = source == "whole_image"
             results.append(Explanation(
                 ref=ref, face=j, box=tuple(float(v) for v in face.box),
-                det_score=float(face.score) if policy.detect else None, label=None,
+                det_score=None if whole else float(face.score), label=None,
                 prob_male=None, target_index=None, heatmap=None, crop=crop,
-                geometry=face_geometry(face, policy), image=img,
-                face_source="detector" if policy.detect else "whole_image"))
+                geometry=face_geometry(face, CropPolicy(detect=False) if whole else policy),
+                image=img, face_source=source))
     return results
 
 
@@ -309,7 +320,8 @@ def explain(images: Any, model: str | Path | None = None, out: str | Path | None
             detect: bool | None = None, largest: bool = False, min_face: int | None = None,
             target: str | None = None, layer: str | None = None, threads: int | None = None,
             batch_size: int = 32, max_pixels: int | None = None,
-            explainer: GradCamExplainer | None = None) -> list[Explanation]:
+            explainer: GradCamExplainer | None = None, progress: bool = False,
+            device: str | None = None) -> list[Explanation]:
     """Grad-CAM for every face in `images` (paths, folders, globs, tars, manifests, PIL images,
     bytes or lists of them, as for predict).
 
@@ -320,18 +332,20 @@ def explain(images: Any, model: str | Path | None = None, out: str | Path | None
     layer: override the Grad-CAM target layer (dotted module name, e.g. 'features.8').
     out: also write, per image, `<name>_face<i>.png` (crop beside crop with heatmap) and
         `<name>_overlay.png` (heatmaps and boxes on the photo), plus explanations.json.
+    progress: bars on stderr (finding faces, then Grad-CAM) when it is a terminal.
+    device: where torch runs Grad-CAM (cpu, cuda, cuda:N).
     Returns one Explanation per face, heatmap at the crop's size; an image that failed gives one
     entry with `error` set and no heatmap, an image without a face one with label 'no_face'.
     """
-    ex = explainer or GradCamExplainer(model, layer=layer, threads=threads)
+    ex = explainer or GradCamExplainer(model, layer=layer, threads=threads, device=device)
     if target is not None and target not in ex.config.labels:
         raise FaceGenderError(f"target must be one of {ex.config.labels}, got {target!r}")
     results = find_faces(images, ex.config, detect=detect, largest=largest, min_face=min_face,
-                         threads=threads, max_pixels=max_pixels)
+                         threads=threads, max_pixels=max_pixels, progress=progress)
     pending = [e for e in results if e.crop is not None]
     targets = None if target is None else [target] * len(pending)
-    for e, (lb, pm, k, hm) in zip(pending, ex.explain_crops([e.crop for e in pending],
-                                                            batch_size, targets), strict=True):
+    cams = ex.explain_crops([e.crop for e in pending], batch_size, targets, progress)
+    for e, (lb, pm, k, hm) in zip(pending, cams, strict=True):
         e.label, e.prob_male, e.target_index, e.heatmap = lb, pm, k, hm
         e.unsure = abs(pm - 0.5) < ex.config.unsure_band
     if out is not None:

@@ -164,7 +164,10 @@ def plot_groups(rows: list[dict], key: str, out: Path, overall: float | None = N
         v = np.array([np.nan if r.get(col) is None else r[col] for r in rows], dtype=float)
         lo = np.array([np.nan if r.get(ci) is None else r[ci][0] for r in rows], dtype=float)
         hi = np.array([np.nan if r.get(ci) is None else r[ci][1] for r in rows], dtype=float)
-        ax.errorbar(x + dx, v, yerr=[v - lo, hi - v], fmt=marker, color=colour, capsize=3,
+        # Clipped at 0: at a rate of exactly 0 or 1 the interval's end can sit a rounding error
+        # past the point, which matplotlib refuses as a negative error bar.
+        yerr = np.clip([v - lo, hi - v], 0, None)
+        ax.errorbar(x + dx, v, yerr=yerr, fmt=marker, color=colour, capsize=3,
                     ms=5, lw=1.2, label=col.replace("_", " "))
     if overall is not None:
         ax.axhline(overall, color="k", lw=0.8, ls=":", label="overall accuracy")

@@ -40,6 +40,8 @@ class EvalResult:
             s += f", balanced {m['balanced_accuracy']:.2%}, ROC-AUC {m['roc_auc']:.4f}"
         if self.errors or self.no_face:
             s += f"; {len(self.errors)} unreadable, {len(self.no_face)} without a detected face"
+        if m.get("whole_image"):
+            s += f"; {m['whole_image']} classified as whole images (no face detected in a crop)"
         return s
 
 
@@ -91,7 +93,8 @@ def markdown_report(result: EvalResult, with_plots: bool = True) -> str:
         "# Evaluation report", "",
         f"- model: `{m['model']}` (backend {m['backend']}, detect={m['detect']}, tta={m['tta']})",
         f"- data: `{m['data']}` split {m['split']}: {m['n']} faces evaluated, "
-        f"{m['unreadable']} unreadable, {m['no_face']} without a detected face", "",
+        f"{m['unreadable']} unreadable, {m['no_face']} without a detected face, "
+        f"{m.get('whole_image', 0)} classified as whole images (no face detected in a crop)", "",
         "| metric | value |", "| --- | --- |",
         f"| accuracy | {f(m['accuracy'])} |",
         f"| balanced accuracy | {f(m['balanced_accuracy'])} |",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+import random
 import sys
 import time
 from collections import Counter
@@ -20,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, FaceGenderError, require
+from ..errors import DataError, FaceGenderError, ImageError, require
+from ..faces.framing import policy_for
+from ..infer.device import torch_device
 from ..io.sources import (
     Sample,
     read_source,
@@ -97,6 +100,30 @@ def _lr_lambda(total_steps: int, warmup_steps: int, final: float = 0.01):
     return f
 
 
+
+FRAMING_SAMPLE = 200  # training images the detector looks at to measure their framing (~2 s)
+
+
+def measure_training_framing(samples: Sequence[Sample], seed: int,
+                             threads: int | None = None) -> dict[str, Any]:
+    """faces.framing.measure_framing on a seeded sample of up to FRAMING_SAMPLE training images
+    (unreadable ones are left out here; training reports them)."""
+    from ..faces import FaceDetector, measure_framing
+    from ..io.images import decode_bytes
+
+    rng = random.Random(seed)
+    picked = rng.sample(list(samples), min(FRAMING_SAMPLE, len(samples)))
+
+    def images():
+        for s in picked:
+            try:
+                yield decode_bytes(s.read_bytes(), s.ref)
+            except (ImageError, OSError):
+                continue
+
+    return measure_framing(images(), FaceDetector(threads=threads))
+
+
 def train(
     data: str | Path | Sequence,
     out: str | Path,
@@ -136,6 +163,7 @@ def train(
     init: str | Path | None = None,
     progress: bool = True,
     callbacks: Sequence[Callable[[int, dict], None]] = (),
+    device: str | None = None,
 ) -> TrainResult:
     """Train a male/female classifier on labelled faces and write a model folder to `out`.
 
@@ -152,7 +180,7 @@ def train(
     and `unlabelled` faces (no labels needed) learn from the teacher alone. `crop_training`
     cuts every training face with the model's crop policy (detector on the padded image, the
     whole image where none is found), so training sees what prediction will. `init` starts
-    from a model folder's weights (same architecture).
+    from a model folder's weights (same architecture). `device`: cpu (default), cuda or cuda:N.
 
     Under torchrun (RANK / WORLD_SIZE set, training/distributed.py) every process runs this
     same call: DDP, each rank drawing its share of one seeded stream with `batch_size` split
@@ -172,6 +200,8 @@ def train(
     dist = from_env()
     say = _say if dist.main else _quiet
     progress = progress and dist.main
+    if not dist.active:  # one process: --device picks it (torchrun gives each rank its GPU)
+        dist.device = str(torch_device(device))  # a missing GPU is said before any work
     if threads:
         torch.set_num_threads(threads)
     if workers is None:
@@ -226,8 +256,11 @@ def train(
         train_s = train_s + extra
         n_unlabelled = len(extra)
         prov["unlabelled"] = {"source": str(unlabelled), "images": n_unlabelled}
+    # Record how the training faces are framed; unless a crop policy is given, prediction then
+    # detects faces in photos and cuts them to look like these (faces/framing.py).
+    framing = measure_training_framing(train_s, seed, threads)
     cfg = ModelConfig(arch=arch, labels=labels, input_size=input_size,
-                      crop=crop or {"detect": False})
+                      crop=crop or policy_for(framing), framing=framing)
     recipe = {
         "command": "facegender train " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["train"]
         else None,

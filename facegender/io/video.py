@@ -1,0 +1,102 @@
+"""Video files as a source: one Sample per frame every `every` seconds, decoded with PyAV (the
+`[video]` extra) when the Predictor reads it, so a long video never sits in memory.
+
+Each frame Sample carries its frame number and time (groups "frame", "timestamp"), which every
+face record of that frame repeats. A frame's bytes are the decoded picture as PPM (uncompressed:
+encoding costs next to nothing), so it goes through the same safe decoder as any image.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from ..errors import DataError, ImageError, require
+from .sources import Sample, SourceData
+
+DEFAULT_EVERY = 1.0  # seconds between classified frames
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+def is_video_path(spec: object) -> bool:
+    return isinstance(spec, (str, Path)) and Path(spec).suffix.lower() in VIDEO_EXTENSIONS \
+        and Path(spec).is_file()
+
+
+def _open(path: str):
+    av = require("av", "video")
+    try:
+        return av.open(path)
+    except av.error.FFmpegError as exc:
+        raise DataError(f"{path}: cannot read the video ({exc.strerror or exc})") from None
+
+
+def _duration_and_rate(container, stream) -> tuple[float, Fraction]:
+    rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base), Fraction(rate)
+    if container.duration is not None:  # microseconds
+        return container.duration / 1_000_000, Fraction(rate)
+    last = 0.0  # no duration in the headers (some WebM): walk the packets, without decoding
+    for packet in container.demux(stream):
+        if packet.pts is not None:
+            last = max(last, float((packet.pts + (packet.duration or 0)) * stream.time_base))
+    return last, Fraction(rate)
+
+
+def read_video(path: str | Path, every: float = DEFAULT_EVERY,
+               max_frames: int | None = None) -> SourceData:
+    """Frames of a video file at 0, every, 2*every... seconds as Samples (ref = the file)."""
+    if not every > 0:
+        raise DataError(f"every must be > 0 seconds, got {every}")
+    path = str(path)
+    with _open(path) as container:
+        if not container.streams.video:
+            raise DataError(f"{path}: no video stream in the file")
+        stream = container.streams.video[0]
+        duration, rate = _duration_and_rate(container, stream)
+    n_frames = max(1, math.floor(duration * rate + 1e-6))
+    samples: list[Sample] = []
+    t = 0.0
+    while True:
+        frame = round(t * rate)
+        if frame >= n_frames or (max_frames is not None and len(samples) >= max_frames):
+            break
+        if not samples or frame != samples[-1].groups["frame"]:
+            samples.append(VideoFrameSample(ref=path, path=path, groups={
+                "frame": int(frame), "timestamp": round(float(frame / rate), 3)}))
+        t += every
+    return SourceData(path, samples)
+
+
+@dataclass
+class VideoFrameSample(Sample):
+    """One frame of a video file, decoded when read."""
+
+    def read_bytes(self, cap: int | None = None) -> bytes:
+        """The frame as PPM; `cap` is not applied: the frame's size is the video's, which the
+        pixel limit checks when the PPM is decoded."""
+        av = require("av", "video")
+        target = float(self.groups["timestamp"])
+        try:
+            with av.open(self.path) as container:
+                stream = container.streams.video[0]
+                half = 0.5 / float(stream.average_rate or 25)
+                # Seek to the keyframe at or before the target, then decode up to the frame.
+                container.seek(int(target / stream.time_base), stream=stream, backward=True)
+                picked = None
+                for frame in container.decode(stream):
+                    picked = frame
+                    if frame.time is None or frame.time >= target - half:
+                        break
+        except av.error.FFmpegError as exc:
+            raise ImageError(self.ref, f"cannot decode the frame at {target:.3f} s "
+                                       f"({exc.strerror or exc})") from None
+        if picked is None:
+            raise ImageError(self.ref, f"no frame at {target:.3f} s")
+        buf = io.BytesIO()
+        picked.to_image().save(buf, "PPM")
+        return buf.getvalue()
