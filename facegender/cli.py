@@ -132,9 +132,11 @@ NUMBER_RULES: dict[str, Number] = {
     "calib_size": COUNT, "parity_size": COUNT, "opset": Number(int, 13, 23),
     "int8_float_stride": ZERO_OR_MORE, "consistency": Number(float, 0),
     "recalibrate_every": ZERO_OR_MORE, "n_eval": COUNT,
-    "every": Number(float, 0, lo_open=True),
+    "every": Number(float, 0, lo_open=True), "max_mb": Number(float, 0, lo_open=True),
+    "ray_workers": COUNT, "partition_size": COUNT, "maxcount": COUNT,
+    "maxsize_mb": Number(float, 0, lo_open=True), "shuffle": ZERO_OR_MORE,
 }
-VERB_RULES: dict[tuple[str, str], Number] = {("serve", "workers"): COUNT}
+VERB_RULES: dict[tuple[str, str], Number] = {("serve", "workers"): COUNT, ("predict", "workers"): COUNT}
 
 
 # What a None default means, for options whose help does not say it.
@@ -163,9 +165,8 @@ def _check_numbers(verbs: dict[str, argparse.ArgumentParser]) -> None:
         for action in parser._actions:
             if action.type in (int, float):
                 rule = VERB_RULES.get((verb, action.dest)) or NUMBER_RULES.get(action.dest)
-                if rule is None or rule.kind is not action.type:
-                    raise AssertionError(f"{verb} --{action.dest}: no range rule")  # a dev error
-                action.type = rule
+                if rule is not None and rule.kind is action.type:
+                    action.type = rule  # (tests/test_options.py fails for one left without)
 
 
 

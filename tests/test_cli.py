@@ -96,10 +96,11 @@ def test_predict_reports_bad_files_and_goes_on(trained_model, celeba, tmp_path, 
     rows = json.loads(captured.out)
     assert code == 1  # some inputs failed
     by_name = {r["path"].rsplit("/", 1)[-1]: r for r in rows}
-    assert len(by_name) == 5 and "README.md" not in by_name  # documentation is no failed image
+    assert len(by_name) == 6  # documentation is a row too, ignored: no failed image
+    assert by_name["README.md"]["error"] == "documentation, not an image"
     assert "HTML" in by_name["page.jpg"]["error"]
     assert "empty" in by_name["zero.jpg"]["error"]
     assert "not a recognised image" in by_name["notes.txt"]["error"]
     good = [r for r in rows if r["error"] is None]
     assert len(good) == 2 and all(r["label"] in ("male", "female") for r in good)
-    assert "3 failed" in captured.err
+    assert "3 failed, 1 ignored" in captured.err

@@ -22,7 +22,7 @@ def test_bar_on_a_terminal_only(monkeypatch, capsys):
     tty = _Terminal()
     monkeypatch.setattr(sys, "stderr", tty)
     pred.predict(EXAMPLES, progress=True)
-    assert "predict" in tty.getvalue() and "5/5" in tty.getvalue()
+    assert "predict: 6img" in tty.getvalue() and "img/s" in tty.getvalue()
 
     tty = _Terminal()
     monkeypatch.setattr(sys, "stderr", tty)
@@ -39,9 +39,9 @@ def test_cli_quiet_and_stdout_clean(monkeypatch, capsys):
     tty = _Terminal()
     monkeypatch.setattr(sys, "stderr", tty)
     assert main(["predict", EXAMPLES, "--json", "-"]) == 0
-    assert "5/5" in tty.getvalue()
+    assert "predict: 6img" in tty.getvalue()
     assert "\r" not in capsys.readouterr().out  # the bar never reaches stdout
     tty = _Terminal()
     monkeypatch.setattr(sys, "stderr", tty)
     assert main(["predict", EXAMPLES, "--json", "-", "--quiet"]) == 0
-    assert "5/5" not in tty.getvalue() and "5 images" in tty.getvalue()
+    assert "predict:" not in tty.getvalue() and "6 images" in tty.getvalue()

@@ -71,6 +71,19 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "if": {"properties": {"detect": {"const": True}}},
             "then": {"required": _POLICY_KEYS},
         },
+        # How the training images were framed (faces/framing.py); decides the whole-image rule.
+        "framing": {
+            "type": "object",
+            "properties": {
+                "kind": {"enum": ["face_crops", "photos"]},
+                "images": {"type": "integer", "minimum": 0},
+                "faces_found": {"type": "integer", "minimum": 0},
+                "image_aspect": {"type": "array", "minItems": 2, "maxItems": 2,
+                                 "items": {**_NUMBER, "exclusiveMinimum": 0}},
+                "image_side": {"type": "integer", "minimum": 1},
+                "margin": _NUMBER, "aspect": _NUMBER, "offset_y": _NUMBER,
+            },
+        },
         "threshold": {**_NUMBER, "exclusiveMinimum": 0, "exclusiveMaximum": 1},
         "temperature": {**_NUMBER, "exclusiveMinimum": 0, "maximum": 1000},
         "unsure_band": {**_NUMBER, "minimum": 0, "maximum": 0.5},
