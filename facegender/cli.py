@@ -135,6 +135,8 @@ NUMBER_RULES: dict[str, Number] = {
     "every": Number(float, 0, lo_open=True), "max_mb": Number(float, 0, lo_open=True),
     "ray_workers": COUNT, "partition_size": COUNT, "maxcount": COUNT,
     "maxsize_mb": Number(float, 0, lo_open=True), "shuffle": ZERO_OR_MORE,
+    "rate_limit": Number(float, 0), "per_client": ZERO_OR_MORE,
+    "body_timeout": Number(float, 0, lo_open=True), "idle_timeout": Number(float, 0, lo_open=True),
 }
 VERB_RULES: dict[tuple[str, str], Number] = {("serve", "workers"): COUNT, ("predict", "workers"): COUNT}
 
