@@ -117,6 +117,31 @@ def _axis_tiles(length: int, tile: int) -> list[int]:
     return [int(round(v)) for v in np.linspace(0, length - tile, n)]
 
 
+# Landmark order seen in a mirror image: the subject's right and left eyes and ears swap.
+_MIRROR_LANDMARKS = [1, 0, 2, 3, 5, 4]
+
+
+def _window(b: np.ndarray) -> tuple[float, float, float, float]:
+    """The square around box b in which the face fills _REFINE_FILL of the side."""
+    cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+    half = max(b[2] - b[0], b[3] - b[1]) / _REFINE_FILL / 2
+    return cx - half, cy - half, cx + half, cy + half
+
+
+def _match(b: np.ndarray, boxes: np.ndarray, sc: np.ndarray) -> int | None:
+    """Index of the best-scoring box overlapping b by IoU > _NMS_IOU, or None."""
+    if boxes.shape[0] == 0:
+        return None
+    iw = np.clip(np.minimum(b[2], boxes[:, 2]) - np.maximum(b[0], boxes[:, 0]), 0, None)
+    ih = np.clip(np.minimum(b[3], boxes[:, 3]) - np.maximum(b[1], boxes[:, 1]), 0, None)
+    inter = iw * ih
+    union = (b[2] - b[0]) * (b[3] - b[1]) + \
+        (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
+    iou = inter / np.maximum(union, 1e-9)
+    j = int(np.argmax(np.where(iou > _NMS_IOU, sc, -1)))
+    return j if iou[j] > _NMS_IOU else None
+
+
 class FaceDetector:
     """Finds faces in RGB images; ``detect`` returns them sorted by score, best first.
 
@@ -304,10 +329,11 @@ class FaceDetector:
         merged = _weighted_nms(boxes, np.concatenate([p[1] for p in parts]),
                                np.concatenate([p[2] for p in parts]))
         merged = [m for m in merged if m[0][2] > m[0][0] and m[0][3] > m[0][1]]
+        mirrored: list[bool] = [False] * len(merged)
         if self.refine:
-            merged = self._refine(image, merged)
+            merged, mirrored = self._refine(image, merged)
         if self.gate:
-            merged = self._gate(image, merged)
+            merged = self._gate(image, merged, mirrored)
         return merged
 
     def _candidates(self, image: Image.Image, regions: list[tuple[int, int, int, int]]
@@ -331,12 +357,13 @@ class FaceDetector:
             parts.append((boxes, sc, kps))
         return parts
 
-    def _gate(self, image: Image.Image, merged: list) -> list:
+    def _gate(self, image: Image.Image, merged: list, mirrored: list[bool]) -> list:
         """The face-quality gate (see _SURE): a detection under _SURE must have its landmarks
-        in or near its box and be found again, at >= _MIRROR_MIN, in its mirror image."""
+        in or near its box and be found again, at >= _MIRROR_MIN, in its mirror image (refine
+        already looked at the mirror image of small faces: `mirrored`)."""
         out = []
-        for b, s, k in merged:
-            if s >= _SURE:
+        for (b, s, k), seen in zip(merged, mirrored, strict=True):
+            if s >= _SURE or seen:
                 out.append((b, s, k))
                 continue
             size = max(b[2] - b[0], b[3] - b[1])
@@ -351,50 +378,51 @@ class FaceDetector:
 
     def _mirror_score(self, image: Image.Image, b: np.ndarray) -> float:
         """Best score of a detection at the same place in the mirrored window around box b."""
-        half = max(b[2] - b[0], b[3] - b[1]) / _REFINE_FILL / 2
-        cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
-        win = image.crop((round(cx - half), round(cy - half), round(cx + half),
-                          round(cy + half))).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        side = win.size[0]
-        ((boxes, sc, _),) = self._run(win, [(0, 0, side, side)])
-        if not len(sc):
-            return 0.0
-        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-        near = np.linalg.norm(centres - side / 2, axis=1) < 0.3 * max(b[2] - b[0], b[3] - b[1])
-        return float(sc[near].max()) if near.any() else 0.0
+        boxes, sc, _ = self._run_mirrored(image, _window(b))
+        j = _match(b, boxes, sc)
+        return float(sc[j]) if j is not None else 0.0
 
-    def _refine(self, image: Image.Image, merged: list) -> list:
+    def _run_mirrored(self, image: Image.Image, window: tuple[float, float, float, float]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Detections in the mirror image of `window`, mapped back to image coordinates (the
+        subject's right and left landmarks swapped back too)."""
+        x0, y0, x1, y1 = (round(v) for v in window)
+        win = image.crop((x0, y0, x1, y1)).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        ((boxes, sc, kps),) = self._run(win, [(0, 0, win.size[0], win.size[1])])
+        boxes = np.stack([x1 - boxes[:, 2], boxes[:, 1] + y0, x1 - boxes[:, 0],
+                          boxes[:, 3] + y0], 1) if len(sc) else boxes
+        if len(sc):
+            kps = np.stack([x1 - kps[..., 0], kps[..., 1] + y0], -1)[:, _MIRROR_LANDMARKS]
+        return boxes, sc, kps
+
+    def _refine(self, image: Image.Image, merged: list) -> tuple[list, list[bool]]:
         """Re-detect small faces in a window where they fill 40% of the input: BlazeFace
         inflates boxes of faces under ~20% of its input (+7% at 15%, +24% at 12%, +40% at 10%;
         fairface faces pasted at known scales), which would loosen the crop. A face that the
         second look does not confirm is dropped: at 40% real faces are found ~100% of the time,
         so this mostly removes false positives from tiles."""
         side = max(image.size)
+        mirrored = [False] * len(merged)
         todo = [i for i, (b, _, _) in enumerate(merged)
                 if max(b[2] - b[0], b[3] - b[1]) < _REFINE_BELOW * side]
         if not todo:
-            return merged
-        windows = []
-        for i in todo:
-            b = merged[i][0]
-            cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
-            half = max(b[2] - b[0], b[3] - b[1]) / _REFINE_FILL / 2
-            windows.append((cx - half, cy - half, cx + half, cy + half))
+            return merged, mirrored
+        # A face the gate would have to look at again is refined in its mirror image: one pass
+        # both sharpens its box and checks it (see _gate).
+        flip = {i for i in todo if self.gate and merged[i][1] < _SURE}
+        plain = [i for i in todo if i not in flip]
+        looks = dict(zip(plain, self._run(image, [_window(merged[i][0]) for i in plain]),
+                         strict=True)) if plain else {}
+        looks.update({i: self._run_mirrored(image, _window(merged[i][0])) for i in flip})
         out: list = list(merged)
-        for i, (boxes, sc, kps) in zip(todo, self._run(image, windows), strict=True):
+        for i in todo:
+            boxes, sc, kps = looks[i]
             out[i] = None  # a face not confirmed at the scale where it is found best is dropped
-            if boxes.shape[0] == 0:
-                continue
-            b = merged[i][0]
-            iw = np.clip(np.minimum(b[2], boxes[:, 2]) - np.maximum(b[0], boxes[:, 0]), 0, None)
-            ih = np.clip(np.minimum(b[3], boxes[:, 3]) - np.maximum(b[1], boxes[:, 1]), 0, None)
-            inter = iw * ih
-            union = (b[2] - b[0]) * (b[3] - b[1]) + \
-                (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
-            iou = inter / np.maximum(union, 1e-9)
-            j = int(np.argmax(np.where(iou > _NMS_IOU, sc, -1)))
-            if iou[j] > _NMS_IOU:
+            j = _match(merged[i][0], boxes, sc)
+            if j is not None and (i not in flip or sc[j] >= _MIRROR_MIN):
                 out[i] = (boxes[j], float(sc[j]), kps[j])
-        return [m for m in out if m is not None]
+                mirrored[i] = i in flip
+        keep = [k for k, m in enumerate(out) if m is not None]
+        return [out[k] for k in keep], [mirrored[k] for k in keep]
 
     __call__ = detect
