@@ -670,6 +670,15 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
     uvicorn = require("uvicorn", "serve")
     api_key = api_key if api_key is not None else (os.environ.get(API_KEY_ENV) or None)
     check_bind(host, api_key, no_auth)
+    # The service's own lines (a client that went away, a failed prediction) beside uvicorn's,
+    # at the same level: uvicorn configures only its own loggers.
+    flog = logging.getLogger("facegender")
+    if not flog.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        flog.addHandler(handler)
+    flog.setLevel(log_level.upper() if log_level.upper() in logging.getLevelNamesMapping()
+                  else logging.INFO)
     app = create_app(model, api_key=api_key or "", **options)
     # timeout_keep_alive: an idle connection is closed after 5 s; headers over 16 KB refused.
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5,
