@@ -81,13 +81,14 @@ def _run_pool(predictor: Runner, it: Iterator, batch_size: int, workers: int, op
 
 def _batched(predictor: Runner, prepared: Iterable, batch_size: int, opts: Any
              ) -> Iterator[Any]:
-    """Group prepared images until `batch_size` faces are waiting, classify them, yield."""
+    """Group prepared images until `batch_size` faces (or images: photos without a face must
+    not pile up unanswered) are waiting, classify them, yield."""
     buf: list = []
     faces = 0
     for res_faces in prepared:
         buf.append(res_faces)
         faces += len(res_faces[1])
-        if faces >= batch_size:
+        if faces >= batch_size or len(buf) >= batch_size:
             yield from predictor._finish(buf, batch_size, opts)
             buf, faces = [], 0
     if buf:
