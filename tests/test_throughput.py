@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from facegender import Predictor
+from facegender.faces import CropPolicy, Face, crop_geometry
 from facegender.io.images import EncodedImage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,12 +75,12 @@ def test_draft_decoding_gives_the_full_decodes_faces_and_probabilities(fairface,
     faces = _faces(fairface, 12)
     draft = Predictor("fast", threads=1)
     full = Predictor("fast", threads=1, draft=False)
-    scales: list[int] = []
+    scales: dict[EncodedImage, list[int]] = {}  # photo -> the scales it was decoded at
     decode = EncodedImage.decode
 
     def spy(self, k=1):
         if k not in self._decoded and self._draft:
-            scales.append(k)
+            scales.setdefault(self, []).append(k)
         return decode(self, k)
 
     monkeypatch.setattr(EncodedImage, "decode", spy)
@@ -88,8 +89,17 @@ def test_draft_decoding_gives_the_full_decodes_faces_and_probabilities(fairface,
         photos = [_photo(f, size, fill, turn) for f in faces]
         scales.clear()
         got = draft.predict(photos, workers=1)
-        assert scales and 1 not in scales, f"{size}: draft decoded at {scales}"
         ref = full.predict(photos, workers=1)
+        view = 2 if max(size) == 2000 else 4  # the coarsest scale keeping DETECT_SIDE px
+        assert len(scales) == len(photos)
+        for ks, d in zip(scales.values(), got, strict=True):
+            # The detector's view is drafted; a finer decode only for a face whose crop
+            # would be under the model's 80 px there.
+            assert ks[0] == view and len(ks) <= 2, ks
+            if len(ks) == 2:
+                need = min(min(g.width, g.height) for g in
+                           (crop_geometry(Face(f.box, 1.0), CropPolicy()) for f in d.faces))
+                assert need < 80 * ks[0] and need >= 80 * ks[1], (ks, need)
         for d, r in zip(got, ref, strict=True):
             assert d.error is None and r.error is None
             assert (d.width, d.height) == (r.width, r.height) == size

@@ -31,10 +31,11 @@ from .records import face_record
 
 # The detector sees the image at 1/2..1/8 (JPEG draft decoding, else box-averaged) as long as
 # its longer side keeps this many pixels. BlazeFace looks at 128 px and its refine pass at a
-# window 2.5 face sizes wide, so 480 px would do; 960 costs a 12-MP JPEG 1.4 ms more to decode
-# (1/4 instead of 1/8) and already holds most face crops at the classifier's input size, so
-# they need no second, finer decode.
-DETECT_SIDE = 960
+# window 2.5 face sizes wide, so 480 px would do; 1,000 costs a 12-MP JPEG 1.4 ms more to
+# decode (1/4 instead of 1/8), already holds most face crops at the classifier's input size (no
+# second, finer decode), and is the detector's own "large photo" size for its automatic tiled
+# pass, so a view reaches that decision as the full-size photo would.
+DETECT_SIDE = 1000
 
 
 class FaceBox(NamedTuple):
