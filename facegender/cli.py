@@ -600,7 +600,9 @@ def cmd_train(a: argparse.Namespace) -> int:
                 max_repeat=a.max_repeat, drop=a.drop, teacher=a.teacher,
                 distill_weight=a.distill_weight, unlabelled=a.unlabelled, init=a.init,
                 progress=a.progress, device=a.device)
-    v = res.metrics["val"]
+    v = res.metrics.get("val")
+    if v is None:  # a torchrun process other than rank 0, which reports for the job
+        return 130 if res.interrupted else 0
     print(f"model folder: {res.model_dir} (best epoch {res.best_epoch}: val accuracy "
           f"{v['accuracy']:.2%}, balanced {v['balanced_accuracy']:.2%}, ECE "
           f"{v['ece_before_calibration']:.3f} -> {v['ece_after_calibration']:.3f})")
