@@ -98,7 +98,8 @@ def test_ray_rows_equal_single_process_rows(single, ray_run):
 def test_two_workers_each_held_one_model(ray_run):
     _, res = ray_run
     assert res.partitions == 21 and res.skipped_partitions == 0  # 20 shards + the folder's
-    assert len({w["pid"] for w in res.workers}) == 2
+    pids = {w["pid"] for w in res.workers}
+    assert len(pids) == 2
     assert sorted(w["partition"] for w in res.workers) == list(range(21))
 
 

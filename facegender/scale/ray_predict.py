@@ -197,7 +197,12 @@ def _run(ray, todo: list[Partition], model_dir: str, out: Path, options: dict[st
     ctx.enable_progress_bars = False
     ds = ray.data.from_items([{"partition": p.to_json()} for p in todo],
                              override_num_blocks=len(todo))
+    # glibc gives each new thread of a Ray worker (and Ray starts many) its own malloc arena:
+    # measured here, a worker's RSS then grew ~10 MB a partition without end; two arenas keep
+    # it flat (benchmarks/scale.py prints it).
+    arenas = {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
     ds = ds.map_batches(PartitionPredictor, batch_size=1, num_cpus=threads,
+                        runtime_env={"env_vars": arenas},
                         compute=ray.data.ActorPoolStrategy(size=workers),
                         fn_constructor_kwargs={"model": model_dir, "out": str(out),
                                                "options": options, "batch_size": batch_size})
