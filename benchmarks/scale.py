@@ -114,23 +114,29 @@ def main() -> None:
             for w in (1, 2):
                 rows.append((f"Ray, {w} worker{'s' * (w > 1)}",
                              ray_run(pattern, w, tmp / f"ray{w}-{rep}")))
+        print(f"median of {a.repeats} runs (each run's figure in brackets)\n")
         print("| engine | images | wall s | faces/s (whole job) | faces/s (without start-up) |")
         print("| --- | --- | --- | --- | --- |")
+
+        def cell(rs: list[dict], key: str, fmt: str) -> str:
+            vals = [r[key] for r in rs]
+            runs = ", ".join(format(v, fmt) for v in vals)
+            return f"{statistics.median(vals):{fmt}}" + (f" ({runs})" if len(vals) > 1 else "")
+
         for name in dict.fromkeys(n for n, _ in rows):
             rs = [r for n, r in rows if n == name]
-            print(f"| {name} | {rs[0]['images']} | "
-                  f"{statistics.median(r['seconds'] for r in rs):.1f} | "
-                  f"{statistics.median(r['faces_per_s'] for r in rs):.0f} | "
-                  f"{statistics.median(r['faces_per_s_no_startup'] for r in rs):.0f} |")
+            print(f"| {name} | {rs[0]['images']} | {cell(rs, 'seconds', '.1f')} | "
+                  f"{cell(rs, 'faces_per_s', '.0f')} | {cell(rs, 'faces_per_s_no_startup', '.0f')} |")
         ray1 = [r for n, r in rows if n.startswith("Ray, 1")]
         print(f"\nRay start-up (ray.init, local): {statistics.median(r['ray_init_s'] for r in ray1):.1f} s")
 
         print("\n| training | wall s | epoch img/s |")
         print("| --- | --- | --- |")
         for procs in (1, 2):
-            r = torchrun(pattern, procs, tmp / f"train{procs}", a.train_faces)
+            rs = [torchrun(pattern, procs, tmp / f"train{procs}-{rep}", a.train_faces)
+                  for rep in range(a.repeats)]
             print(f"| {procs} process{'es' * (procs > 1)} ({a.train_faces} faces, 64 px, batch "
-                  f"64) | {r['seconds']:.1f} | {r['img_per_s_epoch']:.0f} |")
+                  f"64) | {cell(rs, 'seconds', '.1f')} | {cell(rs, 'img_per_s_epoch', '.0f')} |")
 
         if a.rss_faces:
             big = make_shards(a.rss_faces, tmp / "big")
