@@ -46,6 +46,7 @@ def inputs(celeba, tmp_path_factory) -> list[str]:
     extract_members(celeba / "val.tar", first_members(celeba / "val.tar", 15,
                                                       ("val/male/", "val/female/")), folder)
     (folder / "val" / "male" / "broken.jpg").write_bytes(b"<html>not a photo</html>")
+    (folder / "val" / "male" / ".hidden.jpg").write_bytes(b"")  # ignored, with its own row
     return [res.pattern, str(folder), str(tmp / "missing.jpg")]
 
 
@@ -81,7 +82,8 @@ def test_ray_rows_equal_single_process_rows(single, ray_run):
     by_key = {_key(r): r for r in rows}
     assert len(by_key) == len(rows)  # one row per face (or per faceless / failed image)
     assert by_key.keys() == {_key(r) for r in single}
-    assert res.images == 2000 + 31 + 1 and res.failed == 2  # the HTML file and the missing path
+    # 2,000 shard faces, 30 folder faces + the HTML file + the hidden one, the missing path
+    assert res.images == 2000 + 32 + 1 and res.failed == 2  # the HTML file and the missing path
     for s in single:
         r = by_key[_key(s)]
         for k in ("label", "unsure", "face_source", "error"):
@@ -144,3 +146,5 @@ def test_finished_run_is_not_redone_and_options_must_match(ray_run, inputs, tmp_
     assert code == 0  # nothing was redone, so nothing failed in this run
     lines = csv_path.read_text().splitlines()
     assert lines[0].split(",") == CSV_FIELDS and len(lines) == 1 + len(_parquet_rows(out))
+    assert main(["predict", "--engine", "ray", *inputs]) == 2  # no --out: a clear error
+    assert "give --out DIR" in capsys.readouterr().err

@@ -13,14 +13,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, FaceGenderError
 from ..io.shards import iter_shard, resolve_shards
-from ..io.sources import Sample, Skipped, read_source
+from ..io.sources import Sample, Skipped, SourceData, read_source
 
 PLAN_NAME = "_plan.json"
 DONE_NAME = "_SUCCESS.json"
@@ -47,19 +47,25 @@ class Partition:
     def from_json(cls, text: str) -> Partition:
         return cls(**json.loads(text))
 
-    def inputs(self) -> Iterator[Sample | Skipped]:
-        """A Sample per image and a Skipped per input that failed at listing, in order; a
-        shard is streamed."""
+    def source_data(self) -> SourceData:
+        """The partition's inputs as predict takes them: its images, the inputs that failed at
+        listing and those left out by policy (hidden files), each to get its row; a shard is
+        streamed."""
+        data = SourceData(f"partition {self.index}", [], [])
         if self.shard is not None:
-            yield from iter_shard(self.shard, labelled=False)
-            return
+            for x in iter_shard(self.shard, labelled=False):
+                (data.skipped if isinstance(x, Skipped) else data.samples).append(x)
+            return data
         for it in self.items or []:
             if "error" in it:
-                yield Skipped(it["ref"], it["error"])
+                (data.ignored if it.get("ignored") else data.skipped).append(
+                    Skipped(it["ref"], it["error"]))
             else:
-                data = base64.b64decode(it["data"]) if it.get("data") is not None else None
-                yield Sample(ref=it["ref"], path=it.get("path"), offset=it.get("offset"),
-                             size=it.get("size"), data=data)
+                raw = base64.b64decode(it["data"]) if it.get("data") is not None else None
+                data.samples.append(Sample(ref=it["ref"], path=it.get("path"),
+                                           offset=it.get("offset"), size=it.get("size"),
+                                           data=raw))
+        return data
 
 
 def _item(s: Sample) -> dict[str, Any]:
@@ -113,20 +119,23 @@ def plan_partitions(inputs: Any, partition_size: int = 1000) -> list[Partition]:
             parts.append(Partition(len(parts), _digest(chunk), items=chunk))
 
     for spec in specs:
-        shards = _shard_files(spec)
+        try:
+            shards = _shard_files(spec)
+            data = None if shards else read_source(spec, labelled=False)
+        except FaceGenderError as exc:  # one error row for it, as single-process predict gives
+            pending.append({"ref": str(spec), "error": str(exc).split(": ", 1)[-1]})
+            cut()
+            continue
         if shards:
             cut(final=True)  # a shard starts its own partition
             for f in shards:
                 st = f.stat()
                 parts.append(Partition(len(parts), _digest([str(f), st.st_size]), shard=str(f)))
-            continue
-        try:
-            data = read_source(spec, labelled=False)
-        except FaceGenderError as exc:
-            pending.append({"ref": str(spec), "error": str(exc).split(": ", 1)[-1]})
         else:
             pending += [_item(s) for s in data.samples]
             pending += [{"ref": sk.ref, "error": sk.reason} for sk in data.skipped]
+            pending += [{"ref": sk.ref, "error": sk.reason, "ignored": True}
+                        for sk in data.ignored]
         cut()
     cut(final=True)
     if not parts:

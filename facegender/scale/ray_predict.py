@@ -88,22 +88,19 @@ class PartitionPredictor:
         pq = require("pyarrow.parquet", "scale")
         pa = require("pyarrow", "scale")
         from ..infer.records import flatten
-        from ..io.sources import Skipped, SourceData
 
-        data = SourceData(f"partition {part.index}", [], [])
-        for x in part.inputs():
-            (data.skipped if isinstance(x, Skipped) else data.samples).append(x)
+        data = part.source_data()
         rows: list[dict[str, Any]] = []
         failed = 0
         for res in self.predictor.iter_predict(data, batch_size=self.batch_size, workers=1):
             rows += [flatten(r) for r in res.records()]
-            failed += res.error is not None
+            failed += res.error is not None and not res.ignored
         table = pa.Table.from_pylist(rows, schema=schema())
         final = self.out / part_name(part.index)
         tmp = self.out / f".{final.name}.{uuid.uuid4().hex}.tmp"
         pq.write_table(table, tmp)
         os.replace(tmp, final)  # whole or absent: a killed job never leaves half a partition
-        return len(data.samples) + len(data.skipped), len(rows), failed
+        return len(data.samples) + len(data.skipped) + len(data.ignored), len(rows), failed
 
 
 @dataclass
