@@ -20,7 +20,7 @@ DATA = (ROOT / ".." / "shared" / "data").resolve()
 # Smaller sizes for the test: option -> value replaced, then options added, per verb.
 SHRINK = {
     "train": ({"--limit": "200", "--val-limit": "100", "--epochs": "1"},
-              ["--workers", "0", "--no-progress", "--batch-size", "32"]),
+              ["--workers", "0", "--no-progress"]),
     "evaluate": ({}, ["--limit", "60", "--gallery", "2", "-q"]),
     "export": ({}, ["--calib-size", "64", "--parity-size", "64"]),
     "benchmark": ({"--n-eval": "64"}, ["--backends", "onnx"]),

@@ -159,6 +159,7 @@ class Predictor:
         self.model_dir = modelfile.resolve_model_dir(model)
         self.config: ModelConfig = modelfile.load_config(self.model_dir)
         self.backend_name = backend
+        self.device = device
         self.backend = make_backend(self.model_dir, backend, threads, device)
         self.threads = threads
         self.min_face = min_face
@@ -195,7 +196,8 @@ class Predictor:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.backend = make_backend(self.model_dir, self.backend_name, self.threads)
+        self.backend = make_backend(self.model_dir, self.backend_name, self.threads,
+                                    self.__dict__.get("device"))
         if self.detect:
             self._detector = self._make_detector()
 
