@@ -155,7 +155,9 @@ def predict_ray(source: Any, out: str | Path, model: str | Path | None = None, *
                "largest": largest, "min_face": min_face, "score_threshold": score_threshold,
                "unsure_band": unsure_band}
     parts = plan_partitions(source, partition_size)
-    todo = check_plan(out, parts, {"model": model_dir, **options})
+    # What shapes the rows must match on a restart; threads only change the speed.
+    todo = check_plan(out, parts, {"model": model_dir,
+                                   **{k: v for k, v in options.items() if k != "threads"}})
     res = RayPredictResult(out, len(parts), len(parts) - len(todo))
     say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
     say(f"{len(parts)} partitions, {res.skipped_partitions} already written in {out}; "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import random
 import sys
 import time
@@ -63,7 +64,8 @@ def _source_samples(source, split: str | None, limit: int | None, seed: int, wha
                     ) -> tuple[list[Sample], list[Sample] | None, dict]:
     data = read_source(source, labelled=True)
     for note in data.notes:
-        print(f"note: {note}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+            print(f"note: {note}", file=sys.stderr)
     splits = data.splits()
     if split and split in splits:
         samples = [s for s in data.samples if s.split == split]
