@@ -100,16 +100,21 @@ def read_file(path: str | os.PathLike, label: str | None = None, *, cap: int | N
     except OSError as exc:
         raise ImageError(label, f"cannot read file ({exc.strerror or exc})") from None
     with os.fdopen(fd, "rb", buffering=0) as fh:
-        kind = special_kind(os.fstat(fd).st_mode)
+        info = os.fstat(fd)
+        kind = special_kind(info.st_mode)
         if kind:
             raise ImageError(label, kind)
         try:
             if offset is not None:
                 fh.seek(offset)
             want = cap + 1 if size is None else size
+            # Ask for what the file holds (+1 byte, to see it grow): a raw read allocates all it
+            # asks for, and two 8 MB reads per small photo showed up at 0.18 ms a read in a
+            # profile of the prediction pipeline.
+            hint = info.st_size + 1 if size is None else size
             chunks, got = [], 0
             while got < want:  # raw reads may return less than asked
-                chunk = fh.read(min(want - got, 8 * 2**20))
+                chunk = fh.read(min(want - got, max(hint - got, 2**16), 8 * 2**20))
                 if not chunk:
                     break
                 chunks.append(chunk)
