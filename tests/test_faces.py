@@ -201,3 +201,19 @@ def test_user_errors_are_facegender_errors(detector):
         detector.detect(np.zeros((10, 10), np.uint8))
     with pytest.raises(FaceGenderError):
         detect_and_crop(Image.new("RGB", (10, 10)), None, CropPolicy())
+
+
+def test_one_face_photo_pays_no_tiled_pass(monkeypatch):
+    """The benchmark's one-face 640x480 photo (face 16% of the side): its only small candidates
+    are its own face, so no tiled pass runs (it cost 33-53 ms a photo instead of ~5)."""
+    from facegender.infer.bench import make_photo
+
+    face = read_members(FAIRFACE, ["female/fairface_0002.jpg"])[0]
+    photo = Image.open(io.BytesIO(make_photo(face, face_height=0.6))).convert("RGB")
+    det = FaceDetector(threads=1)
+    calls = []
+    real = det._candidates
+    monkeypatch.setattr(det, "_candidates", lambda img, regions: calls.append(len(regions))
+                        or real(img, regions))
+    faces = det.detect(photo)
+    assert len(faces) == 1 and len(calls) == 1, calls

@@ -56,11 +56,26 @@ _LANDMARK_SLACK = 0.5  # landmarks may lie this many box sizes outside the box
 # of _REFINE_BELOW of its side or more, and either saw a smaller candidate (a group, a contact
 # sheet) or the image is _AUTO_LARGE px or more, tiles search it for faces down to
 # _AUTO_FRACTION of its side (at least _AUTO_MIN px). A plain photo without any face under
-# _AUTO_LARGE px pays nothing.
+# _AUTO_LARGE px pays nothing, and neither does a one-face photo whose only small candidates are
+# that face's own (the 640x480 benchmark photo: 5 ms instead of 33 ms with tiles).
 _AUTO_SIDE = 400
 _AUTO_LARGE = 1000
 _AUTO_FRACTION = 0.06
 _AUTO_MIN = 24
+
+
+def _small_strays(parts: list, merged: list, small: float) -> bool:
+    """Whether the first pass saw a candidate under `small` px away from every kept face: the
+    sign of more, smaller faces (a group, a contact sheet) worth a tiled look."""
+    kept = [b for b, _, _ in merged]
+    for p in parts:
+        boxes = p[0]
+        size = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        for b in boxes[size < small]:
+            cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+            if not any(k[0] <= cx <= k[2] and k[1] <= cy <= k[3] for k in kept):
+                return True
+    return False
 
 
 @dataclass
@@ -305,9 +320,7 @@ class FaceDetector:
         small = _REFINE_BELOW * side
         if self.auto_tiles and self.min_face is None and side >= _AUTO_SIDE and all(
                 max(b[2] - b[0], b[3] - b[1]) < small for b, _, _ in merged) and (
-                side >= _AUTO_LARGE or any(
-                    (np.maximum(p[0][:, 2] - p[0][:, 0], p[0][:, 3] - p[0][:, 1]) < small).any()
-                    for p in parts)):
+                side >= _AUTO_LARGE or _small_strays(parts, merged, small)):
             # No face, or only small ones (a group, a contact sheet): look closer, at ~1.5 ms
             # a tile. Judged after the gate, so a false large box does not hide small faces.
             tiles = self._regions(w, h, max(_AUTO_MIN, round(_AUTO_FRACTION * side)))[1:]
