@@ -17,6 +17,7 @@ from conftest import CELEBA, extract_members, first_members
 pytest.importorskip("torch")
 
 from facegender import Predictor, train  # noqa: E402
+from facegender.models.modelfile import load_config, save_config  # noqa: E402
 
 STUDENT = dict(arch="mobilenetv3_small", input_size=64, epochs=4, batch_size=32, lr=3e-3,
                augment="light", seed=0, progress=False, workers=0, init="fast")
@@ -47,6 +48,9 @@ def contrarian(trained_model: Path, faces) -> Path:
     cfg = json.loads((out / "config.json").read_text())
     cfg["labels"] = cfg["labels"][::-1]
     (out / "config.json").write_text(json.dumps(cfg))
+    # Declared the other way round on purpose: record the folder anew, as save_config does (a
+    # label order edited by hand alone is refused on load).
+    save_config(load_config(out), out)
     return out
 
 

@@ -170,6 +170,9 @@ def test_label_order_comes_from_config(explainer, trained_model, fairface, tmp_p
     cfg = json.loads((swapped / "config.json").read_text())
     cfg["labels"] = cfg["labels"][::-1]
     (swapped / "config.json").write_text(json.dumps(cfg))
+    from facegender.models.modelfile import load_config, save_config
+
+    save_config(load_config(swapped), swapped)  # changed together on purpose: record anew
 
     img = fairface_image(fairface, FACES[0])
     a = explain(img, explainer=explainer, detect=False)[0]
