@@ -75,3 +75,13 @@ def first_members(tar_path: Path, per_folder: int, folders: tuple[str, ...]) -> 
             if all(len(v) >= per_folder for v in picked.values()):
                 break
     return [n for f in folders for n in picked[f]]
+
+
+@pytest.fixture(scope="session")
+def validator():
+    """A validator of docs/face-record.schema.json, the one record type for a face."""
+    jsonschema = pytest.importorskip("jsonschema")
+    import json
+
+    return jsonschema.Draft202012Validator(
+        json.loads((ROOT / "docs" / "face-record.schema.json").read_text()))

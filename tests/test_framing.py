@@ -19,13 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 GROUP = ROOT / "examples" / "group.jpg"
 
 
-@pytest.fixture(scope="module")
-def validator():
-    jsonschema = pytest.importorskip("jsonschema")
-    return jsonschema.Draft202012Validator(
-        json.loads((ROOT / "docs" / "face-record.schema.json").read_text()))
-
-
 def _valid(validator, records):
     for r in records:
         assert validator.is_valid(r), list(validator.iter_errors(r))

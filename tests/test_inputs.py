@@ -22,13 +22,6 @@ GROUP = ROOT / "examples" / "group.jpg"
 ONE = ROOT / "examples" / "fairface_0004.jpg"
 
 
-@pytest.fixture(scope="module")
-def validator():
-    jsonschema = pytest.importorskip("jsonschema")
-    return jsonschema.Draft202012Validator(
-        json.loads((ROOT / "docs" / "face-record.schema.json").read_text()))
-
-
 def _records(validator, text: str) -> list[dict]:
     rows = json.loads(text)
     for r in rows:
