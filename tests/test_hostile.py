@@ -271,9 +271,9 @@ def test_cli_accounts_for_every_input(corpus, tmp_path):
     # The CLI in a child process that reports its own peak RSS; one timeout for the whole run.
     # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across exec, so the child would
     # report the size of the pytest process it was forked from (1.9 GB late in the full suite).
-    code = ("import re, sys; from facegender.cli import main; rc = main(sys.argv[1:]); "
-            "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1); "
-            "print('PEAK_RSS_KB', hwm, file=sys.stderr); sys.exit(rc)")
+    code = ("import sys; from facegender.cli import main; "
+            "from facegender.infer.bench import peak_rss_mb; rc = main(sys.argv[1:]); "
+            "print('PEAK_RSS_MB', peak_rss_mb(), file=sys.stderr); sys.exit(rc)")
     r = subprocess.run([sys.executable, "-c", code, "predict", str(root), str(root / "archive.tar"),
                         "--json", str(out), "--csv", str(tmp_path / "out.csv"), "--format", "csv",
                         "--threads", "2"], env=ENV, capture_output=True, text=True,
@@ -282,7 +282,7 @@ def test_cli_accounts_for_every_input(corpus, tmp_path):
     assert "Traceback" not in r.stderr
     rows = json.loads(out.read_text())
     _check_rows(rows, root, kinds)
-    peak_mb = int(r.stderr.split("PEAK_RSS_KB")[1].split()[0]) / 1024
+    peak_mb = float(r.stderr.split("PEAK_RSS_MB")[1].split()[0])
     assert peak_mb < PEAK_RSS_MB, f"peak RSS {peak_mb:.0f} MB"
     assert (tmp_path / "out.csv").read_bytes().decode("utf-8")  # valid UTF-8 whatever the names
 

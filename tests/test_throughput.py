@@ -144,18 +144,14 @@ def test_draft_crop_inputs_decode_small_and_agree(fairface):
 
 
 _BOUNDED = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys
     from pathlib import Path
     from facegender import Predictor
+    from facegender.infer.bench import peak_rss_mb
 
     folder = Path(sys.argv[1])
     pred = Predictor("fast")
-    def rss():  # peak RSS in MB of this process image (ru_maxrss would carry the parent's
-        try:    # peak over the fork + exec that started it)
-            status = Path("/proc/self/status").read_text()
-            return int(status.split("VmHWM:")[1].split()[0]) / 1024
-        except (OSError, IndexError):
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mb  # this process image's own peak (ru_maxrss would carry the parent's)
     pulled = 0
     def paths():  # a lazy input: count how far the pipeline reads ahead of its output
         global pulled

@@ -298,7 +298,7 @@ class _Runner:
         return d, e, note
 
     def memory(self) -> dict[str, Any]:
-        return {"peak_rss_mb": _peak_rss_mb(), "torch_loaded": "torch" in sys.modules}
+        return {"peak_rss_mb": peak_rss_mb(), "torch_loaded": "torch" in sys.modules}
 
     def accuracy(self, samples: list[Sample]) -> tuple[float | None, int]:
         correct = n = 0
@@ -309,7 +309,7 @@ class _Runner:
         return (correct / n if n else None), n
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """This process's own peak RSS. VmHWM belongs to the address space, which exec replaces;
     ru_maxrss survives exec, so a spawned child would report its parent's peak instead."""
     try:

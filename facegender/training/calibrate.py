@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import FaceGenderError, ImageError
-from ..infer.preprocess import to_array
+from ..infer.preprocess import softmax, to_array
 from ..io.images import decode_bytes
 from ..io.sources import Sample
 from ..models import modelfile
@@ -66,14 +66,8 @@ def fit_calibration(logits: np.ndarray, y: np.ndarray, weights: np.ndarray, male
     z = logits[draw].reshape(n * views, -1)
     yy = np.repeat(y[draw], views)
     temperature = round(fit_temperature(z, yy), 4)
-    p = _softmax(z, temperature)[:, male]
+    p = softmax(z, temperature)[:, male]
     return temperature, choose_unsure_band((yy == male).astype(int), p)
-
-
-def _softmax(z: np.ndarray, temperature: float) -> np.ndarray:
-    s = z / temperature
-    e = np.exp(s - s.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 class _ViewMaker:
@@ -186,9 +180,9 @@ def calibrate(model: str | Path, data: str | Path | Sequence[str | Path], out: s
 def _eces(z: np.ndarray, y: np.ndarray, male: int, temperature: float) -> dict[str, float]:
     """ECE of the clean crops (view 0) and of the degraded copies (views 2..) at `temperature`."""
     out = {"ece_clean": expected_calibration_error(
-        (y == male).astype(int), _softmax(z[:, 0], temperature)[:, male])}
+        (y == male).astype(int), softmax(z[:, 0], temperature)[:, male])}
     if z.shape[1] > 2:
         zd = z[:, 2:].reshape(-1, z.shape[2])
         out["ece_degraded"] = expected_calibration_error(
-            (np.repeat(y, z.shape[1] - 2) == male).astype(int), _softmax(zd, temperature)[:, male])
+            (np.repeat(y, z.shape[1] - 2) == male).astype(int), softmax(zd, temperature)[:, male])
     return {k: round(float(v), 4) for k, v in out.items()}
