@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "measured on the training images: tight face crops make prediction "
                         "detect faces and cut them alike, photos are fed whole)")
     t.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    _add_device(t, "torch trains (--recipe full)")
+    _add_device(t, "torch trains (every recipe: full, head, tail)")
 
     e = sub.add_parser("evaluate", aliases=["val"], help="metrics and report on labelled faces",
                        description="Evaluate a model on a labelled source; prints a summary, "
@@ -312,8 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images, folders, globs, tars, manifests, http(s) URLs, video files, or - "
                         "(stdin: paths one per line, or one image's bytes)")
     p.add_argument("--every", type=float, default=1.0, metavar="SECONDS",
-                   help="video inputs: classify one frame every this many seconds (needs the "
-                        "[video] extra)")
+                   help="videos (given directly or found in a folder): classify one frame every "
+                        "this many seconds (needs the [video] extra)")
     _add_model(p)
     p.add_argument("--format", choices=["table", "csv", "json"], default="table",
                    help="what to print on stdout")
@@ -418,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a request body may pause without data (408 after; default: "
                         "%(default)s)")
     s.add_argument("--log-level", default="info", help="uvicorn log level")
+    _add_device(s, "the classifier (torch, or ONNX Runtime's CUDA provider with "
+                   "onnxruntime-gpu)")
 
     xp = sub.add_parser("export", help="write ONNX / INT8 / TorchScript files into a model folder",
                         description="Export a model folder (needs the [train] extra) and check "
@@ -440,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="INT8: keep in fp32 the layers whose output stride is at most this "
                          "(the high-resolution front, where quantization flips labels); 0 "
                          "quantizes every layer (default: %(default)s)")
+    _add_device(xp, "the torch reference of the parity check (graphs are traced on the CPU, so "
+                    "the files run anywhere)")
 
     qa = sub.add_parser("qat", help="fine-tune a model so its INT8 export agrees with it",
                         description="Quantization-aware fine-tuning (needs the [train] extra): "
@@ -612,8 +616,6 @@ def cmd_train(a: argparse.Namespace) -> int:
 def _train_head(a: argparse.Namespace) -> int:
     from .training.heads import train_head
 
-    if a.device != "cpu":
-        raise FaceGenderError("--recipe head/tail trains on the CPU only; drop --device")
     arch = a.arch if a.arch.startswith("dlib_resnet") else "dlib_resnet"
     if arch != a.arch and a.arch != "mobilenetv3_small":  # only the default may be replaced
         raise FaceGenderError(f"--recipe head/tail needs --arch dlib_resnet or dlib_resnet_mlp, not {a.arch}")
@@ -625,7 +627,7 @@ def _train_head(a: argparse.Namespace) -> int:
                    val_fraction=a.val_fraction, limit=a.limit, cache=a.cache,
                    val_per_source=a.val_limit or 3000,
                    workers=a.workers if a.workers is not None else 1, threads=a.threads,
-                   seed=a.seed, progress=a.progress)
+                   seed=a.seed, progress=a.progress, device=a.device)
     v = m["val"]
     print(f"model folder: {a.out} (val accuracy {v['accuracy']:.2%}, worst group "
           f"{v['worst_group']:.2%} {v['worst_group_name']}, ECE {v['ece']:.3f})")
@@ -669,9 +671,6 @@ def cmd_predict(a: argparse.Namespace) -> int:
                      unsure_band=a.unsure_band, keep_images=keep, max_pixels=a.max_pixels,
                      max_bytes=None if a.max_mb is None else int(a.max_mb * 2**20),
                      include_hidden=a.include_hidden, device=a.device)
-    from .io.video import is_video_path, read_video
-
-    inputs = [read_video(x, a.every) if is_video_path(x) else x for x in a.inputs]
     # Rows are streamed and flushed as they come; files are swapped in whole at the end.
     # '-' puts that file alone on stdout, so it can be piped.
     to_stdout = "-" in (a.csv_out, a.json_out)
@@ -684,8 +683,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     stopped: str | None = None
     try:
-        for res in pred.iter_predict(inputs, batch_size=a.batch_size, processes=a.workers,
-                                     progress=not a.quiet):
+        for res in pred.iter_predict(a.inputs, batch_size=a.batch_size, processes=a.workers,
+                                     progress=not a.quiet, video_every=a.every):
             n_img += 1
             if keep:
                 save_outputs(res, n_img, Path(a.save_crops) if a.save_crops else None,
@@ -801,7 +800,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
           max_files=a.max_files, max_pixels=a.max_pixels, max_pending=a.max_pending,
           api_key=a.api_key, no_auth=a.no_auth, cors_origins=tuple(a.cors_origin),
           rate_limit=a.rate_limit, per_client=a.per_client, body_timeout=a.body_timeout,
-          idle_timeout=a.idle_timeout)
+          idle_timeout=a.idle_timeout, device=a.device)
     return 0
 
 
@@ -810,7 +809,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
     res = export(a.model, a.formats or ["onnx"], calib_data=a.calib_data,
                  calib_size=a.calib_size, parity_data=a.parity_data, parity_size=a.parity_size,
-                 opset=a.opset, float_stride=a.int8_float_stride)
+                 opset=a.opset, float_stride=a.int8_float_stride, device=a.device)
     print(format_export_summary(res))
     return 0
 

@@ -48,14 +48,25 @@ def test_onnx_cuda_without_the_gpu_package():
     ["evaluate", "examples", "--device", "cuda"],
     ["explain", GROUP, "--out", "{tmp}/cams", "--device", "cuda"],
     ["train", "examples", "--out", "{tmp}/model", "--device", "cuda"],
+    ["train", "examples", "--recipe", "tail", "--out", "{tmp}/model", "--device", "cuda"],
+    ["export", "{tmp}/copy", "--device", "cuda"],
+    ["serve", "fast", "--device", "cuda", "--port", "1"],
 ])
 def test_cuda_absent_is_one_clear_line(argv, tmp_path, capsys):
     _no_cuda()
+    if "export" in argv:  # a model folder of its own, which must come out untouched
+        import shutil
+
+        from facegender.models.modelfile import resolve_model_dir
+
+        shutil.copytree(resolve_model_dir("fast"), tmp_path / "copy")
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
     code = main([x.replace("{tmp}", str(tmp_path)) for x in argv])
     err = capsys.readouterr().err
     assert code == 2, err
     assert "CUDA is not available" in err and "--device cpu" in err and "Traceback" not in err
-    assert not any(tmp_path.iterdir())  # refused before any work or output
+    # refused before any work or output
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
 
 
 def test_api_says_so_too():

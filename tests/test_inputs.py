@@ -190,3 +190,31 @@ def test_video_api_default_every_second(clip):
     assert len(read_video(clip, every=0.25).samples) == 12
     with pytest.raises(Exception, match="every must be > 0"):
         read_video(clip, every=0)
+
+
+def test_video_inside_a_folder(clip, tmp_path, capsys, validator):
+    """A folder holding a photo, a video and a broken video: the video's frames are rows with
+    frame and time, the broken one is one failed row naming it, the photo is read as before."""
+    import shutil
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(GROUP, folder / "group.jpg")
+    shutil.copy(clip, folder / "clip.mp4")
+    (folder / "broken.mov").write_bytes(b"not a video at all" * 10)
+    assert main(["predict", str(folder), "--every", "1", "--json", "-"]) == 1
+    rows = _records(validator, capsys.readouterr().out)
+    video = [r for r in rows if r["path"].endswith("clip.mp4")]
+    assert sorted({r["timestamp"] for r in video}) == [0.0, 1.0, 2.0]
+    assert all(r["frame"] is not None for r in video)
+    assert len([r for r in video if r["face_source"] == "detector"]) >= 6  # 2 frames x 3+ faces
+    broken = [r for r in rows if r["path"].endswith("broken.mov")]
+    assert len(broken) == 1 and "cannot read the video" in broken[0]["error"]
+    photo = [r for r in rows if r["path"].endswith("group.jpg")]
+    assert len(photo) >= 3 and all(r["frame"] is None for r in photo)
+    # the API reads the folder the same way, at its own frame spacing
+    from facegender import load
+
+    results = load("fast").predict(folder, video_every=0.5)
+    assert sorted({r.records()[0]["timestamp"] for r in results
+                   if r.path.endswith("clip.mp4")}) == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]

@@ -57,7 +57,7 @@ def export(model_dir: str | Path | None, formats: Sequence[str] = ("onnx",), *,
            calib_data: str | Path | list | None = None, calib_size: int = 1000,
            parity_data: str | Path | list | None = None, parity_size: int = 500,
            opset: int = OPSET, seed: int = 0, float_stride: int = FLOAT_STRIDE,
-           record: bool = True) -> dict[str, Any]:
+           record: bool = True, device: str | None = None) -> dict[str, Any]:
     """Export `model_dir` to each of `formats` ('onnx', 'int8', 'torchscript') inside the folder.
 
     calib_data: faces to calibrate INT8 activation ranges on (any source read_source accepts;
@@ -70,12 +70,18 @@ def export(model_dir: str | Path | None, formats: Sequence[str] = ("onnx",), *,
         side) is at most this, the high-resolution front where quantization errors flip labels;
         0 quantizes every layer.
     record: write the figures into config.json under metrics["export"].
+    device: where torch computes the reference logits and runs the TorchScript file for the
+        parity check (``cpu``, ``cuda[:N]``). Graphs are always traced from a CPU copy, so the
+        files run anywhere, and ONNX files are checked on ONNX Runtime's CPU provider.
 
     Returns {format: {"file", "bytes", "seconds", "parity": {...}, ...}} as recorded. Raises
     FaceGenderError when a format is unknown, data are missing, or an fp32 export does not match
     torch (the file is then not written).
     """
     torch = require("torch")
+    from .device import torch_device
+
+    dev = torch_device(device)  # an unusable device fails here, before any work
     formats = _check_formats(formats)
     folder = modelfile.resolve_model_dir(model_dir)
     net, cfg = modelfile.load_torch_model(folder)
@@ -102,7 +108,7 @@ def export(model_dir: str | Path | None, formats: Sequence[str] = ("onnx",), *,
     if len(x_par) == 0:  # nothing to compare on but random inputs: a numerical check only
         x_par = np.random.default_rng(seed).standard_normal(
             (16, 3, cfg.input_size, cfg.input_size)).astype(np.float32)
-    ref = _torch_logits(net, x_par, torch)
+    ref = _torch_logits(net, x_par, torch, dev)
     p_ref = softmax(ref, cfg.temperature)[:, cfg.male_index]
     parity_info = {"source": str(parity_src) if parity_src is not None else "random inputs",
                    "faces": len(parity_samples)}
@@ -136,7 +142,7 @@ def export(model_dir: str | Path | None, formats: Sequence[str] = ("onnx",), *,
                 p = _ort_probs(staged, x_par, cfg)
             else:
                 _export_torchscript(net, example, staged, torch)
-                p = softmax(_torch_logits(_load_torchscript(staged, torch), x_par, torch),
+                p = softmax(_torch_logits(_load_torchscript(staged, torch), x_par, torch, dev),
                             cfg.temperature)[:, cfg.male_index]
             entry["parity"] = {**parity_info, **_parity(p, p_ref, y_par, cfg.threshold,
                                                                 cfg.unsure_band)}
@@ -149,6 +155,7 @@ def export(model_dir: str | Path | None, formats: Sequence[str] = ("onnx",), *,
             entry.update(bytes=(folder / FILE_NAMES[fmt]).stat().st_size,
                          seconds=round(time.perf_counter() - t0, 2),
                          weights_sha256=weights_sha, torch=torch.__version__,
+                         torch_device=str(dev),
                          onnxruntime=_ort_version() if fmt != "torchscript" else None)
             results[fmt] = entry
     if record:
@@ -280,10 +287,21 @@ def _arrays(samples: list[Sample], cfg: ModelConfig) -> tuple[np.ndarray, np.nda
     return x, y
 
 
-def _torch_logits(net, x: np.ndarray, torch, batch: int = 128) -> np.ndarray:
-    with torch.inference_mode():
-        return np.concatenate([net(torch.from_numpy(x[i:i + batch])).float().numpy()
-                               for i in range(0, len(x), batch)])
+def _torch_logits(net, x: np.ndarray, torch, device: Any = "cpu", batch: int = 128
+                  ) -> np.ndarray:
+    """Logits of `net` run on `device` (the net comes back on the CPU). On CUDA, TF32 is off
+    while it runs: the fp32 reference must be fp32 for the parity bound to mean anything."""
+    cudnn_tf32, matmul_tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        net.to(device)
+        with torch.inference_mode():
+            return np.concatenate([net(torch.from_numpy(x[i:i + batch]).to(device)).float().cpu()
+                                   .numpy() for i in range(0, len(x), batch)])
+    finally:
+        net.to("cpu")
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = \
+            cudnn_tf32, matmul_tf32
 
 
 def _ort_probs(path: Path, x: np.ndarray, cfg: ModelConfig, batch: int = 128) -> np.ndarray:

@@ -21,6 +21,7 @@ from ..io.files import byte_cap
 from ..io.images import EncodedImage, load_image
 from ..io.inputs import open_input
 from ..io.sources import Sample, SourceData
+from ..io.video import DEFAULT_EVERY
 from ..models import modelfile
 from ..models.modelfile import ModelConfig
 from .backends import make_backend
@@ -113,6 +114,8 @@ class PredictOptions:
     # Decode a JPEG only as finely as detection and each crop need (1/2..1/8 scale); False:
     # decode at full size and box-average for the detector, as every other format is.
     draft: bool = True
+    # Seconds between the classified frames of a video (a video given directly or in a folder).
+    video_every: float = DEFAULT_EVERY
 
     def replace(self, **changes: Any) -> PredictOptions:
         unknown = sorted(set(changes) - set(self.__dataclass_fields__))
@@ -331,7 +334,8 @@ class Predictor:
         (tta=..., largest=...) apply to this call only. `progress`: a tqdm bar on stderr (images
         done and their rate) while stderr is a terminal."""
         opts = (options or self.options).replace(**overrides)
-        items = expand_inputs(inputs, include_hidden=opts.include_hidden)
+        items = expand_inputs(inputs, include_hidden=opts.include_hidden,
+                              every=opts.video_every)
         if processes is not None and processes > 1:
             results = run_processes(self, items, batch_size, processes, opts)
         else:
@@ -354,7 +358,8 @@ class FailedInput:
     ignored: bool = False
 
 
-def expand_inputs(inputs: Any, include_hidden: bool = False) -> Iterable[tuple[str, Any]]:
+def expand_inputs(inputs: Any, include_hidden: bool = False,
+                  every: float = DEFAULT_EVERY) -> Iterable[tuple[str, Any]]:
     """Normalise every accepted input kind to (ref, Sample | PIL image | bytes | FailedInput)."""
     if isinstance(inputs, SourceData):
         for s in inputs.samples:
@@ -381,7 +386,7 @@ def expand_inputs(inputs: Any, include_hidden: bool = False) -> Iterable[tuple[s
             yield str(getattr(item, "name", f"<stream {n}>")), item.read(byte_cap() + 1)
         else:
             try:
-                data = open_input(item, include_hidden=include_hidden)
+                data = open_input(item, include_hidden=include_hidden, every=every)
             except FaceGenderError as exc:
                 yield str(item), FailedInput(str(exc).split(": ", 1)[-1])
                 continue

@@ -183,13 +183,15 @@ class _Runner:
     """
 
     def __init__(self, model: str | Path | None, *, workers: int, backend: str,
-                 threads: int | None, detect: bool | None, max_pixels: int, batch_size: int):
+                 threads: int | None, detect: bool | None, max_pixels: int, batch_size: int,
+                 device: str | None = None):
         self.workers = max(1, int(workers))
         # Split the cores between workers instead of letting each engine grab all of them.
         threads = threads or max(1, (os.cpu_count() or 1) // self.workers)
         self.batch_size = batch_size
         self.predictors = [Predictor(model, backend=backend, threads=threads, detect=detect,
-                                     max_pixels=max_pixels) for _ in range(self.workers)]
+                                     max_pixels=max_pixels, device=device)
+                           for _ in range(self.workers)]
         self._free: queue.SimpleQueue[Predictor] = queue.SimpleQueue()
         for p in self.predictors:
             self._free.put(p)
@@ -487,7 +489,7 @@ def create_app(model: str | Path | None = None, *, backend: str = "auto",
                cors_origins: tuple[str, ...] | list[str] = (),
                rate_limit: float = DEFAULT_RATE_LIMIT, per_client: int = DEFAULT_PER_CLIENT,
                body_timeout: float = DEFAULT_BODY_TIMEOUT,
-               idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> FastAPI:
+               idle_timeout: float = DEFAULT_IDLE_TIMEOUT, device: str | None = None) -> FastAPI:
     """Build the service around one model folder (default: the packaged model).
 
     The model is loaded here, before any port is bound, so a bad model path fails at once.
@@ -497,12 +499,14 @@ def create_app(model: str | Path | None = None, *, backend: str = "auto",
     on every route but /healthz; `cors_origins` are the other web sites allowed to call it;
     `rate_limit` (requests/s, 0: none) and `per_client` (in flight, 0: none) are per client
     address; `body_timeout` / `idle_timeout` bound how long a body may take to arrive.
+    `device` (``cpu``, ``cuda[:N]``) is where the classifier runs, as for predict; an unusable
+    device fails here, before any port is bound.
     """
     if api_key is None:
         api_key = os.environ.get(API_KEY_ENV) or None
     max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
     runner = _Runner(model, workers=workers, backend=backend, threads=threads, detect=detect,
-                     max_pixels=max_pixels, batch_size=batch_size)
+                     max_pixels=max_pixels, batch_size=batch_size, device=device)
     if warm_up:
         runner.warm_up()
     model_name = "default" if model in (None, "", "default") else runner.first.model_dir.name

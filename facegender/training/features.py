@@ -120,7 +120,7 @@ def extract_features(samples: list[Sample], encode, cfg: ModelConfig, cache_dir:
                 why.update({str(i): reason for i, x, reason in batch if x is None})
                 if good:
                     x = torch.from_numpy(np.concatenate([g[1] for g in good]))
-                    f = encode(x).float().numpy()
+                    f = encode(x).float().cpu().numpy()
                     f = f.reshape(len(good), views, *f.shape[1:])
                     if feats is None:
                         feats = np.zeros((len(chunk), views, *f.shape[2:]), np.float16)

@@ -64,18 +64,19 @@ def fold_standardisation(head: Head) -> None:
 def fit_head(x_train: np.ndarray, y_train: np.ndarray, weights: np.ndarray, x_val: np.ndarray,
              score_val, *, hidden: int, epochs: int, lr: float, weight_decay: float,
              label_smoothing: float, batch_size: int, dropout: float, seed: int,
-             progress: bool) -> tuple[Head, list[dict]]:
+             progress: bool, device: Any = "cpu") -> tuple[Head, list[dict]]:
     """Train the head on (faces x views) z-scored features drawn by `weights`; keep the epoch
     whose val logits score best by `score_val(logits) -> (score, row)`. The head keeps the
-    z-scoring as buffers ``mu``/``sd`` (see standardised, fold_standardisation)."""
+    z-scoring as buffers ``mu``/``sd`` (see standardised, fold_standardisation). Trains on
+    `device`; the head comes back on the CPU."""
     n, views, dim = x_train.shape
     flat = x_train.reshape(n * views, dim).astype(np.float32)
     mu, sd = flat.mean(0), flat.std(0) + 1e-6
-    xt = torch.from_numpy((flat - mu) / sd)
-    xv = torch.from_numpy((x_val.astype(np.float32) - mu) / sd)
-    yt = torch.from_numpy(y_train.astype(np.int64))
+    xt = torch.from_numpy((flat - mu) / sd).to(device)
+    xv = torch.from_numpy((x_val.astype(np.float32) - mu) / sd).to(device)
+    yt = torch.from_numpy(y_train.astype(np.int64)).to(device)
     torch.manual_seed(seed)
-    head = Head(dim, 2, hidden, dropout)
+    head = Head(dim, 2, hidden, dropout).to(device)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * math.ceil(n / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -85,8 +86,9 @@ def fit_head(x_train: np.ndarray, y_train: np.ndarray, weights: np.ndarray, x_va
     for epoch in range(epochs):
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
-        idx = torch.from_numpy(sampler.draw())
-        view = torch.from_numpy(np.random.default_rng([seed, epoch, 7]).integers(0, views, len(idx)))
+        idx = torch.from_numpy(sampler.draw()).to(device)
+        view = torch.from_numpy(np.random.default_rng([seed, epoch, 7]).integers(
+            0, views, len(idx))).to(device)
         head.train()
         tot = 0.0
         for b in range(0, len(idx), batch_size):
@@ -100,7 +102,7 @@ def fit_head(x_train: np.ndarray, y_train: np.ndarray, weights: np.ndarray, x_va
             tot += loss.item() * len(i)
         head.eval()
         with torch.inference_mode():
-            z = head(xv).numpy()
+            z = head(xv).cpu().numpy()
         score, row = score_val(z)
         row = {"epoch": epoch + 1, "stage": "head", "train_loss": tot / len(idx), **row,
                "epoch_seconds": time.perf_counter() - t0}
@@ -113,32 +115,39 @@ def fit_head(x_train: np.ndarray, y_train: np.ndarray, weights: np.ndarray, x_va
                   f"{row['val_accuracy']:.4f} worst group {row['val_worst_group']:.4f}"
                   f"{' *' if row.get('best') else ''}", file=sys.stderr)
     head.load_state_dict(best_state)
+    head.cpu()
     head.register_buffer("mu", torch.from_numpy(mu).float())
     head.register_buffer("sd", torch.from_numpy(sd).float())
     return head, history
 
 
-def _pooled(backbone, acts: np.ndarray, batch: int = 512) -> np.ndarray:
-    """Frozen tail over stored trunk activations (n, views, C, H, W) -> (n, views, 256)."""
+def _pooled(backbone, acts: np.ndarray, batch: int = 512, device: Any = "cpu") -> np.ndarray:
+    """Frozen tail over stored trunk activations (n, views, C, H, W) -> (n, views, 256), run on
+    the device the backbone is on."""
     n, views = acts.shape[:2]
     flat = acts.reshape(n * views, *acts.shape[2:])
     out = []
     with torch.inference_mode():
         for b in range(0, len(flat), batch):
-            out.append(backbone.tail(torch.from_numpy(flat[b:b + batch].astype(np.float32))).numpy())
+            x = torch.from_numpy(flat[b:b + batch].astype(np.float32)).to(device)
+            out.append(backbone.tail(x).cpu().numpy())
     return np.concatenate(out).reshape(n, views, -1)
 
 
 def fit_tail(backbone, head: Head, acts: np.ndarray, y: np.ndarray, weights: np.ndarray,
              val_acts: np.ndarray, score_val, *, epochs: int, lr: float, weight_decay: float,
-             label_smoothing: float, batch_size: int, seed: int, progress: bool) -> list[dict]:
-    """Fine-tune backbone.tail + head on stored trunk activations (in place; best epoch kept)."""
+             label_smoothing: float, batch_size: int, seed: int, progress: bool,
+             device: Any = "cpu") -> list[dict]:
+    """Fine-tune backbone.tail + head on stored trunk activations (in place; best epoch kept),
+    on `device`; backbone and head come back on the CPU."""
     n, views = acts.shape[:2]
     # dlib's convolutions carry tiny weights (rms 4e-4 to 4e-3) ahead of affine layers with gains
     # near 9, so one absolute learning rate is wrong for all: each tensor's rate is `lr` times
     # its own rms (Adam's step is about the rate, so `lr` is the relative change per step).
     from ..models.dlib_resnet import TRUNK_BLOCKS
 
+    backbone.to(device)
+    head.to(device)
     tail = list(backbone.blocks[TRUNK_BLOCKS:])
     tensors = [p for b in tail for p in b.parameters()] + list(head.parameters())
     rates = [lr * max(float(p.detach().pow(2).mean().sqrt()), 1e-4) for p in tensors]
@@ -148,16 +157,16 @@ def fit_tail(backbone, head: Head, acts: np.ndarray, y: np.ndarray, weights: np.
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=rates, total_steps=steps, pct_start=0.15)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     sampler = BalancedSampler(weights, n, seed + 1)
-    yt = torch.from_numpy(y.astype(np.int64))
+    yt = torch.from_numpy(y.astype(np.int64)).to(device)
     tail_modules = torch.nn.ModuleList([*tail, head])
 
     def logits_of(a: np.ndarray) -> torch.Tensor:
-        return standardised(head, backbone.tail(torch.from_numpy(a.astype(np.float32))))
+        return standardised(head, backbone.tail(torch.from_numpy(a.astype(np.float32)).to(device)))
 
     def evaluate() -> np.ndarray:
         tail_modules.eval()
         with torch.inference_mode():
-            return np.concatenate([logits_of(val_acts[b:b + 512]).numpy()
+            return np.concatenate([logits_of(val_acts[b:b + 512]).cpu().numpy()
                                    for b in range(0, len(val_acts), 512)])
 
     best, row0 = score_val(evaluate())
@@ -191,6 +200,8 @@ def fit_tail(backbone, head: Head, acts: np.ndarray, y: np.ndarray, weights: np.
                   f"({row['epoch_seconds']:.0f} s){' *' if row.get('best') else ''}", file=sys.stderr)
     tail_modules.load_state_dict(best_state)
     tail_modules.eval()
+    backbone.cpu()
+    head.cpu()
     return history
 
 
@@ -222,6 +233,7 @@ def train_head(
     threads: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Train a head on `arch`'s frozen pretrained backbone over one or more sources
     (``PATH@WEIGHT`` gives a source's relative share) and write a model folder to `out`.
@@ -230,8 +242,11 @@ def train_head(
     ``COLUMN=VALUE`` rules removing faces from training (e.g. ``disputed=1``); monitor:
     worst_group (the least accurate validation group of at least 20 faces), worst_source (the
     lowest balanced accuracy of any one source's validation faces: steadier when groups are
-    small), balanced_accuracy or accuracy on the pooled validation faces.
+    small), balanced_accuracy or accuracy on the pooled validation faces. device: where torch
+    computes the stored features and trains (``cpu``, ``cuda[:N]``); the written model is the same
+    either way, up to the device's rounding.
     """
+    from ..infer.device import torch_device
     from ..models.card import write_card
     from ..models.dlib_resnet import TRUNK_BLOCKS
     from ..models.registry import arch_defaults, build_model
@@ -247,6 +262,7 @@ def train_head(
     out = Path(out)
     if (out / modelfile.CONFIG_NAME).exists():
         raise FaceGenderError(f"{out} already holds a model; choose another --out")
+    dev = torch_device(device)  # an unusable device fails here, before any work
     if threads:
         torch.set_num_threads(threads)
     t_start = time.perf_counter()
@@ -259,11 +275,16 @@ def train_head(
     weights_id = net.pretrained_from.get("source_sha256", "")
     cache = Path(cache) if cache else out / "cache"
     net.eval()
+    net.backbone.to(dev)
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        return net.backbone.trunk(x.to(dev)).cpu()
+
     encoder = f"{arch.split('_mlp')[0]}:trunk{TRUNK_BLOCKS}"
-    feats_tr = extract_features(split.train, net.backbone.trunk, cfg, cache, weights_id=weights_id,
+    feats_tr = extract_features(split.train, encode, cfg, cache, weights_id=weights_id,
                                 encoder=encoder, views=views, workers=workers, seed=seed,
                                 progress=progress, what="train")
-    feats_va = extract_features(split.val, net.backbone.trunk, cfg, cache, weights_id=weights_id,
+    feats_va = extract_features(split.val, encode, cfg, cache, weights_id=weights_id,
                                 encoder=encoder, views=views, workers=workers, seed=seed,
                                 progress=progress, what="val")
     tr_idx, va_idx = np.flatnonzero(feats_tr.ok), np.flatnonzero(feats_va.ok)
@@ -295,16 +316,18 @@ def train_head(
           f"balance {list(balance)} power {balance_power}", file=sys.stderr)
     acts_tr, acts_va = feats_tr.features[tr_idx], feats_va.features[va_idx, 0]
     acts_va_views = feats_va.features[va_idx]  # (n, views, ...): the face, mirror, degraded
-    head, history = fit_head(_pooled(net.backbone, acts_tr), y_tr, w,
-                             _pooled(net.backbone, acts_va[:, None])[:, 0], score_val,
+    head, history = fit_head(_pooled(net.backbone, acts_tr, device=dev), y_tr, w,
+                             _pooled(net.backbone, acts_va[:, None], device=dev)[:, 0], score_val,
                              hidden=0 if arch == "dlib_resnet" else 256, epochs=epochs,
                              lr=lr, weight_decay=weight_decay, label_smoothing=label_smoothing,
-                             batch_size=batch_size, dropout=dropout, seed=seed, progress=progress)
+                             batch_size=batch_size, dropout=dropout, seed=seed, progress=progress,
+                             device=dev)
+    net.backbone.cpu()
     if recipe == "tail":
         history += fit_tail(net.backbone, head, acts_tr, y_tr, w, acts_va, score_val,
                             epochs=tail_epochs, lr=tail_lr, weight_decay=weight_decay,
                             label_smoothing=label_smoothing, batch_size=64, seed=seed,
-                            progress=progress)
+                            progress=progress, device=dev)
     fold_standardisation(head)
     net.head.load_state_dict(head.net.state_dict())
     net.eval()
