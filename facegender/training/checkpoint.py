@@ -52,6 +52,9 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, trainer_state: di
         "numpy": _np_state(np.random.get_state()),
         "torch": torch.get_rng_state().tolist(),
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        # Dropout and random augmentation on the GPU draw from its own generators.
+        state["rng"]["cuda"] = [g.tolist() for g in torch.cuda.get_rng_state_all()]
     (tmp / "state.json").write_text(json.dumps(state))
     # Swap in whole, so an interrupt mid-write never leaves a half checkpoint behind.
     for f in tmp.iterdir():
@@ -75,6 +78,9 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
     random.setstate(_py_unstate(rng["python"]))
     np.random.set_state(_np_unstate(rng["numpy"]))
     torch.set_rng_state(torch.tensor(rng["torch"], dtype=torch.uint8))
+    cuda = rng.get("cuda")
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all([torch.tensor(g, dtype=torch.uint8) for g in cuda])
     return state
 
 
