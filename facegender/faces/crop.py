@@ -17,6 +17,8 @@ from ..errors import FaceGenderError
 from .detector import Face, FaceDetector
 
 TEMPLATE_POINTS = 4  # right eye, left eye, nose tip, mouth centre (BlazeFace landmarks 0-3)
+# Landmark sources a template may align on, with the number of points each gives.
+LANDMARK_SOURCES = {"detector": TEMPLATE_POINTS, "dlib5": 5}
 
 
 @dataclass
@@ -37,6 +39,10 @@ class CropPolicy:
     expect: the similarity transform (scale, rotation, shift; least squares) that puts the face's
     right eye, left eye, nose tip and mouth centre on these four points, given as (x, y) in units
     of the crop height from its top-left corner. Faces without landmarks fall back to the box.
+    ``landmarks`` "dlib5" aligns on dlib's five points instead (eye corners and nose base,
+    faces/landmarks.py, found inside the detector's box), with a 5-point template:
+    faces.landmarks.dlib5_template() reproduces dlib.get_face_chip, what dlib's face network
+    was trained on.
     """
 
     detect: bool = True  # False: the whole image is the face (inputs already tight crops)
@@ -44,7 +50,8 @@ class CropPolicy:
     aspect: float = 0.78  # output crop width / height
     align: bool = True  # rotate so the eyes are level (when landmarks exist)
     offset_y: float = -0.09  # crop centre below the box centre (negative: above), / box size
-    template: list[list[float]] | None = None  # 4 landmark targets, see above
+    template: list[list[float]] | None = None  # landmark targets, see above
+    landmarks: str = "detector"  # what the template aligns on: "detector" or "dlib5"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,12 +68,20 @@ class CropPolicy:
         if not (policy.aspect > 0 and policy.margin > -1):
             raise FaceGenderError(f"invalid crop policy {policy.to_dict()}: need aspect > 0 and "
                                   "margin > -1")
+        if policy.landmarks not in LANDMARK_SOURCES:
+            raise FaceGenderError(f"crop policy landmarks must be one of "
+                                  f"{sorted(LANDMARK_SOURCES)}, got {policy.landmarks!r}")
+        n = LANDMARK_SOURCES[policy.landmarks]
+        if policy.landmarks != "detector" and policy.template is None:
+            raise FaceGenderError(f"crop policy landmarks {policy.landmarks!r} needs a template "
+                                  f"of {n} points")
         if policy.template is not None:
             t = np.asarray(policy.template, dtype=float)
-            if t.shape != (TEMPLATE_POINTS, 2) or not np.isfinite(t).all() or np.ptp(t[:, 0]) <= 0:
-                raise FaceGenderError(f"crop policy template must be {TEMPLATE_POINTS} distinct (x, y) "
-                                      f"points (right eye, left eye, nose tip, mouth centre), got "
-                                      f"{policy.template}")
+            if t.shape != (n, 2) or not np.isfinite(t).all() or np.ptp(t[:, 0]) <= 0:
+                what = ("right eye, left eye, nose tip, mouth centre" if n == TEMPLATE_POINTS
+                        else "dlib's five points")
+                raise FaceGenderError(f"crop policy template must be {n} distinct (x, y) points "
+                                      f"({what}), got {policy.template}")
             policy.template = t.tolist()
         return policy
 
@@ -109,9 +124,8 @@ def crop_geometry(face: Face, policy: CropPolicy) -> CropGeometry:
     x, y, w, h = face.box
     if w <= 0 or h <= 0:
         raise FaceGenderError(f"face box has no area: {face.box}")
-    if policy.template is not None and face.landmarks is not None \
-            and len(face.landmarks) >= TEMPLATE_POINTS:
-        return _template_geometry(face.landmarks[:TEMPLATE_POINTS], policy)
+    if policy.template is not None and has_landmarks_for(face, policy):
+        return _template_geometry(face.landmarks[:len(policy.template)], policy)
     base = (w + h) / 2
     ch = base * (1.0 + policy.margin)
     cw = ch * policy.aspect
@@ -120,6 +134,26 @@ def crop_geometry(face: Face, policy: CropPolicy) -> CropGeometry:
     cx = x + w / 2 - math.sin(theta) * policy.offset_y * base
     cy = y + h / 2 + math.cos(theta) * policy.offset_y * base
     return CropGeometry(cx, cy, max(1, round(cw)), max(1, round(ch)), theta)
+
+
+def has_landmarks_for(face: Face, policy: CropPolicy) -> bool:
+    """Whether the face carries the landmarks the policy's template aligns on: dlib's five
+    (with_landmarks put them there) or the detector's six keypoints."""
+    if face.landmarks is None:
+        return False
+    if policy.landmarks == "dlib5":
+        return len(face.landmarks) == 5
+    return len(face.landmarks) >= TEMPLATE_POINTS and len(face.landmarks) != 5
+
+
+def with_landmarks(image: Image.Image, face: Face, policy: CropPolicy) -> Face:
+    """The face as the policy aligns it: with dlib's five landmarks when the policy asks for
+    them (found in `image`), else as detected."""
+    if policy.landmarks != "dlib5" or not policy.detect or has_landmarks_for(face, policy):
+        return face
+    from .landmarks import with_dlib5
+
+    return with_dlib5(image, face)
 
 
 def _template_geometry(points: np.ndarray, policy: CropPolicy) -> CropGeometry:
@@ -149,7 +183,7 @@ def crop_face(image: Image.Image, face: Face, policy: CropPolicy,
     """
     if image.mode != "RGB":
         image = image.convert("RGB")
-    g = crop_geometry(face, policy)
+    g = crop_geometry(with_landmarks(image, face, policy), policy)
     cx, cy, out_w, out_h = g.cx, g.cy, g.width, g.height
     cos, sin = math.cos(g.angle), math.sin(g.angle)
     # Output pixel (u, v) samples input c + u' * (cos, sin) + v' * (-sin, cos), with u', v'
@@ -208,4 +242,5 @@ def detect_and_crop(image: Image.Image, detector: FaceDetector | None, policy: C
                       None if f.landmarks is None else f.landmarks - shift) for f in faces]
     if largest and faces:
         faces = [max(faces, key=lambda f: f.area)]
+    faces = [with_landmarks(image, f, policy) for f in faces]  # returned as they were cropped
     return [(f, crop_face(image, f, policy)) for f in faces]

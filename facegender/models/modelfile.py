@@ -62,9 +62,11 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 "aspect": {**_NUMBER, "exclusiveMinimum": 0, "maximum": 10},
                 "align": {"type": "boolean"},
                 "offset_y": {**_NUMBER, "minimum": -5, "maximum": 5},
-                "template": {"type": ["array", "null"], "minItems": 4, "maxItems": 4,
+                "template": {"type": ["array", "null"], "minItems": 4, "maxItems": 5,
                              "items": {"type": "array", "minItems": 2, "maxItems": 2,
                                        "items": _NUMBER}},
+                # what the template aligns on (faces/crop.py); absent in older models: detector
+                "landmarks": {"enum": ["detector", "dlib5"]},
             },
             "additionalProperties": False,
             # A detecting policy must say how to cut the face: no key may fall back silently.
