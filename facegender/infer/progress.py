@@ -11,7 +11,12 @@ from typing import Any
 def progress_bar(items: int | Iterable | None, enabled: bool, desc: str, unit: str = "img"
                  ) -> Any:
     """A tqdm bar over `items` (an iterable to wrap, or the total count to update by hand)."""
-    from tqdm.auto import tqdm
+    # tqdm.auto imports asyncio (~50 ms of every CLI start) to offer its notebook widget; only a
+    # notebook kernel needs that.
+    if "ipykernel" in sys.modules:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm.std import tqdm
 
     iterable, total = (None, items) if items is None or isinstance(items, int) else (items, None)
     # disable=None is tqdm's own "only on a TTY" test, made on the stream it writes to.
