@@ -37,7 +37,8 @@ def test_model_folder_carries_its_input_contract(run):
     folder, _ = run
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["arch"] == "dlib_resnet" and cfg["input_size"] == 150
-    assert len(cfg["crop"]["template"]) == 4 and cfg["crop"]["detect"] is True
+    assert len(cfg["crop"]["template"]) == 5 and cfg["crop"]["landmarks"] == "dlib5" \
+        and cfg["crop"]["detect"] is True  # aligned as dlib aligns (faces/landmarks.py)
     assert cfg["recipe"]["recipe"] == "tail" and cfg["recipe"]["frozen_blocks"] == 10
     assert cfg["recipe"]["pretrained"]["source_sha256"].startswith("55533b28")
     sources = {s["name"]: s for s in cfg["data"]["sources"]}

@@ -340,13 +340,19 @@ def parse_dlib_resnet(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str
     return state, meta
 
 
-def read_dlib_resnet(path: str | Path, sha256: str | None = DLIB_RESNET_SHA256
-                     ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Parse the .dat at `path` (its sha256 checked unless `sha256` is None)."""
+def _checked_bytes(path: str | Path, sha256: str | None) -> tuple[bytes, str]:
+    """The file's bytes and sha256, refused when `sha256` is given and differs."""
     data = Path(path).read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if sha256 is not None and digest != sha256:
         raise DlibFormatError(f"{path}: sha256 {digest} is not the expected {sha256}")
+    return data, digest
+
+
+def read_dlib_resnet(path: str | Path, sha256: str | None = DLIB_RESNET_SHA256
+                     ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Parse the .dat at `path` (its sha256 checked unless `sha256` is None)."""
+    data, digest = _checked_bytes(path, sha256)
     state, meta = parse_dlib_resnet(data)
     meta.update(source_file=Path(path).name, source_sha256=digest,
                 source_format="dlib anet_type (dnn_face_recognition_ex.cpp)")
@@ -406,10 +412,7 @@ def parse_shape_predictor(data: bytes) -> dict[str, np.ndarray]:
 def read_shape_predictor(path: str | Path, sha256: str | None = DLIB_LANDMARKS5_SHA256
                          ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Parse a shape predictor .dat at `path` (its sha256 checked unless `sha256` is None)."""
-    data = Path(path).read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if sha256 is not None and digest != sha256:
-        raise DlibFormatError(f"{path}: sha256 {digest} is not the expected {sha256}")
+    data, digest = _checked_bytes(path, sha256)
     return parse_shape_predictor(data), {
         "source_file": Path(path).name, "source_sha256": digest,
         "source_format": "dlib::shape_predictor v1 (dlib/image_processing/shape_predictor.h)"}
