@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -212,8 +213,8 @@ TAMPERED = {
     "unsure_band_1": (lambda f: _edit_config(f, _set("unsure_band", 1)), ["unsure_band"]),
     "config_list": (_file("config.json", b"[1, 2, 3]"), ["must be a JSON object"]),
     "config_binary": (_file("config.json", bytes(range(256)) * 4), ["not UTF-8"]),
-    "config_nan": (lambda f: (f / "config.json").write_text(
-        (f / "config.json").read_text().replace('"temperature": 0.8809', '"temperature": NaN')),
+    "config_nan": (lambda f: (f / "config.json").write_text(re.sub(
+        r'"temperature": [0-9.eE+-]+', '"temperature": NaN', (f / "config.json").read_text())),
         ["invalid JSON"]),
     "config_truncated": (_file("config.json", lambda p: p.read_bytes()[:100]), ["invalid JSON"]),
     "config_is_fifo": (lambda f: ((f / "config.json").unlink(), os.mkfifo(f / "config.json")),

@@ -118,8 +118,20 @@ def test_face_crop_without_a_detected_face_is_classified_whole(trained_model, ce
     (rec,) = _valid(validator, empty.records())
     assert rec["label"] == "no_face" and rec["face_source"] is None
 
-    # The shipped model's config predates framing: no guess there, the crop has no face.
-    assert load("fast").predict(crop)[0].faces == []
+    # The shipped fast model measured its framing too (celeba crops): the same rule applies.
+    (shipped,) = load("fast").predict(crop)[0].faces
+    assert shipped.face_source == "whole_image"
+    # A model whose config predates framing makes no guess: the crop has no face.
+    import shutil
+
+    from facegender.models.modelfile import load_config, resolve_model_dir, save_config
+
+    old = tmp_path / "no-framing"
+    shutil.copytree(resolve_model_dir("fast"), old)
+    cfg = load_config(old)
+    cfg.framing = {}
+    save_config(cfg, old)
+    assert load(old).predict(crop)[0].faces == []
 
     # A real crop is still cut by the detector, not taken whole.
     (name, real), = _celeba_images(celeba, 1)
