@@ -61,7 +61,7 @@ class ShapePredictor:
         self.anchor, self.deltas = a["anchor_idx"], a["deltas"]
         cascades, trees, nodes = a["split_idx1"].shape
         leaves = a["leaves"].shape[2]
-        self.depth, self.nodes = int(np.log2(leaves)), nodes
+        self.depth = int(np.log2(leaves))
         # Flat per cascade, so a level of all trees is one take() (tree t, node n -> t*nodes+n).
         self.idx1 = a["split_idx1"].reshape(cascades, -1)
         self.idx2 = a["split_idx2"].reshape(cascades, -1)
@@ -74,10 +74,6 @@ class ShapePredictor:
         # the initial side is fixed, so it is prepared once.
         self._a = _centred(self.initial)
         self._aa = max(float(np.vdot(self._a, self._a).real), 1e-12)
-
-    @property
-    def num_parts(self) -> int:
-        return len(self.initial)
 
     def __call__(self, gray: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
         """gray: (H, W) intensities ((R + G + B) // 3, as dlib reads an RGB image); box: the

@@ -11,7 +11,7 @@ from ..errors import FaceGenderError
 from .remote import UrlSample, is_url
 from .sources import Sample, Skipped, SourceData, read_source
 from .stdin import STDIN_REF, read_stdin
-from .video import DEFAULT_EVERY, VIDEO_EXTENSIONS, is_video_path, read_video
+from .video import DEFAULT_EVERY, has_video_suffix, is_video_path, read_video
 
 
 def open_input(spec: str | Path | SourceData, include_hidden: bool = False,
@@ -54,5 +54,4 @@ def _with_videos(data: SourceData, every: float) -> SourceData:
 
 
 def _is_video(x: Sample) -> bool:
-    return x.data is None and x.path is not None and \
-        Path(x.ref).suffix.lower() in VIDEO_EXTENSIONS
+    return x.data is None and x.path is not None and has_video_suffix(x.ref)

@@ -21,9 +21,12 @@ DEFAULT_EVERY = 1.0  # seconds between classified frames
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
+def has_video_suffix(name: str | Path) -> bool:
+    return Path(name).suffix.lower() in VIDEO_EXTENSIONS
+
+
 def is_video_path(spec: object) -> bool:
-    return isinstance(spec, (str, Path)) and Path(spec).suffix.lower() in VIDEO_EXTENSIONS \
-        and Path(spec).is_file()
+    return isinstance(spec, (str, Path)) and has_video_suffix(spec) and Path(spec).is_file()
 
 
 def _open(path: str):
