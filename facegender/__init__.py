@@ -8,11 +8,35 @@ ray` is `predict_ray`). Nothing here imports torch:
 
 from __future__ import annotations
 
-from .infer.predictor import ImageResult, Predictor, load, predict
-from .models.info import info
-from .report.evaluate import evaluate
-from .report.explainer import explain
+from typing import TYPE_CHECKING, Any
+
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .infer.predictor import ImageResult, Predictor, load, predict
+    from .models.info import info
+    from .report.evaluate import evaluate
+    from .report.explainer import explain
+
+# Imported on first use (PEP 562): `from facegender import load` should not pay for the report
+# and Grad-CAM modules, nor `import facegender` for numpy and ONNX Runtime.
+_LAZY = {"ImageResult": "infer.predictor", "Predictor": "infer.predictor",
+         "load": "infer.predictor", "predict": "infer.predictor", "info": "models.info",
+         "evaluate": "report.evaluate", "explain": "report.explainer"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'facegender' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = ["train", "qat", "evaluate", "predict", "explain", "info", "load", "Predictor", "ImageResult",
            "export", "benchmark", "shard", "calibrate", "predict_ray", "__version__"]

@@ -264,3 +264,50 @@ def test_shipped_models_carry_their_integrity():
     for name in ("fast", "accurate"):
         cfg = modelfile.verify_files(name)
         assert cfg.integrity["files"].keys() >= {"model.safetensors", "model.onnx"}
+
+
+def _paths(node, prefix=()):
+    """Every key path and list index in a config, the config itself first."""
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, prefix + (i,))
+
+
+def test_quick_config_check_never_passes_what_jsonschema_refuses():
+    # validate_config trusts fastjsonschema's "valid" without asking jsonschema (start-up time);
+    # so over many seeded breakages of both shipped configs, a config the quick check passes
+    # must also pass jsonschema. (The other way round is harmless: jsonschema then decides.)
+    jsonschema = pytest.importorskip("jsonschema")
+    ref = jsonschema.Draft202012Validator(modelfile.CONFIG_SCHEMA)
+    rng = np.random.default_rng(0)
+    values = [None, True, False, -1, 0, 1, 2, 0.5, 1.0, 1e9, -0.5, "", "x", "male", [], {},
+              [0.5], [0.5, 0.5, 0.5], ["female", "male"], {"x": 1}, 10**6, "detector"]
+    seen = {"both_valid": 0, "both_invalid": 0, "quick_stricter": 0}
+    for name in ("fast", "accurate"):
+        base = json.loads((modelfile.shipped_model_dir(name) / "config.json").read_text())
+        # Paths the schema constrains (recipe, data and metrics are free-form records).
+        paths = [p for p in _paths(base) if p and p[0] not in ("recipe", "data", "metrics")]
+        for _ in range(600):
+            cfg = json.loads(json.dumps(base))
+            for _ in range(int(rng.integers(1, 3))):
+                path = paths[int(rng.integers(len(paths)))]
+                parent = cfg
+                try:
+                    for k in path[:-1]:
+                        parent = parent[k]
+                    if rng.random() < 0.25 and isinstance(parent, dict):
+                        parent.pop(path[-1], None)
+                    else:
+                        parent[path[-1]] = values[int(rng.integers(len(values)))]
+                except (KeyError, IndexError, TypeError):
+                    continue  # an earlier change removed or replaced this path
+            quick, full = modelfile.config_is_valid(cfg), ref.is_valid(cfg)
+            assert full or not quick, f"quick check passed a config jsonschema refuses: {cfg}"
+            seen["both_valid" if quick else "quick_stricter" if full else "both_invalid"] += 1
+    # The breakages reached both verdicts, so the agreement above was tested, not assumed.
+    assert seen["both_valid"] >= 50 and seen["both_invalid"] >= 500, seen
+    assert seen["quick_stricter"] <= 0.02 * sum(seen.values()), seen

@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,12 +16,8 @@ import pytest
 jsonschema = pytest.importorskip("jsonschema")
 
 from facegender.cli import main  # noqa: E402
-from facegender.infer.records import (  # noqa: E402
-    CSV_FIELDS,
-    RECORD_FIELDS,
-    record_json_schema,
-    unflatten,
-)
+from facegender.infer.record_model import FaceRecord, record_json_schema  # noqa: E402
+from facegender.infer.records import CSV_FIELDS, RECORD_FIELDS, unflatten  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = ROOT / "docs" / "face-record.schema.json"
@@ -44,6 +42,20 @@ def valid(validator, records: list[dict]) -> list[dict]:
 def test_docs_schema_is_generated_from_the_record_type():
     assert json.loads(SCHEMA_FILE.read_text()) == record_json_schema(), \
         "docs/face-record.schema.json is stale: run python tools/make_record_schema.py"
+
+
+def test_plain_records_follow_the_record_type_without_importing_pydantic():
+    # The prediction path builds records as dicts in RECORD_FIELDS order and never imports
+    # pydantic (start-up time); FaceRecord is still their definition, field for field.
+    assert list(FaceRecord.model_fields) == RECORD_FIELDS
+    code = ("import sys; from facegender import load; p = load('fast'); "
+            "r = p.predict('examples/group.jpg')[0].records(); "
+            "assert r and r[0]['face'] == 0, r; "
+            "print(sorted(m for m in ('pydantic', 'jsonschema', 'http.client', 'torch') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[]", out
 
 
 def test_schema_rejects_other_shapes(validator):

@@ -1,4 +1,4 @@
-"""Write docs/face-record.schema.json from facegender.infer.records.FaceRecord (the one source).
+"""Write docs/face-record.schema.json from facegender.infer.record_model.FaceRecord (the one source).
 
     python tools/make_record_schema.py
 
@@ -7,7 +7,7 @@ tests/test_records.py fails when the file and the class disagree.
 
 from pathlib import Path
 
-from facegender.infer.records import schema_text
+from facegender.infer.record_model import schema_text
 
 if __name__ == "__main__":
     out = Path(__file__).resolve().parents[1] / "docs" / "face-record.schema.json"

@@ -10,15 +10,17 @@ window of images (a few per worker) is in flight, never the whole input.
 
 from __future__ import annotations
 
-import multiprocessing
 import pickle
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .backends import usable_cores
+
+if TYPE_CHECKING:
+    import multiprocessing.context
 
 
 class Runner(Protocol):
@@ -40,7 +42,7 @@ class Runner(Protocol):
 # thread classifies a batch (a batch of 64 faces takes ~14 ms, an image ~1-2 ms here).
 _AHEAD_PER_WORKER = 16
 # Images per task sent to a worker process, and tasks in flight per process.
-_CHUNK = 32
+_CHUNK = 8
 _CHUNKS_PER_PROCESS = 2
 
 
@@ -113,6 +115,8 @@ def _run_chunk(chunk: list[tuple[str, Any]], batch_size: int, opts: Any) -> list
 
 
 def _context() -> multiprocessing.context.BaseContext:
+    import multiprocessing  # here, not on top: threads (the default) never need its ~7 ms import
+
     # fork starts a worker in milliseconds (spawn re-imports numpy, PIL and ONNX Runtime: ~1 s
     # each); the worker still builds fresh engines, so no ONNX Runtime state crosses the fork.
     methods = multiprocessing.get_all_start_methods()
@@ -123,6 +127,8 @@ def run_processes(predictor: Runner, items: Iterable[tuple[str, Any]], batch_siz
                   processes: int, opts: Any = None) -> Iterator[Any]:
     """Yield ImageResults in input order from `processes` worker processes, each running
     chunks of images through its own copy of the Predictor (engines built in the worker)."""
+    from concurrent.futures import ProcessPoolExecutor  # multiprocessing: imported when needed
+
     state = predictor.__getstate__()
     # One engine thread per process unless asked: the processes already fill the cores.
     state["threads"] = predictor.threads or 1

@@ -8,11 +8,9 @@ not just each socket read, so a server trickling one byte a second cannot hold a
 
 from __future__ import annotations
 
-import http.client
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from ..errors import ImageError
@@ -29,16 +27,22 @@ def is_url(spec: object) -> bool:
     return isinstance(spec, str) and spec.lower().startswith(URL_SCHEMES)
 
 
-class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects only to http(s): never to file:, ftp: or data: URLs."""
+@lru_cache(maxsize=1)
+def _opener():  # noqa: ANN202
+    """An opener that follows redirects only to http(s), never to file:, ftp: or data: URLs.
+    Built on first use: urllib.request and http.client (with ssl) cost ~15 ms to import, which
+    a run without URLs should not pay."""
+    import urllib.error
+    import urllib.request
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201
-        if not is_url(newurl):
-            raise urllib.error.URLError(f"redirect to a non-http URL ({urlsplit(newurl).scheme}:)")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+    class HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201
+            if not is_url(newurl):
+                raise urllib.error.URLError(
+                    f"redirect to a non-http URL ({urlsplit(newurl).scheme}:)")
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
 
-
-_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
+    return urllib.request.build_opener(HttpOnlyRedirects)
 
 
 def _mb(n: int) -> str:
@@ -49,13 +53,17 @@ def fetch_url(url: str, *, max_bytes: int = DEFAULT_MAX_BYTES,
               timeout: float = DEFAULT_TIMEOUT) -> bytes:
     """The body of an http(s) URL; ImageError(url, reason) when it cannot be had within the
     limits (HTTP status, no connection, too large, too slow)."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
     if not is_url(url):
         raise ImageError(url, "not an http(s) URL")
     deadline = time.monotonic() + timeout
     req = urllib.request.Request(url, headers={"User-Agent": f"facegender/{__version__}",
                                                "Accept": "image/*"})
     try:
-        with _OPENER.open(req, timeout=timeout) as resp:
+        with _opener().open(req, timeout=timeout) as resp:
             declared = resp.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise ImageError(url, f"larger than the limit of {_mb(max_bytes)} "

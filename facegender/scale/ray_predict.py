@@ -39,7 +39,8 @@ def rss_mb() -> float:
 def _columns() -> list[tuple[str, str]]:
     """(column, arrow type name) of a flattened face record: the single-process CSV's columns,
     typed from the record's own field annotations."""
-    from ..infer.records import BOX_KEYS, CSV_FIELDS, FaceRecord
+    from ..infer.record_model import FaceRecord
+    from ..infer.records import BOX_KEYS, CSV_FIELDS
 
     kinds = {}
     for name, f in FaceRecord.model_fields.items():

@@ -59,7 +59,7 @@ except ImportError as _exc:  # the service is an extra: say which one
                             "pip install \"facegender[serve]\"") from _exc
 
 from ..infer.predictor import ImageResult, Predictor
-from ..infer.records import FaceRecord
+from ..infer.record_model import FaceRecord
 from ..io.images import DEFAULT_MAX_PIXELS
 from .guard import Guard, error_body
 
