@@ -122,8 +122,10 @@ def test_target_layer_table_covers_registry():
             net(torch.zeros(1, 3, side, side))
         hook.remove()
         # The deepest map that is still spatial: 3x3 (stride 32 at 96 px; alexnet 5x5 before its
-        # last pool), dlib's 4x4 at 150.
-        assert len(seen[-1]) == 4 and 3 <= seen[-1][-1] <= 5, (arch, seen[-1])
+        # last pool), dlib's 4x4 at 150; dlib's gender classifier pools a 32 px chip only twice,
+        # its last convolution sees 16x16.
+        lo, hi = (16, 16) if arch == "cydral_gender" else (3, 5)
+        assert len(seen[-1]) == 4 and lo <= seen[-1][-1] <= hi, (arch, seen[-1])
     with pytest.raises(FaceGenderError, match="no layer"):
         target_layer(build_model("resnet18", 2), "resnet18", "nope.3")
 

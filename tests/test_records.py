@@ -107,10 +107,10 @@ def test_cli_json_and_csv_on_stdout_are_records(validator, capsys):
 
 
 def test_table_marks_unsure_and_names_the_box(capsys, tmp_path):
-    assert main(["predict", str(GROUP), "--unsure-band", "0.49"]) == 0
+    assert main(["predict", str(GROUP), "--unsure-band", "0.5"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "box x,y,w,h" in lines[0] and "score" in lines[0]
-    assert all("unsure (" in line for line in lines[1:])  # band 0.49: every face is unsure
+    assert all("unsure (" in line for line in lines[1:])  # band 0.5: every face is unsure
 
 
 def test_rest_faces_are_records(validator):

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         mean=defaults["mean"], std=defaults["std"], crop=crop,
         framing=dict(modelfile.load_config(a.framing_from).framing), threshold=0.5, temperature=1.0,
         unsure_band=0.1,
-        recipe={"recipe": "none: dlib's gender classifier as published, calibrated here",
+        recipe={"recipe": "dlib's gender classifier as published, calibrated here",
                 "arch": "cydral_gender", "source": SOURCE, "license": "CC0-1.0",
                 "onnx_sha256": ONNX_SHA256, "dat_sha256": DAT_SHA256,
                 "made_by": "python tools/make_cydral_model.py " + " ".join(argv or sys.argv[1:])})

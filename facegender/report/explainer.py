@@ -38,6 +38,11 @@ TARGET_LAYERS: dict[str, Callable[[Any], Any]] = {
     # dlib's ResNet: its last block is 2x2; the one before (end of alevel1) keeps a 4x4 map.
     "dlib_resnet": lambda m: m.backbone.blocks[-2],
     "dlib_resnet_mlp": lambda m: m.backbone.blocks[-2],
+    # The main network's map; the second opinion (a 32 px chip of the same crop) adds its logit
+    # without passing through it.
+    "dlib_resnet_cydral": lambda m: m.base.backbone.blocks[-2],
+    # dlib's gender classifier alone: its last convolution, 16x16 before the final pooling.
+    "cydral_gender": lambda m: m.convs[-1],
 }
 
 
