@@ -335,8 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "archives (default: listed as ignored)")
     _add_limits(p)
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="N worker processes, each with its own engines (default: one process "
-                        "that decodes and detects in a thread per core)")
+                   help="N worker processes, each with its own engines; 1: one process that "
+                        "decodes and detects in a thread per core (default: processes, one per "
+                        "core, for 200+ image files of 1 MB or less, else threads)")
     _add_runtime(p)
     r = p.add_argument_group("scaling out (--engine ray; the [scale] extra)")
     r.add_argument("--engine", choices=["local", "ray"], default="local",

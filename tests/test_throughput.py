@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from facegender import Predictor
@@ -149,8 +150,9 @@ _BOUNDED = textwrap.dedent("""
     from facegender import Predictor
     from facegender.infer.bench import peak_rss_mb
 
-    folder = Path(sys.argv[1])
+    folder, mode = Path(sys.argv[1]), sys.argv[2]
     pred = Predictor("fast")
+    kw = {} if mode == "default" else {"processes": 1}  # default: processes for this input
     rss = peak_rss_mb  # this process image's own peak (ru_maxrss would carry the parent's)
     pulled = 0
     def paths():  # a lazy input: count how far the pipeline reads ahead of its output
@@ -159,7 +161,7 @@ _BOUNDED = textwrap.dedent("""
             pulled += 1
             yield str(p)
     out, ahead, rss_500 = [], 0, None
-    for n, r in enumerate(pred.iter_predict(paths()), start=1):
+    for n, r in enumerate(pred.iter_predict(paths(), **kw), start=1):
         ahead = max(ahead, pulled - n)
         out.append([Path(r.path).name, r.width, r.height, len(r.faces), r.error])
         if n == 500:
@@ -168,12 +170,15 @@ _BOUNDED = textwrap.dedent("""
 """)
 
 
-def test_5000_images_in_input_order_with_bounded_memory(fairface, tmp_path):
+@pytest.mark.parametrize("mode", ["default", "threads"])
+def test_5000_images_in_input_order_with_bounded_memory(fairface, tmp_path, mode):
     """5,000 small JPEGs (a real face every 250th, noise elsewhere; each size unique, so a row
-    names its file) through the default pipeline in a fresh process: rows come back in input
-    order with each file's own size, the pipeline never reads more than a small window ahead of
-    its output, and peak RSS hardly grows after the first 500 images (< 25 MB; measured 3 MB)
-    and stays under 250 MB (measured 117 MB)."""
+    names its file) through the pipeline in a fresh process, by default (worker processes for
+    such an input) and in threads: rows come back in input order with each file's own size,
+    the pipeline never reads more than a small window ahead of its output (the 200 images the
+    default looks at before choosing, plus what is in flight), and this process's peak RSS
+    hardly grows after the first 500 images (< 25 MB; measured 3 MB) and stays under 250 MB
+    (measured 117 MB with threads)."""
     folder = tmp_path / "many"
     folder.mkdir()
     faces = _faces(fairface, 20, step=27)
@@ -190,7 +195,7 @@ def test_5000_images_in_input_order_with_bounded_memory(fairface, tmp_path):
         img.save(folder / name, quality=80)
         sizes[name] = (w, h)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-c", _BOUNDED, str(folder)], capture_output=True,
+    r = subprocess.run([sys.executable, "-c", _BOUNDED, str(folder), mode], capture_output=True,
                        text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout)
@@ -230,3 +235,32 @@ def test_workers_2_gives_the_same_rows_as_one_worker(fairface, tmp_path):
     pool = [row for res in pred.iter_predict(folder, workers=4, batch_size=8)
             for row in res.records()]
     assert one == pool
+
+
+def test_default_mode_chooses_processes_for_many_small_files(tmp_path, monkeypatch):
+    """The default between threads and worker processes (pipeline.choose_processes): processes
+    for 200+ image files of 1 MB or less on 2+ cores; threads for fewer images, big files,
+    decoded images, or when results carry the pixels back. Every item is handed on, in order."""
+    from facegender.infer import pipeline
+    from facegender.io.sources import Sample
+
+    monkeypatch.setattr(pipeline, "usable_cores", lambda: 2)
+    small = tmp_path / "small.jpg"
+    small.write_bytes(b"\xff\xd8" + bytes(5000))
+
+    def choose(items, **kw):
+        n, out = pipeline.choose_processes(iter(items), **kw)
+        assert list(out) == items  # nothing lost, nothing reordered
+        return n
+
+    files = [(f"f{i}", Sample(ref=f"f{i}", path=str(small))) for i in range(250)]
+    assert choose(files) == 2
+    assert choose(files[:199]) == 1  # a short run: each process would build its engines
+    assert choose(files, keep_images=True) == 1  # the pixels would be pickled back
+    big = [(f"b{i}", Sample(ref=f"b{i}", path=str(small), offset=0, size=3 << 20))
+           for i in range(250)]
+    assert choose(big) == 1  # big photos: decoding releases the GIL, threads win
+    images = [(f"<image {i}>", Image.new("RGB", (8, 8))) for i in range(250)]
+    assert choose(images) == 1
+    monkeypatch.setattr(pipeline, "usable_cores", lambda: 1)
+    assert choose(files) == 1

@@ -25,7 +25,7 @@ from ..io.video import DEFAULT_EVERY
 from ..models import modelfile
 from ..models.modelfile import ModelConfig
 from .backends import make_backend
-from .pipeline import run_processes, run_threads
+from .pipeline import choose_processes, run_processes, run_threads
 from .preprocess import softmax, to_array
 from .progress import progress_bar
 from .records import face_record
@@ -329,13 +329,17 @@ class Predictor:
 
         Decoding and detection run in `workers` threads (default: one per usable core); faces
         are classified in batches of `batch_size` across images. `processes` > 1 runs that many
-        worker processes instead, each with its own engines. Inputs are read as they are
-        needed, so memory stays bounded however many there are. `options` / keyword overrides
-        (tta=..., largest=...) apply to this call only. `progress`: a tqdm bar on stderr (images
-        done and their rate) while stderr is a terminal."""
+        worker processes instead, each with its own engines. With neither given, many small
+        image files (pipeline.choose_processes: 200 or more, median size <= 1 MB) go to one
+        process per usable core, anything else to threads; `processes=1` forces threads. Inputs
+        are read as they are needed, so memory stays bounded however many there are. `options`
+        / keyword overrides (tta=..., largest=...) apply to this call only. `progress`: a tqdm
+        bar on stderr (images done and their rate) while stderr is a terminal."""
         opts = (options or self.options).replace(**overrides)
         items = expand_inputs(inputs, include_hidden=opts.include_hidden,
                               every=opts.video_every)
+        if processes is None and workers is None:  # neither asked for: choose by the input
+            processes, items = choose_processes(iter(items), opts.keep_images)
         if processes is not None and processes > 1:
             results = run_processes(self, items, batch_size, processes, opts)
         else:
