@@ -102,7 +102,10 @@ def test_interrupted_predict_keeps_finished_rows(tmp_path, sig):
     proc = subprocess.Popen(
         [sys.executable, "-m", "facegender", "predict", str(photos), "--csv", str(out / "out.csv"),
          "--batch-size", "4", "--format", "csv", "--threads", "1"],
-        cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A shell's background job (`pytest ... &`) ignores SIGINT and its children inherit
+        # that; the CLI rightly keeps an inherited SIG_IGN, so give it the terminal's default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = _wait_for_rows(out, 8, proc)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
