@@ -33,7 +33,7 @@ from facegender.models.cydral_gender import (
     WithCydral,
     load_expert,
 )
-from facegender.training.calibrate import _eces, _ViewMaker, fit_calibration
+from facegender.training.calibrate import ViewMaker, calibration_eces, fit_calibration
 from facegender.training.multisource import as_specs, dropped, gather, parse_drop
 from facegender.training.sampling import balanced_weights
 
@@ -41,7 +41,7 @@ from facegender.training.sampling import balanced_weights
 def margins(net: WithCydral, val: list, cfg: modelfile.ModelConfig, views: int, seed: int
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
     """Per view of each face: the base network's and the expert's male-minus-female logit."""
-    make_views = _ViewMaker(cfg, views, seed, None)
+    make_views = ViewMaker(cfg, views, seed, None)
     base, expert, ys, kept = [], [], [], []
     male = cfg.male_index
     for i, s in enumerate(val):
@@ -134,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     combined = base + weight * expert
     z = np.stack([np.zeros_like(combined), combined], -1)
     before = {"temperature": cfg.temperature, "unsure_band": cfg.unsure_band,
-              **_eces(z, y, 1, cfg.temperature)}
+              **calibration_eces(z, y, 1, cfg.temperature)}
     cfg.temperature, cfg.unsure_band = fit_calibration(z, y, sw, 1, a.seed)
     after = {"temperature": cfg.temperature, "unsure_band": cfg.unsure_band,
-             **_eces(z, y, 1, cfg.temperature)}
+             **calibration_eces(z, y, 1, cfg.temperature)}
     cfg.recipe["calibration"] = (
         f"temperature and unsure band on {a.views} views of each validation face (face, mirror, "
         f"degraded), sources weighted alike, for the combined logits; {len(kept)} faces")

@@ -70,7 +70,7 @@ def fit_calibration(logits: np.ndarray, y: np.ndarray, weights: np.ndarray, male
     return temperature, choose_unsure_band((yy == male).astype(int), p)
 
 
-class _ViewMaker:
+class ViewMaker:
     """Sample -> (views, C, H, W) model input of its largest face, framed by the model's crop
     policy exactly as prediction frames it; None when no face is found."""
 
@@ -137,7 +137,7 @@ def calibrate(model: str | Path, data: str | Path | Sequence[str | Path], out: s
                    limit=None, seed=seed)
     val = [s for s in split.val if not dropped(s, rules)]
     engine = make_backend(src_dir, backend, threads)
-    make_views = _ViewMaker(cfg, views, seed, threads)
+    make_views = ViewMaker(cfg, views, seed, threads)
     logits, kept, skipped = [], [], {}
     for s in tqdm(val, desc="calibrate", unit="face", disable=not progress, file=sys.stderr):
         try:
@@ -157,10 +157,10 @@ def calibrate(model: str | Path, data: str | Path | Sequence[str | Path], out: s
     y = np.array([cfg.labels.index(s.label) for s in kept])
     weights = balanced_weights(kept, ["source"], 1.0)
     before = {"temperature": cfg.temperature, "unsure_band": cfg.unsure_band,
-              **_eces(z, y, male, cfg.temperature)}
+              **calibration_eces(z, y, male, cfg.temperature)}
     cfg.temperature, cfg.unsure_band = fit_calibration(z, y, weights, male, seed)
     after = {"temperature": cfg.temperature, "unsure_band": cfg.unsure_band,
-             **_eces(z, y, male, cfg.temperature)}
+             **calibration_eces(z, y, male, cfg.temperature)}
     sources = sorted({s.groups.get("source", "") for s in kept})
     cfg.recipe = {**(cfg.recipe or {}), "calibration": (
         f"temperature and unsure band on {views} views of each validation face (face, mirror, "
@@ -177,7 +177,7 @@ def calibrate(model: str | Path, data: str | Path | Sequence[str | Path], out: s
     return result
 
 
-def _eces(z: np.ndarray, y: np.ndarray, male: int, temperature: float) -> dict[str, float]:
+def calibration_eces(z: np.ndarray, y: np.ndarray, male: int, temperature: float) -> dict[str, float]:
     """ECE of the clean crops (view 0) and of the degraded copies (views 2..) at `temperature`."""
     out = {"ece_clean": expected_calibration_error(
         (y == male).astype(int), softmax(z[:, 0], temperature)[:, male])}
