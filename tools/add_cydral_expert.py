@@ -8,7 +8,7 @@ a logistic regression of the labels on the two networks' logit margins over the 
 faces of DATA (each source's val split, never a test split; at most --limit faces a source;
 the face, its mirror image and a degraded copy of each, sources weighted alike: the views
 `facegender calibrate` uses). Temperature and unsure band are then re-fitted on the same views
-for the combined logits, as `facegender calibrate` fits them (`fit_calibration`). Package it
+for the combined logits, as `facegender calibrate` fits them (`refit_calibration`). Package it
 with `python tools/make_shipped_model.py OUT --name accurate --half`.
 """
 
@@ -26,14 +26,8 @@ from safetensors.torch import save_file
 
 from facegender.errors import FaceGenderError, ImageError
 from facegender.models import modelfile
-from facegender.models.cydral_gender import (
-    DAT_SHA256,
-    ONNX_SHA256,
-    SOURCE,
-    WithCydral,
-    load_expert,
-)
-from facegender.training.calibrate import ViewMaker, calibration_eces, fit_calibration
+from facegender.models.cydral_gender import PROVENANCE, WithCydral, load_expert
+from facegender.training.calibrate import ViewMaker, refit_calibration
 from facegender.training.multisource import as_specs, dropped, gather, parse_drop
 from facegender.training.sampling import balanced_weights
 
@@ -123,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
               str(a.out / modelfile.WEIGHTS_NAME))
     cfg.arch = "dlib_resnet_cydral"
     cfg.recipe = {**(cfg.recipe or {}), "expert": {
-        "network": "dlib gender classifier v1 (models/cydral_gender.py)", "source": SOURCE,
-        "license": "CC0-1.0", "onnx_sha256": ONNX_SHA256, "dat_sha256": DAT_SHA256,
+        "network": "dlib gender classifier v1 (models/cydral_gender.py)", **PROVENANCE,
         "weight": round(weight, 4), "fitted_on": f"{len(kept)} val faces x {a.views} views, "
         f"sources weighted alike: {', '.join(sorted({s.groups.get('source', '') for s in kept}))}",
         "val_accuracy_clean": {k: round(v, 4) for k, v in acc.items()},
@@ -133,11 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     # Logits (female, male) = (0, margin): softmax over them is sigmoid(margin / T).
     combined = base + weight * expert
     z = np.stack([np.zeros_like(combined), combined], -1)
-    before = {"temperature": cfg.temperature, "unsure_band": cfg.unsure_band,
-              **calibration_eces(z, y, 1, cfg.temperature)}
-    cfg.temperature, cfg.unsure_band = fit_calibration(z, y, sw, 1, a.seed)
-    after = {"temperature": cfg.temperature, "unsure_band": cfg.unsure_band,
-             **calibration_eces(z, y, 1, cfg.temperature)}
+    before, after = refit_calibration(cfg, z, y, sw, 1, a.seed)
     cfg.recipe["calibration"] = (
         f"temperature and unsure band on {a.views} views of each validation face (face, mirror, "
         f"degraded), sources weighted alike, for the combined logits; {len(kept)} faces")

@@ -22,9 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 from facegender.models.cydral_gender import (
-    DAT_SHA256,
-    ONNX_SHA256,
-    SOURCE,
+    PROVENANCE,
     WEIGHTS_FILE,
     CydralGenderNet,
     state_from_onnx,
@@ -54,9 +52,8 @@ def main(src: Path, dst: Path) -> None:
     assert err < 1e-5, err
     print(f"torch vs ONNX on 16 random chips: max |dp| {err:.1e}")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(dst), metadata={
-        "source": SOURCE, "license": "CC0-1.0", "onnx_sha256": ONNX_SHA256,
-        "dat_sha256": DAT_SHA256})
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(dst),
+              metadata=dict(PROVENANCE))
     print(f"wrote {dst} ({dst.stat().st_size:,} bytes)")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from facegender.models import modelfile
-from facegender.models.cydral_gender import DAT_SHA256, ONNX_SHA256, SOURCE, load_expert
+from facegender.models.cydral_gender import PROVENANCE, load_expert
 from facegender.models.registry import arch_defaults
 from facegender.training.calibrate import calibrate
 
@@ -56,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         framing=dict(modelfile.load_config(a.framing_from).framing), threshold=0.5, temperature=1.0,
         unsure_band=0.1,
         recipe={"recipe": "dlib's gender classifier as published, calibrated here",
-                "arch": "cydral_gender", "source": SOURCE, "license": "CC0-1.0",
-                "onnx_sha256": ONNX_SHA256, "dat_sha256": DAT_SHA256,
+                "arch": "cydral_gender", **PROVENANCE,
                 "made_by": "python tools/make_cydral_model.py " + " ".join(argv or sys.argv[1:])})
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw"

@@ -79,16 +79,17 @@ class OrtBackend:
         return self.session.run(None, {self.input_name: x})[0]
 
 
-def _onnx_is_stale(model_dir: Path) -> bool:
-    """True when config.json records the weights model.onnx came from and they have changed."""
-    import hashlib
-
+def _onnx_is_stale(model_dir: Path, cfg: modelfile.ModelConfig) -> bool:
+    """True when config.json records the weights model.onnx came from and they have changed.
+    `cfg` is the folder's config as verify_files checked it: its integrity record already holds
+    the weights' verified sha256, so they are hashed here only for folders without one."""
     weights = model_dir / modelfile.WEIGHTS_NAME
-    recorded = (modelfile.load_config(model_dir).metrics.get("export", {}).get("onnx", {})
-                .get("weights_sha256"))
+    recorded = cfg.metrics.get("export", {}).get("onnx", {}).get("weights_sha256")
     if not recorded or not weights.is_file():
         return False
-    return hashlib.sha256(weights.read_bytes()).hexdigest() != recorded
+    current = (cfg.integrity or {}).get("files", {}).get(modelfile.WEIGHTS_NAME) \
+        or modelfile.file_sha256(weights)
+    return current != recorded
 
 
 def _ort_has_cuda() -> bool:
@@ -111,10 +112,10 @@ def make_backend(model_dir: Path, backend: str = "auto", threads: int | None = N
     parse_device(device)
     if backend not in BACKENDS:
         raise FaceGenderError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
-    modelfile.verify_files(model_dir)
+    cfg = modelfile.verify_files(model_dir)
     onnx = model_dir / modelfile.ONNX_NAME
     int8 = model_dir / modelfile.ONNX_INT8_NAME
-    if backend == "auto" and onnx.is_file() and _onnx_is_stale(model_dir) and _has_torch():
+    if backend == "auto" and onnx.is_file() and _onnx_is_stale(model_dir, cfg) and _has_torch():
         warnings.warn(f"{onnx} was exported from other weights than {modelfile.WEIGHTS_NAME} "
                       "(retrained or resumed since?); using torch. Re-run 'facegender export'.",
                       stacklevel=2)

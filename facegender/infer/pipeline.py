@@ -124,20 +124,26 @@ def choose_processes(items: Iterator[tuple[str, Any]], keep_images: bool = False
     cores = usable_cores()
     if keep_images or cores < 2 or len(head) < AUTO_MIN_IMAGES:
         return 1, rest
-    sizes = []
-    for _, src in head[:32]:
-        if not isinstance(src, Sample) or (src.path is None and src.data is None):
-            return 1, rest
-        if src.data is not None or src.size is not None:
-            sizes.append(len(src.data) if src.data is not None else src.size)
-        else:
-            try:
-                sizes.append(os.stat(src.path).st_size)
-            except OSError:
-                continue  # unreadable: its row says why, whichever mode runs it
+    if any(not isinstance(src, Sample) or (src.path is None and src.data is None)
+           for _, src in head[:32]):
+        return 1, rest
+    sizes = [n for n in (_encoded_size(src) for _, src in head[:32]) if n is not None]
     if not sizes or statistics.median(sizes) > AUTO_MAX_MEDIAN_BYTES:
         return 1, rest
     return cores, rest
+
+
+def _encoded_size(src: Sample) -> int | None:
+    """Bytes of a file- or bytes-backed Sample; None when its file cannot be read (its row will
+    say why, whichever mode runs it)."""
+    if src.data is not None:
+        return len(src.data)
+    if src.size is not None:  # a tar member
+        return src.size
+    try:
+        return os.stat(src.path).st_size
+    except OSError:
+        return None
 
 
 def _init_worker(blob: bytes) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import io
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,6 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".
 _FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "PPM", "AVIF", "HEIF")
 # Plugins of _FORMATS beyond Image.preinit()'s; HEIF registers itself (pillow-heif's opener).
 _MORE_PLUGINS = ("WebPImagePlugin", "TiffImagePlugin", "AvifImagePlugin", "MpoImagePlugin")
-_PLUGINS_LOADED = False
 
 # What a file that no decoder accepted really is, judged by its first bytes.
 _NOT_IMAGE_SIGNATURES = (
@@ -71,19 +71,21 @@ def is_image_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+@lru_cache(maxsize=1)
+def _load_plugins() -> None:
+    """Register the plugins of _FORMATS only: Image.init() imports all ~50 of Pillow's (28 ms of
+    a one-photo run), and with an explicit format list Image.open never needs the others."""
+    Image.preinit()  # BMP, GIF, JPEG, PPM, PNG
+    for name in _MORE_PLUGINS:
+        try:
+            importlib.import_module(f"PIL.{name}")
+        except ImportError:  # not in this Pillow build (AVIF before Pillow 11.2)
+            pass
+
+
 def _formats() -> list[str]:
-    """The formats in _FORMATS this Pillow can open. Their plugins only: Image.init() imports
-    all ~50 of Pillow's (28 ms of a one-photo run), and with an explicit format list
-    Image.open never needs the others."""
-    global _PLUGINS_LOADED
-    if not _PLUGINS_LOADED:
-        Image.preinit()  # BMP, GIF, JPEG, PPM, PNG
-        for name in _MORE_PLUGINS:
-            try:
-                importlib.import_module(f"PIL.{name}")
-            except ImportError:  # not in this Pillow build (AVIF before Pillow 11.2)
-                pass
-        _PLUGINS_LOADED = True
+    """The formats in _FORMATS this Pillow can open."""
+    _load_plugins()
     return [f for f in _FORMATS if f in Image.OPEN]
 
 

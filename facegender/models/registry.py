@@ -159,21 +159,19 @@ def _dlib(num_classes: int, pretrained: bool, hidden: int) -> nn.Module:
     return DlibGenderNet(num_classes, pretrained=pretrained, hidden=hidden)
 
 
-def _dlib_cydral(num_classes: int, pretrained: bool) -> nn.Module:
-    from .cydral_gender import CydralGenderNet, WithCydral, load_expert
-
-    if num_classes != 2:
-        raise FaceGenderError("dlib_resnet_cydral classifies female/male only (2 classes)")
-    return WithCydral(_dlib(num_classes, pretrained, hidden=0),
-                      load_expert() if pretrained else CydralGenderNet())
-
-
 def _cydral(num_classes: int, pretrained: bool) -> nn.Module:
+    """dlib's gender classifier: its published weights, or fresh ones for a state to load."""
     from .cydral_gender import CydralGenderNet, load_expert
 
     if num_classes != 2:
-        raise FaceGenderError("cydral_gender classifies female/male only (2 classes)")
+        raise FaceGenderError("dlib's gender classifier has female/male only (2 classes)")
     return load_expert() if pretrained else CydralGenderNet()
+
+
+def _dlib_cydral(num_classes: int, pretrained: bool) -> nn.Module:
+    from .cydral_gender import WithCydral
+
+    return WithCydral(_dlib(num_classes, pretrained, hidden=0), _cydral(num_classes, pretrained))
 
 
 def arch_defaults(arch: str) -> dict:

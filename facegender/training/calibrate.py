@@ -156,11 +156,7 @@ def calibrate(model: str | Path, data: str | Path | Sequence[str | Path], out: s
     male = cfg.male_index
     y = np.array([cfg.labels.index(s.label) for s in kept])
     weights = balanced_weights(kept, ["source"], 1.0)
-    before = {"temperature": cfg.temperature, "unsure_band": cfg.unsure_band,
-              **calibration_eces(z, y, male, cfg.temperature)}
-    cfg.temperature, cfg.unsure_band = fit_calibration(z, y, weights, male, seed)
-    after = {"temperature": cfg.temperature, "unsure_band": cfg.unsure_band,
-             **calibration_eces(z, y, male, cfg.temperature)}
+    before, after = refit_calibration(cfg, z, y, weights, male, seed)
     sources = sorted({s.groups.get("source", "") for s in kept})
     cfg.recipe = {**(cfg.recipe or {}), "calibration": (
         f"temperature and unsure band on {views} views of each validation face (face, mirror, "
@@ -175,6 +171,20 @@ def calibrate(model: str | Path, data: str | Path | Sequence[str | Path], out: s
               "sources": sources, "before": before, "after": after}
     (dest / "calibration.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def refit_calibration(cfg: modelfile.ModelConfig, z: np.ndarray, y: np.ndarray,
+                      weights: np.ndarray, male: int, seed: int = 0
+                      ) -> tuple[dict[str, float], dict[str, float]]:
+    """Set cfg's temperature and unsure band from logits z (faces, views, classes) with
+    fit_calibration; returns both settings with their ECEs (clean, degraded), before and after."""
+    def state() -> dict[str, float]:
+        return {"temperature": cfg.temperature, "unsure_band": cfg.unsure_band,
+                **calibration_eces(z, y, male, cfg.temperature)}
+
+    before = state()
+    cfg.temperature, cfg.unsure_band = fit_calibration(z, y, weights, male, seed)
+    return before, state()
 
 
 def calibration_eces(z: np.ndarray, y: np.ndarray, male: int, temperature: float) -> dict[str, float]:
