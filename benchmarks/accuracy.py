@@ -1,7 +1,7 @@
 """The model issue's accuracy table for several models side by side (default: the previous
 default model, fast and accurate).
 
-    python benchmarks/accuracy.py [MODEL ...] [--previous REV] [--celeba-limit N] [--json OUT]
+    python benchmarks/accuracy.py [MODEL ...] [--previous REV] [--celeba-limit N] [--[no-]tta] [--json OUT]
 
 MODEL: a model folder or a shipped name (fast, accurate). --previous REV adds the default model
 as it was at git revision REV (read from git history into a temporary folder; default: the
@@ -13,7 +13,9 @@ tight crops; a model whose crop policy aligns on landmarks detects them, the oth
 crops as they are), with the undisputed labels (attributes.csv `disputed` = 0) for accuracy and
 the worst gender x Young x Wearing_Lipstick group (groups under 30 faces not counted).
 Robustness: fairface540 re-saved as JPEG q75, as WebP (q80), and halved in size; the share of
-faces given the same label as the original.
+faces given the same label as the original. Each model runs as its config says (flip TTA where
+the config sets "tta"); --tta / --no-tta force flip test-time augmentation (each face averaged
+with its mirror image, about twice the classifier time) on or off for every model and set.
 """
 
 from __future__ import annotations
@@ -92,9 +94,9 @@ def _variants(data: bytes) -> dict[str, bytes]:
     return out
 
 
-def robustness(model: str | Path) -> dict[str, float]:
+def robustness(model: str | Path, tta: bool | None = None) -> dict[str, float]:
     """Share of fairface540 faces whose label survives each re-save (largest face each)."""
-    pred = Predictor(model, largest=True)
+    pred = Predictor(model, largest=True, tta=tta)
     samples = read_source(DATA / "fairface540" / "labels.csv").samples
     base = {r.path: (r.faces[0].prob_male >= 0.5) for r in pred.predict(samples) if r.faces}
     same = defaultdict(list)
@@ -107,13 +109,13 @@ def robustness(model: str | Path) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in same.items()}
 
 
-def measure(model: str | Path, celeba_limit: int | None) -> dict:
+def measure(model: str | Path, celeba_limit: int | None, tta: bool | None = None) -> dict:
     cfg = modelfile.load_config(model)
     aligned = bool(cfg.crop.get("template"))
-    out: dict = {"model": str(model), "arch": cfg.arch}
+    out: dict = {"model": str(model), "arch": cfg.arch, "tta": cfg.tta if tta is None else tta}
     t0 = time.perf_counter()
 
-    ff = evaluate(DATA / "fairface540" / "labels.csv", model, detect=True)
+    ff = evaluate(DATA / "fairface540" / "labels.csv", model, detect=True, tta=tta)
     y, p = ff.y_male, ff.p_male
     age = np.array([s.groups.get("age_group") for s in ff.samples])
     groups = sorted({a for a in age if a != "0-2"}, key=lambda g: int(g.split("-")[0].rstrip("+")))
@@ -126,7 +128,7 @@ def measure(model: str | Path, celeba_limit: int | None) -> dict:
         "ece": expected_calibration_error(y, p, bins=10), "confident_95": confident(y, p),
     }
 
-    aaf = evaluate(DATA / "aaf" / "labels.csv", model, split="test", detect=True)
+    aaf = evaluate(DATA / "aaf" / "labels.csv", model, split="test", detect=True, tta=tta)
     y, p = aaf.y_male, aaf.p_male
     years = np.array([int(s.groups.get("age", -1)) for s in aaf.samples])
     out["aaf_test"] = {
@@ -137,7 +139,7 @@ def measure(model: str | Path, celeba_limit: int | None) -> dict:
     }
 
     cel = evaluate(DATA / "celeba-gender" / "attributes.csv", model, split="val", detect=aligned,
-                   limit=celeba_limit)
+                   limit=celeba_limit, tta=tta)
     y, p = cel.y_male, cel.p_male
     g = [s.groups for s in cel.samples]
     undisputed = np.array([x.get("disputed") == "0" for x in g])
@@ -154,7 +156,7 @@ def measure(model: str | Path, celeba_limit: int | None) -> dict:
         "accuracy_undisputed": acc(y, p, undisputed), "worst_group": counted[worst],
         "worst_group_name": worst, "groups": cell_acc,
     }
-    out["robustness_fairface"] = robustness(model)
+    out["robustness_fairface"] = robustness(model, tta)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
@@ -204,6 +206,9 @@ def main() -> int:
     ap.add_argument("--previous", default=PREVIOUS, help="git revision of the previous default "
                     "model, or 'none'")
     ap.add_argument("--celeba-limit", type=int, default=None, help="stratified subset of val")
+    ap.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                    help="force flip test-time augmentation (face + mirror image averaged) on or "
+                         "off for every model (default: as each model's config says)")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     a = ap.parse_args()
     models = a.models or [m for m in ("fast", "accurate")
@@ -214,7 +219,7 @@ def main() -> int:
             if a.previous != "none" else []
         named += [(str(m), m) for m in models]
         for name, model in named:
-            r = measure(model, a.celeba_limit)
+            r = measure(model, a.celeba_limit, a.tta)
             print(f"{name}: measured in {r['seconds']} s", file=sys.stderr)
             results.append((name, r))
     print(table(results))

@@ -73,8 +73,9 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
                    help="intra-op threads of each engine (default: the classifier uses every "
                         "core and the detector one, running in a thread per core)")
     p.add_argument("--batch-size", type=int, default=64, help="faces per inference batch")
-    p.add_argument("--tta", action="store_true",
-                   help="average the probabilities of each face and its mirror image")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average the probabilities of each face and its mirror image "
+                        "(default: as the model's config says; accurate does)")
     _add_device(p, "the classifier (torch, or ONNX Runtime's CUDA provider with "
                    "onnxruntime-gpu)")
     _add_detect(p)

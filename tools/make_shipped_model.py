@@ -1,12 +1,16 @@
 """Build one of the models that ship in the package (fast or accurate) from a finished run.
 
-    python tools/make_shipped_model.py RUN --name accurate [--dest DIR] [--int8]
+    python tools/make_shipped_model.py RUN --name accurate [--dest DIR] [--int8] [--half] [--tta]
+    python tools/make_shipped_model.py - --name accurate --remeasure [--tta | --no-tta]
 
 Copies the run's model folder (no checkpoints, caches or teacher files) to
 facegender/weights/NAME (or --dest, to compare candidates first), exports ONNX (and INT8 with
 --int8) with parity checks on celeba val faces, measures it with benchmarks/accuracy.py's
 `measure` (fairface540, AAF test, celeba val, calibration and re-save robustness) and writes
-the model card from those figures, with the data's and the weights' licences.
+the model card from those figures, with the data's and the weights' licences. --tta makes flip
+test-time augmentation the model's default (config `tta`). --remeasure measures a built folder
+again (e.g. after --tta / --no-tta changed its config; the weights are untouched) and rewrites
+its recorded figures and card.
 """
 
 from __future__ import annotations
@@ -126,7 +130,20 @@ def write_model_card(dest: Path, name: str, cfg: modelfile.ModelConfig, figures:
     write_card(dest, cfg, "\n".join(sections))
 
 
-def build(run: Path, name: str, dest: Path, int8: bool, half: bool = False) -> dict:
+def measure_and_card(dest: Path, name: str) -> dict:
+    """Measure the folder as it is configured and record the figures in its config and card."""
+    figures = measure(dest, None)
+    cfg = modelfile.load_config(dest)
+    cfg.metrics["held_out"] = figures
+    cfg = _portable(cfg)
+    modelfile.save_config(cfg, dest)
+    write_model_card(dest, name, cfg, figures)
+    print(table([(name, figures)]))
+    return figures
+
+
+def build(run: Path, name: str, dest: Path, int8: bool, half: bool = False,
+          tta: bool = False) -> dict:
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -135,7 +152,8 @@ def build(run: Path, name: str, dest: Path, int8: bool, half: bool = False) -> d
             shutil.copy2(run / f, dest / f)
     cfg = _portable(modelfile.load_config(dest))
     cfg.recipe["packaged_by"] = f"python tools/make_shipped_model.py RUN --name {name}" + (
-        " --half" if half else "")
+        " --half" if half else "") + (" --tta" if tta else "")
+    cfg.tta = tta
     modelfile.save_config(cfg, dest)
     if half:
         halve_weights(dest)
@@ -145,16 +163,9 @@ def build(run: Path, name: str, dest: Path, int8: bool, half: bool = False) -> d
                  parity_data=DATA / "celeba-gender" / "val.tar",
                  parity_size=20000 if int8 else 2000)  # INT8: all 11,649 val faces
     print(format_export_summary(res))
-    figures = measure(dest, None)
-    cfg = modelfile.load_config(dest)
-    cfg.metrics["held_out"] = figures
-    cfg = _portable(cfg)
-    modelfile.save_config(cfg, dest)
-    write_model_card(dest, name, cfg, figures)
     total = sum(p.stat().st_size for p in dest.iterdir())
     print(f"{dest}: {total / 1e6:.1f} MB")
-    print(table([(name, figures)]))
-    return figures
+    return measure_and_card(dest, name)
 
 
 def main() -> int:
@@ -165,15 +176,31 @@ def main() -> int:
                     help="where to build it (default: the package's weights/NAME)")
     ap.add_argument("--int8", action="store_true", help="also export and check INT8")
     ap.add_argument("--half", action="store_true", help="store model.safetensors in float16")
+    ap.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                    help="flip test-time augmentation by default (config `tta`; off unless "
+                         "given)")
     ap.add_argument("--card-only", action="store_true",
                     help="rewrite the card of the built folder from its recorded figures")
+    ap.add_argument("--remeasure", action="store_true",
+                    help="measure the built folder again (with --tta / --no-tta: after setting "
+                         "its default) and rewrite its figures and card; RUN is not read")
     a = ap.parse_args()
     dest = a.dest or modelfile.shipped_model_dir(a.name)
     if a.card_only:
         cfg = modelfile.load_config(dest)
         write_model_card(dest, a.name, cfg, cfg.metrics["held_out"])
         return 0
-    build(a.run, a.name, dest, a.int8, a.half)
+    if a.remeasure:
+        if a.tta is not None:
+            cfg = modelfile.load_config(dest)
+            cfg.tta = a.tta
+            if cfg.recipe.get("packaged_by"):
+                cfg.recipe["packaged_by"] = cfg.recipe["packaged_by"].replace(" --tta", "") + (
+                    " --tta" if a.tta else "")
+            modelfile.save_config(cfg, dest)
+        measure_and_card(dest, a.name)
+        return 0
+    build(a.run, a.name, dest, a.int8, a.half, bool(a.tta))
     return 0
 
 

@@ -53,7 +53,10 @@ def write_card(folder: Path, cfg: ModelConfig, extra_sections: str = "") -> Path
         f"- Labels (output order): {cfg.labels}",
         f"- Crop policy: `{cfg.crop}`",
         f"- Decision: p(male) >= {cfg.threshold} is male; temperature {cfg.temperature}; "
-        f"unsure when |p - 0.5| < {cfg.unsure_band}",
+        f"unsure when |p - 0.5| < {cfg.unsure_band}"
+        + ("; each face is classified with its mirror image and the two probabilities averaged "
+           "(flip TTA, the model's default; `--no-tta` / `tta=False` turns it off)"
+           if cfg.tta else ""),
         "",
         *(_data_lines(d, m, r)),
         "## Recipe (reproduce)",

@@ -91,6 +91,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "threshold": {**_NUMBER, "exclusiveMinimum": 0, "exclusiveMaximum": 1},
         "temperature": {**_NUMBER, "exclusiveMinimum": 0, "maximum": 1000},
         "unsure_band": {**_NUMBER, "minimum": 0, "maximum": 0.5},
+        "tta": {"type": "boolean"},
         "recipe": {"type": "object"},
         "data": {"type": "object"},
         "metrics": {"type": "object"},
@@ -123,6 +124,9 @@ class ModelConfig:
     threshold: float = 0.5  # p(male) >= threshold -> male
     temperature: float = 1.0  # logits are divided by this before softmax (calibration)
     unsure_band: float = 0.0  # |p(male) - 0.5| < band -> flagged unsure
+    # Classify each face and its mirror image and average, unless the caller says otherwise:
+    # a model whose benchmark is better that way carries it, as it carries its crop policy.
+    tta: bool = False
     recipe: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)

@@ -149,7 +149,7 @@ def evaluate(
     out: str | Path | None = None,
     backend: str = "auto",
     detect: bool | None = None,
-    tta: bool = False,
+    tta: bool | None = None,
     batch_size: int = 64,
     threads: int | None = None,
     predictor: Predictor | None = None,

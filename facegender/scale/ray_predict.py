@@ -139,7 +139,7 @@ def _ray_session(address: str | None, workers: int, threads: int):
 def predict_ray(source: Any, out: str | Path, model: str | Path | None = None, *,
                 workers: int = 2, ray_address: str | None = None, batch_size: int = 64,
                 partition_size: int = 1000, threads: int = 1, backend: str = "auto",
-                tta: bool = False, detect: bool | None = None, largest: bool = False,
+                tta: bool | None = None, detect: bool | None = None, largest: bool = False,
                 min_face: int | None = None, score_threshold: float = 0.5,
                 unsure_band: float | None = None, progress: bool = True) -> RayPredictResult:
     """Predict every face of `source` (anything predict reads: folders, tars, manifests,

@@ -209,7 +209,8 @@ class _Runner:
         for p in self.predictors:
             p.predict([img], batch_size=1, workers=1)
 
-    def _predict(self, blobs: list[bytes], tta: bool, largest: bool) -> list[ImageResult]:
+    def _predict(self, blobs: list[bytes], tta: bool | None, largest: bool
+                 ) -> list[ImageResult]:
         # Never blocks: the executor runs at most `workers` of these, one per Predictor.
         p = self._free.get()
         try:
@@ -219,7 +220,8 @@ class _Runner:
         finally:
             self._free.put(p)
 
-    async def predict(self, blobs: list[bytes], tta: bool, largest: bool) -> list[ImageResult]:
+    async def predict(self, blobs: list[bytes], tta: bool | None, largest: bool
+                      ) -> list[ImageResult]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self._predict, blobs, tta, largest)
 
@@ -433,6 +435,7 @@ def _model_summary(p: Predictor, name: str, limits: dict[str, int]) -> dict[str,
         "name": name, "backend": p.backend.name, "arch": cfg.arch, "labels": cfg.labels,
         "input_size": cfg.input_size, "mean": cfg.mean, "std": cfg.std,
         "threshold": cfg.threshold, "temperature": cfg.temperature, "unsure_band": p.unsure_band,
+        "tta": p.tta,
         "crop": cfg.crop, "detect": p.detect, "metrics": cfg.metrics,
         "facegender_version": cfg.facegender_version, "server_version": __version__,
         "card_excerpt": excerpt, "limits": limits,
@@ -563,7 +566,8 @@ def create_app(model: str | Path | None = None, *, backend: str = "auto",
               openapi_extra={"requestBody": _REQUEST_BODY})
     async def predict(
         request: Request,
-        tta: bool = Query(False, description="also classify each face mirrored and average"),
+        tta: bool | None = Query(None, description="also classify each face mirrored and "
+                                 "average (default: as the model's config says)"),
         largest: bool = Query(False, description="only the largest face of each photo"),
     ) -> JSONResponse:
         """Send photos as multipart/form-data (field `files`, repeatable; `file` also works) or as
@@ -586,7 +590,7 @@ def create_app(model: str | Path | None = None, *, backend: str = "auto",
         finally:
             pending -= 1
 
-    async def _handle(request: Request, tta: bool, largest: bool) -> JSONResponse:
+    async def _handle(request: Request, tta: bool | None, largest: bool) -> JSONResponse:
         ctype = request.headers.get("content-type", "")
         media = ctype.split(";", 1)[0].strip().lower()
         body = await _read_body(request, max_upload_bytes, body_timeout, idle_timeout)
