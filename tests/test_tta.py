@@ -80,3 +80,24 @@ def test_shipped_defaults_and_a_bad_value(tmp_path):
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(FaceGenderError, match="'tta'.*boolean"):
         Predictor(d)
+
+
+def test_server_follows_the_config_unless_the_request_says(tmp_path):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("python_multipart")
+    from fastapi.testclient import TestClient
+
+    from facegender.serve.app import create_app
+
+    d = _fast_with_tta(tmp_path, True)
+    data = PHOTO.read_bytes()
+
+    def prob(c, **params) -> float:
+        r = c.post("/v1/predict", params=params, files=[("files", (PHOTO.name, data))])
+        assert r.status_code == 200, r.text
+        return r.json()["results"][0]["faces"][0]["prob_male"]
+
+    with TestClient(create_app(str(d), workers=1)) as c:
+        assert c.get("/v1/model").json()["tta"] is True
+        default, on, off = prob(c), prob(c, tta="true"), prob(c, tta="false")
+    assert default == pytest.approx(on, abs=1e-6) and off != pytest.approx(on, abs=1e-4)
