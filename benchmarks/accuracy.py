@@ -112,10 +112,11 @@ def robustness(model: str | Path, tta: bool | None = None) -> dict[str, float]:
 def measure(model: str | Path, celeba_limit: int | None, tta: bool | None = None) -> dict:
     cfg = modelfile.load_config(model)
     aligned = bool(cfg.crop.get("template"))
-    out: dict = {"model": str(model), "arch": cfg.arch, "tta": cfg.tta if tta is None else tta}
+    out: dict = {"model": str(model), "arch": cfg.arch}
     t0 = time.perf_counter()
 
     ff = evaluate(DATA / "fairface540" / "labels.csv", model, detect=True, tta=tta)
+    out["tta"] = ff.metrics["tta"]  # as the Predictor resolved it (the config's, unless forced)
     y, p = ff.y_male, ff.p_male
     age = np.array([s.groups.get("age_group") for s in ff.samples])
     groups = sorted({a for a in age if a != "0-2"}, key=lambda g: int(g.split("-")[0].rstrip("+")))

@@ -61,12 +61,11 @@ def test_cli_tta_and_no_tta(tmp_path, capsys):
 
 def test_evaluate_follows_the_config(tmp_path):
     d = _fast_with_tta(tmp_path, True)
+    labels = {"fairface_0004.jpg": "female", "fairface_0010.jpg": "male"}
+    for name in labels:
+        shutil.copy(EXAMPLES / name, tmp_path / name)
     manifest = tmp_path / "labels.csv"
-    manifest.write_text("file,gender\n" + "".join(
-        f"{p.name},{g}\n" for p, g in ((EXAMPLES / "fairface_0004.jpg", "female"),
-                                        (EXAMPLES / "fairface_0010.jpg", "male"))))
-    for p in ("fairface_0004.jpg", "fairface_0010.jpg"):
-        shutil.copy(EXAMPLES / p, tmp_path / p)
+    manifest.write_text("file,gender\n" + "".join(f"{n},{g}\n" for n, g in labels.items()))
     assert evaluate(manifest, d).metrics["tta"] is True
     assert evaluate(manifest, d, tta=False).metrics["tta"] is False
 
