@@ -894,6 +894,9 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from .io.targets import check_targets
+
+        check_targets(args)  # a target that must not be written is refused before any work
         return COMMANDS[args.verb](args)
     except FaceGenderError as exc:
         print(f"error: {exc}", file=sys.stderr)

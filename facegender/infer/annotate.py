@@ -7,6 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..io.targets import replace_file
 from .predictor import ImageResult
 
 COLOURS = {"male": (33, 118, 255), "female": (232, 62, 140), "unsure": (160, 160, 160)}
@@ -54,14 +55,17 @@ def safe_stem(path: str) -> str:
 
 def save_outputs(result: ImageResult, n: int, crops_dir: Path | None, annotate_dir: Path | None
                  ) -> None:
-    """Write face crops and/or the annotated photo; `n` keeps names unique across inputs."""
+    """Write face crops and/or the annotated photo; `n` keeps names unique across inputs. Each
+    file goes in through a temporary file (io.targets.replace_file): a link or FIFO at the name
+    is replaced, never followed. The folders themselves were checked before the run
+    (io.targets.folder_target)."""
     if result.image is None:
         return
     stem = f"{n:05d}_{safe_stem(result.path)}"
     if crops_dir is not None:
-        crops_dir.mkdir(parents=True, exist_ok=True)
         for f, crop in zip(result.faces, result.crops, strict=True):
-            crop.save(crops_dir / f"{stem}_face{f.index}_{f.label}.png")
+            replace_file(crops_dir / f"{stem}_face{f.index}_{f.label}.png",
+                         lambda tmp, crop=crop: crop.save(tmp, "PNG"))
     if annotate_dir is not None:
-        annotate_dir.mkdir(parents=True, exist_ok=True)
-        draw_faces(result).save(annotate_dir / f"{stem}.jpg", quality=90)
+        drawn = draw_faces(result)
+        replace_file(annotate_dir / f"{stem}.jpg", lambda tmp: drawn.save(tmp, "JPEG", quality=90))

@@ -19,7 +19,7 @@ from PIL import Image
 from ..errors import FaceGenderError, ImageError
 from ..io.files import byte_cap
 from ..io.images import EncodedImage, load_image
-from ..io.inputs import open_input
+from ..io.inputs import iter_input
 from ..io.sources import Sample, SourceData
 from ..io.video import DEFAULT_EVERY
 from ..models import modelfile
@@ -386,13 +386,13 @@ def expand_inputs(inputs: Any, include_hidden: bool = False,
             yield f"<bytes {n}>", bytes(item)
         elif isinstance(item, io.IOBase):  # read no further than the byte cap (/dev/zero...)
             yield str(getattr(item, "name", f"<stream {n}>")), item.read(byte_cap() + 1)
-        else:
+        else:  # read as a stream: a long manifest or archive is never held whole
             try:
-                data = open_input(item, include_hidden=include_hidden, every=every)
+                for x in iter_input(item, include_hidden=include_hidden, every=every):
+                    yield (x.ref, x) if isinstance(x, Sample) else (
+                        x.ref, FailedInput(x.reason, ignored=x.ignored))
             except FaceGenderError as exc:
                 yield str(item), FailedInput(str(exc).split(": ", 1)[-1])
-                continue
-            yield from expand_inputs(data)
 
 
 def load(model: str | Path | None = None, **kwargs: Any) -> Predictor:

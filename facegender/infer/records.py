@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..io.writers import FORMULA_STARTS
+
 RECORD_FIELDS: list[str] = ["path", "face", "box", "det_score", "label", "score", "prob_male",
                              "prob_female", "unsure", "face_source", "frame", "timestamp", "error"]
 BOX_KEYS = ("x", "y", "w", "h")
@@ -70,7 +72,8 @@ def unflatten(row: dict[str, str]) -> dict[str, Any]:
             return float(s)
         if key in _BOOLS:
             return {"True": True, "true": True, "False": False, "false": False}[s]
-        return s
+        # the apostrophe io.writers puts before a cell a spreadsheet would run as a formula
+        return s[1:] if s.startswith("'") and s[1:].startswith(FORMULA_STARTS) else s
 
     vals = {k: cast(k, row.get(k)) for k in CSV_FIELDS}
     box = [vals.pop(f"box_{k}") for k in BOX_KEYS]

@@ -9,103 +9,32 @@ from __future__ import annotations
 
 import csv
 import glob
-import io
 import os
 import random
-import tarfile
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..errors import DataError, ImageError
 from ..labels import is_alias, normalize_label
-from .files import MAX_MANIFEST_BYTES, byte_cap, read_file, too_large
+from .files import MAX_MANIFEST_BYTES, byte_cap, check_file, special_kind, too_large
 from .images import IMAGE_EXTENSIONS, is_image_path
+from .samples import Sample, Skipped, SourceData
+from .tars import MAX_INLINE_ARCHIVE_BYTES, TAR_SUFFIXES, tar_entries
+
+__all__ = ["MAX_INLINE_ARCHIVE_BYTES", "TAR_SUFFIXES", "Sample", "Skipped", "SourceData"]
 
 SPLIT_ALIASES = {
     "train": "train", "training": "train",
     "val": "val", "valid": "val", "validation": "val", "dev": "val",
     "test": "test", "testing": "test",
 }
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 PATH_COLUMNS = ("path", "file", "filename", "image", "img", "filepath")
 LABEL_COLUMNS = ("label", "gender", "sex", "class")
-# Bytes of a compressed archive's members kept in memory at most (a .tar.gz has no byte ranges
-# to read later); past it the archive is refused: extract it, or use a plain .tar.
-MAX_INLINE_ARCHIVE_BYTES = 2 * 1024**3
 HIDDEN_REASON = "hidden (a name starting with '.'); skipped unless include_hidden / --include-hidden"
 LINKED_FOLDER_REASON = ("a symlink to a folder, not followed (links can loop); name the folder "
                         "itself to read it")
 MACOSX_REASON = ("macOS archive metadata (__MACOSX/), not a photo; skipped unless include_hidden / "
                  "--include-hidden")
-
-
-@dataclass
-class Sample:
-    """One image reference, with its label and group attributes when known.
-
-    `ref` is what reports and errors call it. Bytes come from `data` (inline), a byte range of a
-    tar (`path` + `offset` + `size`, read with one seek so DataLoader workers need no tar handle),
-    or the file at `path`.
-    """
-
-    ref: str
-    label: str | None = None
-    groups: dict[str, Any] = field(default_factory=dict)
-    split: str | None = None
-    path: str | None = None
-    offset: int | None = None
-    size: int | None = None
-    data: bytes | None = None
-
-    def read_bytes(self, cap: int | None = None) -> bytes:
-        """The encoded image through the one door (io.files.read_file): regular files only,
-        at most `cap` bytes (default: io.files.byte_cap()). Raises ImageError naming ref."""
-        cap = byte_cap() if cap is None else int(cap)
-        if self.data is not None:
-            if len(self.data) > cap:
-                raise ImageError(self.ref, too_large(len(self.data), cap))
-            return self.data
-        if self.path is None:
-            raise ImageError(self.ref, "sample has no path and no data")
-        return read_file(self.path, self.ref, cap=cap, offset=self.offset,
-                         size=self.size if self.offset is not None else None)
-
-
-@dataclass
-class Skipped:
-    ref: str
-    reason: str
-
-
-@dataclass
-class SourceData:
-    """Everything a source yielded: samples plus what was skipped and how names were read."""
-
-    name: str
-    samples: list[Sample]
-    skipped: list[Skipped] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    # Left out by policy, not broken: hidden files, __MACOSX, links to folders (listed, counted).
-    ignored: list[Skipped] = field(default_factory=list)
-
-    def counts(self, split: str | None = None) -> Counter:
-        return Counter(s.label for s in self.samples if split is None or s.split == split)
-
-    def splits(self) -> list[str]:
-        return sorted({s.split for s in self.samples if s.split})
-
-    def summary(self) -> str:
-        parts = [f"{self.name}: {len(self.samples)} images"]
-        by_split = Counter((s.split or "-", s.label or "unlabelled") for s in self.samples)
-        if by_split:
-            parts.append(", ".join(f"{sp}/{lb}={n}" for (sp, lb), n in sorted(by_split.items())))
-        if self.skipped:
-            parts.append(f"{len(self.skipped)} skipped")
-        if self.ignored:
-            parts.append(f"{len(self.ignored)} ignored (hidden, __MACOSX or links to folders)")
-        return "; ".join(parts)
 
 
 def _label_and_split(parts: list[str]) -> tuple[str | None, str | None, str | None]:
@@ -144,6 +73,29 @@ def is_document_path(path: str | os.PathLike) -> bool:
     return p.suffix.lower() in DOCUMENT_EXTENSIONS or p.stem.lower() in DOCUMENT_NAMES
 
 
+def tree_entry(rel: str, kwargs: dict | Skipped, labelled: bool, include_hidden: bool = False
+               ) -> Sample | Skipped | str:
+    """What one entry of a folder or tar tree is: a Sample, a Skipped (`ignored` set when left
+    out by policy), or (labelled only) the name of the folder that is not a class."""
+    parts = Path(rel).parts
+    why = None if include_hidden else _hidden(parts)
+    if isinstance(kwargs, Skipped):
+        if why is not None:
+            return Skipped(kwargs.ref, why, ignored=True)
+        return Skipped(kwargs.ref, kwargs.reason, ignored=kwargs.reason == LINKED_FOLDER_REASON)
+    if why:
+        return Skipped(kwargs.get("ref", rel), why, ignored=True)
+    if not labelled and is_document_path(rel):
+        return Skipped(kwargs.get("ref", rel), DOCUMENT_REASON, ignored=True)
+    if labelled and not is_image_path(rel):
+        return Skipped(kwargs.get("ref", rel), "not an image file extension")
+    # Unlabelled (prediction): every file is tried, so the decoder can say what it really is.
+    label, split, unknown = _label_and_split(list(parts[:-1]))
+    if labelled and label is None:
+        return unknown or "(top level)"
+    return Sample(label=label, split=split, **kwargs)
+
+
 def _tree_samples(entries, root_name: str, labelled: bool, include_hidden: bool = False
                   ) -> SourceData:
     """entries: iterable of (relative path, Sample factory kwargs), or (relative path,
@@ -154,30 +106,14 @@ def _tree_samples(entries, root_name: str, labelled: bool, include_hidden: bool 
     unknown_dirs: Counter = Counter()
     aliases: set[str] = set()
     for rel, kwargs in entries:
-        parts = Path(rel).parts
-        why = None if include_hidden else _hidden(parts)
-        if isinstance(kwargs, Skipped):
-            (ignored if kwargs.reason == LINKED_FOLDER_REASON else skipped).append(
-                kwargs if why is None else Skipped(kwargs.ref, why))
-            continue
-        if why:
-            ignored.append(Skipped(kwargs.get("ref", rel), why))
-            continue
-        if not labelled and is_document_path(rel):
-            ignored.append(Skipped(kwargs.get("ref", rel), DOCUMENT_REASON))
-            continue
-        if labelled and not is_image_path(rel):
-            skipped.append(Skipped(kwargs.get("ref", rel), "not an image file extension"))
-            continue
-        # Unlabelled (prediction): every file is tried, so the decoder can say what it really is.
-        label, split, unknown = _label_and_split(list(parts[:-1]))
-        if labelled and label is None:
-            unknown_dirs[unknown or "(top level)"] += 1
-            continue
-        for p in parts[:-1]:
-            if is_alias(p):
-                aliases.add(p)
-        samples.append(Sample(label=label, split=split, **kwargs))
+        got = tree_entry(rel, kwargs, labelled, include_hidden)
+        if isinstance(got, str):
+            unknown_dirs[got] += 1
+        elif isinstance(got, Skipped):
+            (ignored if got.ignored else skipped).append(got)
+        else:
+            aliases.update(p for p in Path(rel).parts[:-1] if is_alias(p))
+            samples.append(got)
     data = SourceData(root_name, samples, skipped, ignored=ignored)
     if aliases:
         data.notes.append(f"class folders read as aliases: {', '.join(sorted(aliases))}")
@@ -212,47 +148,6 @@ def _folder_entries(root: Path):
             yield str(full.relative_to(root)), {"ref": str(full), "path": str(full)}
 
 
-def _tar_kind(m: tarfile.TarInfo) -> str:
-    if m.issym() or m.islnk():
-        return f"a link inside the archive (to {m.linkname!r}), not followed"
-    if m.isfifo() or m.ischr() or m.isblk():
-        return "a device or named pipe inside the archive, not a file"
-    return "not a regular file inside the archive"
-
-
-def _tar_entries(tar_path: Path, cap: int | None = None):
-    """(member name, Sample kwargs) per file member; (name, Skipped) for members that are not
-    files or are over the byte cap, so they are listed rather than lost."""
-    cap = byte_cap() if cap is None else cap
-    try:
-        with tarfile.open(tar_path) as tf:
-            compressed = not str(tar_path).endswith(".tar")
-            inline = 0
-            for m in tf:
-                ref = f"{tar_path}::{m.name}"
-                if m.isdir():
-                    continue
-                if not m.isfile():
-                    yield m.name, Skipped(ref, _tar_kind(m))
-                    continue
-                if m.size > cap:  # the header says so: not a byte of it is read
-                    yield m.name, Skipped(ref, too_large(m.size, cap))
-                    continue
-                if compressed:  # no byte ranges inside a compressed stream: keep the bytes
-                    inline += m.size
-                    if inline > MAX_INLINE_ARCHIVE_BYTES:
-                        raise DataError(f"{tar_path}: a compressed archive of more than "
-                                        f"{MAX_INLINE_ARCHIVE_BYTES / 1024**3:.0f} GB of images "
-                                        "is not read into memory; use an uncompressed .tar")
-                    fh = tf.extractfile(m)
-                    yield m.name, {"ref": ref, "data": fh.read(m.size) if fh else b""}
-                else:
-                    yield m.name, {"ref": ref, "path": str(tar_path), "offset": m.offset_data,
-                                   "size": m.size}
-    except (tarfile.TarError, EOFError, OSError) as exc:  # truncated or damaged archives
-        raise DataError(f"{tar_path}: cannot read tar archive ({exc})") from None
-
-
 def _check_folder_classes(root: Path, data: SourceData) -> None:
     """A class folder that exists but holds no images is an error, not a silent skip."""
     for dirpath, dirnames, filenames in os.walk(root):
@@ -268,77 +163,136 @@ def read_csv_manifest(csv_path: Path, images: str | Path | None = None) -> Sourc
     Paths are resolved against `images` (a folder or a .tar), else the CSV's folder; when they are
     not on disk and one .tar sits beside the CSV, they are read from inside it.
     """
-    try:
-        text = read_file(csv_path, str(csv_path), cap=MAX_MANIFEST_BYTES).decode("utf-8-sig")
-        rows = list(csv.DictReader(io.StringIO(text, newline="")))
-    except ImageError as exc:
-        raise DataError(f"{csv_path}: cannot read CSV: {exc.reason}") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{csv_path}: cannot read CSV ({exc})") from None
-    if not rows:
-        raise DataError(f"{csv_path}: the manifest has no rows")
-    cols = list(rows[0].keys())
-    lower = {c.lower().strip(): c for c in cols if c}
-    path_col = next((lower[c] for c in PATH_COLUMNS if c in lower), None)
-    label_col = next((lower[c] for c in LABEL_COLUMNS if c in lower), None)
-    if path_col is None:
-        raise DataError(f"{csv_path}: no path column; expected one of {PATH_COLUMNS}, found {cols}")
-    group_cols = [c for c in cols if c not in (path_col, label_col) and c.lower() != "split"]
-    split_col = lower.get("split")
-
-    base = Path(images) if images else csv_path.parent
-    tar_index: dict[str, dict] | None = None
-    if base.is_file() and str(base).endswith(TAR_SUFFIXES):
-        tar_index = dict(_tar_entries(base))
-    elif images is None:
-        # Paths not on disk: read them from the archives beside the CSV (e.g. celeba-gender's
-        # train.tar + val.tar with one attributes.csv); a path in two archives is ambiguous.
-        tars = sorted(p for p in csv_path.parent.iterdir() if str(p).endswith(TAR_SUFFIXES))
-        first = rows[0][path_col]
-        if tars and not (base / first).exists():
-            tar_index = {}
-            for tar in tars:
-                for rel, kw in _tar_entries(tar):
-                    if rel in tar_index and isinstance(kw, Skipped):
-                        continue
-                    if rel in tar_index and not isinstance(tar_index[rel], Skipped):
-                        raise DataError(f"{csv_path}: {rel} is in both {tar_index[rel]['path']} "
-                                        f"and {tar}; pass --images to say which to read")
-                    tar_index[rel] = kw
-
-    samples, skipped, bad_labels = [], [], Counter()
-    for i, row in enumerate(rows, start=2):
-        rel = (row.get(path_col) or "").strip()
-        if not rel:
-            skipped.append(Skipped(f"{csv_path}:{i}", "empty path"))
-            continue
-        label = None
-        if label_col is not None:
-            raw = (row.get(label_col) or "").strip()
-            label = normalize_label(raw)
-            if label is None:
-                bad_labels[raw] += 1
-                skipped.append(Skipped(f"{csv_path}:{i} ({rel})", f"unknown label {raw!r}"))
-                continue
-        groups = {c: row[c] for c in group_cols if row.get(c) not in (None, "")}
-        split = SPLIT_ALIASES.get((row.get(split_col) or "").lower()) if split_col else None
-        if tar_index is not None:
-            kw = tar_index.get(rel) or tar_index.get(rel.lstrip("./"))
-            if kw is None:
-                skipped.append(Skipped(rel, "listed in the manifest but not in the archive"))
-                continue
-            if isinstance(kw, Skipped):
-                skipped.append(kw)
-                continue
-            samples.append(Sample(label=label, groups=groups, split=split, **kw))
+    samples: list[Sample] = []
+    skipped: list[Skipped] = []
+    bad_labels: Counter = Counter()
+    label_col = None
+    for item in iter_csv_manifest(csv_path, images, cap=MAX_MANIFEST_BYTES, strict=True):
+        if isinstance(item, str):
+            label_col = item
+        elif isinstance(item, Sample):
+            samples.append(item)
         else:
-            p = Path(rel) if os.path.isabs(rel) else base / rel
-            samples.append(Sample(ref=str(p), path=str(p), label=label, groups=groups, split=split))
+            skipped.append(item)
+            if item.reason.startswith("unknown label "):
+                bad_labels[item.reason[len("unknown label "):]] += 1
+    if not samples and not skipped:
+        raise DataError(f"{csv_path}: the manifest has no rows")
     data = SourceData(str(csv_path), samples, skipped)
     if bad_labels and not samples:
         raise DataError(f"{csv_path}: no usable labels in column {label_col!r}; "
                         f"found {dict(bad_labels.most_common(10))}")
     return data
+
+
+def _open_manifest(csv_path: Path, cap: int | None):
+    """The manifest as a text stream, through the one door's checks (a regular file, at most
+    `cap` bytes when given; names that are not UTF-8 kept as surrogate escapes)."""
+    check_file(csv_path, str(csv_path), cap)
+    try:
+        fd = os.open(csv_path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ImageError(str(csv_path), f"cannot read file ({exc.strerror or exc})") from None
+    kind = special_kind(os.fstat(fd).st_mode)
+    if kind:
+        os.close(fd)
+        raise ImageError(str(csv_path), kind)
+    return open(fd, encoding="utf-8-sig", errors="surrogateescape", newline="")  # noqa: SIM115
+
+
+def iter_csv_manifest(csv_path: Path, images: str | Path | None = None, *,
+                      cap: int | None = None, strict: bool = False):
+    """A manifest's rows one at a time, read as a stream (memory flat in its length): first
+    the name of its label column (a str, or None), then a Sample or Skipped per row. A row
+    the CSV parser refuses is one Skipped and the rest is read; with `strict`, a DataError."""
+    csv_path = Path(csv_path)
+    try:
+        fh = _open_manifest(csv_path, cap)
+    except ImageError as exc:
+        raise DataError(f"{csv_path}: cannot read CSV: {exc.reason}") from None
+    with fh:
+        reader = csv.DictReader(fh)
+        try:
+            cols = list(reader.fieldnames or [])
+        except csv.Error as exc:
+            raise DataError(f"{csv_path}: cannot read CSV ({exc})") from None
+        if not cols:
+            raise DataError(f"{csv_path}: the manifest has no rows")
+        lower = {c.lower().strip(): c for c in cols if c}
+        path_col = next((lower[c] for c in PATH_COLUMNS if c in lower), None)
+        label_col = next((lower[c] for c in LABEL_COLUMNS if c in lower), None)
+        if path_col is None:
+            raise DataError(f"{csv_path}: no path column; expected one of {PATH_COLUMNS}, "
+                            f"found {cols}")
+        yield label_col
+        group_cols = [c for c in cols if c not in (path_col, label_col) and c.lower() != "split"]
+        split_col = lower.get("split")
+        base = Path(images) if images else csv_path.parent
+        tar_index: dict[str, dict | Skipped] | None = None
+        rows = iter(reader)
+        i = 1
+        while True:
+            i += 1
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                if strict:
+                    raise DataError(f"{csv_path}: cannot read CSV ({exc})") from None
+                yield Skipped(f"{csv_path}:{reader.line_num}", f"cannot read this CSV row ({exc})")
+                continue
+            rel = (row.get(path_col) or "").strip()
+            if i == 2:  # the first row tells whether the paths are inside archives
+                tar_index = _manifest_tar_index(csv_path, images, base, rel)
+            if not rel:
+                yield Skipped(f"{csv_path}:{i}", "empty path")
+                continue
+            label = None
+            if label_col is not None:
+                raw = (row.get(label_col) or "").strip()
+                label = normalize_label(raw)
+                if label is None:
+                    yield Skipped(f"{csv_path}:{i} ({rel})", f"unknown label {raw!r}")
+                    continue
+            groups = {c: row[c] for c in group_cols if row.get(c) not in (None, "")}
+            split = SPLIT_ALIASES.get((row.get(split_col) or "").lower()) if split_col else None
+            if tar_index is not None:
+                kw = tar_index.get(rel) or tar_index.get(rel.lstrip("./"))
+                if kw is None:
+                    yield Skipped(rel, "listed in the manifest but not in the archive")
+                elif isinstance(kw, Skipped):
+                    yield kw
+                else:
+                    yield Sample(label=label, groups=groups, split=split, **kw)
+            else:
+                p = Path(rel) if os.path.isabs(rel) else base / rel
+                yield Sample(ref=str(p), path=str(p), label=label, groups=groups, split=split)
+
+
+def _manifest_tar_index(csv_path: Path, images: str | Path | None, base: Path, first: str
+                        ) -> dict[str, dict | Skipped] | None:
+    """Member name -> Sample kwargs when a manifest's paths are inside archives: `images` is a
+    .tar, or (no `images`) the first path is not on disk and archives sit beside the CSV."""
+    if base.is_file() and str(base).endswith(TAR_SUFFIXES):
+        return dict(tar_entries(base))
+    if images is not None:
+        return None
+    # Paths not on disk: read them from the archives beside the CSV (e.g. celeba-gender's
+    # train.tar + val.tar with one attributes.csv); a path in two archives is ambiguous.
+    tars = sorted(p for p in csv_path.parent.iterdir() if str(p).endswith(TAR_SUFFIXES))
+    if not tars or (base / first).exists():
+        return None
+    index: dict[str, dict | Skipped] = {}
+    for tar in tars:
+        for rel, kw in tar_entries(tar):
+            if rel in index and isinstance(kw, Skipped):
+                continue
+            if rel in index and not isinstance(index[rel], Skipped):
+                raise DataError(f"{csv_path}: {rel} is in both {index[rel]['path']} "
+                                f"and {tar}; pass --images to say which to read")
+            index[rel] = kw
+    return index
 
 
 def read_hf_dataset(spec: str, split: str | None = None) -> SourceData:
@@ -456,7 +410,7 @@ def read_source(spec: str | Path | list | SourceData, *, labelled: bool = True,
     elif s.lower().endswith(".csv"):
         data = read_csv_manifest(p, images)
     elif s.lower().endswith(TAR_SUFFIXES):
-        data = _tree_samples(_tar_entries(p), str(p), labelled=labelled,
+        data = _tree_samples(tar_entries(p), str(p), labelled=labelled,
                              include_hidden=include_hidden)
     else:
         # A single file: an image to predict on (its decoding errors surface later, per file).

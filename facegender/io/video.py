@@ -9,6 +9,7 @@ encoding costs next to nothing), so it goes through the same safe decoder as any
 from __future__ import annotations
 
 import io
+import logging
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -17,6 +18,7 @@ from pathlib import Path
 from ..errors import DataError, ImageError, require
 from .sources import Sample, SourceData
 
+log = logging.getLogger(__name__)
 DEFAULT_EVERY = 1.0  # seconds between classified frames
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -62,17 +64,31 @@ def read_video(path: str | Path, every: float = DEFAULT_EVERY,
         stream = container.streams.video[0]
         duration, rate = _duration_and_rate(container, stream)
     n_frames = max(1, math.floor(duration * rate + 1e-6))
+    # Frames between classified ones: at least one, so no value of `every` makes this spin.
+    step = every * float(rate)
+    if step < 1:
+        _say_every_frame(every, rate)
+        step = 1.0
     samples: list[Sample] = []
-    t = 0.0
-    while True:
-        frame = round(t * rate)
+    for i in range(n_frames):  # each pass moves >= 1 frame on: at most n_frames passes
+        frame = round(i * step)
         if frame >= n_frames or (max_frames is not None and len(samples) >= max_frames):
             break
         if not samples or frame != samples[-1].groups["frame"]:
             samples.append(VideoFrameSample(ref=path, path=path, groups={
                 "frame": int(frame), "timestamp": round(float(frame / rate), 3)}))
-        t += every
     return SourceData(path, samples)
+
+
+_SAID: set[float] = set()
+
+
+def _say_every_frame(every: float, rate: Fraction) -> None:
+    """Tell once per value of `every` that it is below a video's frame interval."""
+    if every not in _SAID:
+        _SAID.add(every)
+        log.warning("every %g s is below the video's frame interval (%.4g s at %.4g fps): "
+                    "every frame is classified", every, 1 / float(rate), float(rate))
 
 
 @dataclass

@@ -3,9 +3,13 @@
 `RowWriter` writes CSV or JSON rows (whatever dicts it is given) to a temporary file beside the
 target, flushed after every `write`, and renames it over the target on `close`: a reader never
 sees half a file, and a run that stops early never leaves an older file at the same path looking
-current. `close(partial=reason)` (Ctrl-C, an error) still renames it, ending with one marker
-row whose `error` says the output is partial. Any text, including file names that are not valid
-UTF-8, is written as valid UTF-8 (io.files.safe_text).
+current. A FIFO, a character device or stdout named as a path is written into in place, never
+replaced; a folder or an input is refused (io.targets decides, before the first row).
+`close(partial=reason)` (Ctrl-C, an error) still renames it, ending with one marker row whose
+`error` says the output is partial. Any text, including file names that are not valid UTF-8, is
+written as valid UTF-8 (io.files.safe_text). A CSV cell that a spreadsheet would run as a
+formula (one starting with =, +, -, @, a tab or a carriage return) gets a leading apostrophe;
+JSON keeps the text.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from .files import safe_text
+from .targets import STREAM, TargetError, file_target, open_stream
 
 PARTIAL_PREFIX = "PARTIAL OUTPUT"
 
@@ -45,8 +51,17 @@ def csv_cell(key: str, v: Any) -> Any:
     if isinstance(v, (list, tuple, dict)):
         return json.dumps(_clean(v), ensure_ascii=False)
     if isinstance(v, str):
-        return safe_text(v)
+        return neutralise_formula(safe_text(v))
     return v
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formula(text: str) -> str:
+    """`text` with a leading apostrophe when a spreadsheet would read it as a formula
+    (CSV injection: a file named '=HYPERLINK(...).jpg'); other text unchanged."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def partial_row(fields: list[str], reason: str) -> dict[str, Any]:
@@ -76,19 +91,23 @@ class RowWriter:
         self.closed = False
         self._csv: csv.DictWriter | None = None
         self._tmp: str | None = None
+        self._failed = False
+        self._owned = False  # a stream opened here (a FIFO, a device), closed here
         if isinstance(target, (str, os.PathLike)):
-            self.path: Path | None = Path(target)
-            folder = self.path.parent
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
-                                             dir=folder)
-            self._fh: IO[str] = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            where = file_target(target)
+            self.path: Path | None = where.path
+            if where.how == STREAM:
+                self._fh: IO[str] = open_stream(where)
+                self._owned = self._fh is not sys.stdout
+            else:
+                fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
+                                                 dir=self.path.parent)
+                self._fh = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
         else:
             self.path = None
             self._fh = target
         if fmt == "json":
-            self._fh.write("[")
-            self._fh.flush()
+            self._guarded(lambda: self._fh.write("["))
 
     @property
     def temp_path(self) -> str | None:
@@ -97,9 +116,23 @@ class RowWriter:
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         """Write rows and flush them to the OS (they survive the process being killed)."""
-        for row in rows:
-            self._write_one(row)
-        self._fh.flush()
+        def write_all() -> None:
+            for row in rows:
+                self._write_one(row)
+
+        self._guarded(write_all)
+
+    def _guarded(self, write: Callable[[], Any]) -> None:
+        """Run `write` and flush; an OS error (a full disk, /dev/full) becomes one line."""
+        try:
+            write()
+            self._fh.flush()
+        except BrokenPipeError:  # the reader of a pipe left (| head): the caller decides
+            raise
+        except OSError as exc:
+            self._failed = True
+            raise TargetError(f"{self.path or 'output'}: cannot be written "
+                              f"({exc.strerror or exc})") from None
 
     def _write_one(self, row: dict[str, Any]) -> None:
         if not self._keys:
@@ -125,6 +158,9 @@ class RowWriter:
         if self.closed:
             return self.path
         self.closed = True
+        if self._failed:  # nothing more can be written; drop what the temporary file holds
+            self._drop()
+            return self.path
         if partial is not None:
             keys = self._keys or ([] if self.csv_row else self.fields) or ["path", "error"]
             self._write_one(partial_row(keys, partial))
@@ -135,6 +171,10 @@ class RowWriter:
         self._fh.flush()
         if self.path is None:
             return None
+        if self._tmp is None:  # streamed in place: nothing to rename
+            if self._owned:
+                self._fh.close()
+            return self.path
         os.fsync(self._fh.fileno())
         self._fh.close()
         umask = os.umask(0)  # mkstemp makes the file 0600; give it the mode open() would
@@ -147,7 +187,15 @@ class RowWriter:
         """Drop the temporary file without touching the target."""
         if self.path is not None and not self.closed:
             self.closed = True
-            self._fh.close()
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._owned or self._tmp is not None:
+            try:
+                self._fh.close()
+            except OSError:  # unflushed rows a full device refused again
+                pass
+        if self._tmp is not None:
             Path(self._tmp).unlink(missing_ok=True)
 
     def __enter__(self) -> RowWriter:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..io.sources import Sample
+from ..io.writers import neutralise_formula
 from . import plots
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,12 @@ def write_report(result: EvalResult, out: Path, labels: list[str]) -> Path:
         w.writerow(["path", "true", "prob_male", "predicted", "correct"])
         for ref, yy, pp in zip(result.refs, result.y_male, result.p_male, strict=True):
             predicted = "male" if pp >= m["threshold"] else "female"
-            w.writerow([ref, "male" if yy else "female", f"{pp:.6f}", predicted,
+            w.writerow([neutralise_formula(ref), "male" if yy else "female", f"{pp:.6f}", predicted,
                         int(predicted == ("male" if yy else "female"))])
         for ref, reason in result.errors:
-            w.writerow([ref, "", "", f"error: {reason}", ""])
+            w.writerow([neutralise_formula(ref), "", "", f"error: {reason}", ""])
         for ref in result.no_face:
-            w.writerow([ref, "", "", "no_face", ""])
+            w.writerow([neutralise_formula(ref), "", "", "no_face", ""])
     why = plots.missing()  # plots need the [report] extra; the numbers above never do
     if why:
         log.warning("no plots in %s: %s", out, why)

@@ -32,6 +32,7 @@ from ..io.sources import (
     stratified_limit,
     stratified_split,
 )
+from ..io.writers import neutralise_formula
 from ..labels import DEFAULT_LABELS
 from ..models import modelfile
 from ..models.modelfile import ModelConfig
@@ -466,7 +467,7 @@ def train(
         with open(out / "skipped.csv", "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["image", "reason"])
-            w.writerows(skipped)
+            w.writerows((neutralise_formula(ref), why) for ref, why in skipped)
         print(f"{len(skipped)} images could not be used (listed in {out / 'skipped.csv'}), e.g. "
               f"{skipped[0][0]}: {skipped[0][1]}", file=sys.stderr)
     write_card(out, cfg)
