@@ -666,6 +666,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from .infer.annotate import save_outputs
     from .infer.predictor import Predictor
     from .io.files import display_name
+    from .io.progress import count
 
     keep = bool(a.save_crops or a.annotate)
     pred = Predictor(a.model, backend=a.backend, threads=a.threads, tta=a.tta, detect=a.detect,
@@ -711,7 +712,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     written = _close_all(writers, stopped)
     if a.format == "table" and not to_stdout:
         _print_table(table)
-    print(f"{n_img} images, {faces} faces, {len(failed)} failed"
+    print(f"{count(n_img, 'image')}, {count(faces, 'face')}, {len(failed)} failed"
           + (f", {len(ignored)} ignored (hidden, __MACOSX or documentation; --include-hidden "
              "reads hidden files)"
              if ignored else ""), file=sys.stderr)
@@ -851,12 +852,14 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
 
 
 def cmd_shard(a: argparse.Namespace) -> int:
+    from .io.progress import count
     from .io.shards import write_shards
 
     res = write_shards(a.data if len(a.data) > 1 else a.data[0], a.out, maxcount=a.maxcount,
                        maxsize=a.maxsize_mb * 1e6, shuffle=a.shuffle, progress=a.progress)
     labels = ", ".join(f"{k}={v}" for k, v in sorted(res.labels.items())) or "unlabelled"
-    print(f"{res.samples} images ({labels}) in {len(res.files)} shards: {res.pattern}")
+    print(f"{count(res.samples, 'image')} ({labels}) in {count(len(res.files), 'shard')}: "
+          f"{res.pattern}")
     for sk in res.skipped[:20]:
         print(f"skipped {sk.ref}: {sk.reason}", file=sys.stderr)
     if len(res.skipped) > 20:

@@ -20,6 +20,7 @@ from ..errors import FaceGenderError, ImageError
 from ..io.files import byte_cap
 from ..io.images import EncodedImage, load_image
 from ..io.inputs import iter_input
+from ..io.progress import progress_bar
 from ..io.sources import Sample, SourceData
 from ..io.video import DEFAULT_EVERY
 from ..models import modelfile
@@ -27,7 +28,6 @@ from ..models.modelfile import ModelConfig
 from .backends import make_backend
 from .pipeline import choose_processes, run_processes, run_threads
 from .preprocess import softmax, to_array
-from .progress import progress_bar
 from .records import face_record
 
 # The detector sees the image at 1/2..1/8 (JPEG draft decoding, else box-averaged) as long as

@@ -63,7 +63,9 @@ def _stream_file(p: Path, include_hidden: bool) -> Iterator[Sample | Skipped]:
     """The items of a manifest or an archive file; damage part-way ends it with one Skipped."""
     try:
         if p.name.lower().endswith(".csv"):
-            yield from (x for x in iter_csv_manifest(p) if not isinstance(x, (str, type(None))))
+            rows = iter_csv_manifest(p)
+            next(rows)  # the label column's name
+            yield from rows
         elif is_shard_tar(p):
             yield from iter_shard(p, labelled=False)
         else:

@@ -29,6 +29,7 @@ from ..errors import DataError, ImageError, require
 from ..labels import normalize_label
 from .files import byte_cap
 from .images import IMAGE_EXTENSIONS, decode_bytes
+from .progress import progress_bar
 from .sources import READERS, Sample, Skipped, SourceData
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -293,11 +294,7 @@ def write_shards(source: Any, out: str | Path, *, maxcount: int = 10_000,
     skipped = list(data.skipped)
     labels: Counter = Counter()
     written = 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(samples), unit="img", desc="shard", leave=False)
+    bar = progress_bar(len(samples), progress, "shard", leave=False)
     with wds.ShardWriter(str(out / "%06d.tar"), maxcount=maxcount, maxsize=maxsize,
                          verbose=0) as sink:
         for s in samples:

@@ -166,11 +166,10 @@ def read_csv_manifest(csv_path: Path, images: str | Path | None = None) -> Sourc
     samples: list[Sample] = []
     skipped: list[Skipped] = []
     bad_labels: Counter = Counter()
-    label_col = None
-    for item in iter_csv_manifest(csv_path, images, cap=MAX_MANIFEST_BYTES, strict=True):
-        if isinstance(item, str):
-            label_col = item
-        elif isinstance(item, Sample):
+    rows = iter_csv_manifest(csv_path, images, cap=MAX_MANIFEST_BYTES, strict=True)
+    label_col = next(rows)
+    for item in rows:
+        if isinstance(item, Sample):
             samples.append(item)
         else:
             skipped.append(item)
@@ -228,6 +227,7 @@ def iter_csv_manifest(csv_path: Path, images: str | Path | None = None, *,
         group_cols = [c for c in cols if c not in (path_col, label_col) and c.lower() != "split"]
         split_col = lower.get("split")
         base = Path(images) if images else csv_path.parent
+        folder = "" if str(base) == "." else str(base)
         tar_index: dict[str, dict | Skipped] | None = None
         rows = iter(reader)
         i = 1
@@ -266,8 +266,15 @@ def iter_csv_manifest(csv_path: Path, images: str | Path | None = None, *,
                 else:
                     yield Sample(label=label, groups=groups, split=split, **kw)
             else:
-                p = Path(rel) if os.path.isabs(rel) else base / rel
-                yield Sample(ref=str(p), path=str(p), label=label, groups=groups, split=split)
+                p = _join(folder, rel)
+                yield Sample(ref=p, path=p, label=label, groups=groups, split=split)
+
+
+def _join(folder: str, rel: str) -> str:
+    """str(Path(folder) / rel), without building Paths for the plain case (a row per call)."""
+    if "//" in rel or "./" in rel or rel.endswith(("/", "/.")) or rel == ".":
+        return str(Path(folder) / rel)
+    return rel if os.path.isabs(rel) else os.path.join(folder, rel) if folder else rel
 
 
 def _manifest_tar_index(csv_path: Path, images: str | Path | None, base: Path, first: str

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -24,7 +25,7 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".m
 
 
 def has_video_suffix(name: str | Path) -> bool:
-    return Path(name).suffix.lower() in VIDEO_EXTENSIONS
+    return os.path.splitext(os.fspath(name))[1].lower() in VIDEO_EXTENSIONS  # (no Path: hot)
 
 
 def is_video_path(spec: object) -> bool:

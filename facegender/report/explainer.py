@@ -241,7 +241,7 @@ class GradCamExplainer:
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         from ..infer.preprocess import softmax, to_array
-        from ..infer.progress import progress_bar
+        from ..io.progress import progress_bar
 
         cfg: ModelConfig = self.config
         out = []
@@ -280,8 +280,8 @@ def find_faces(images: Any, config: ModelConfig, *, detect: bool | None = None,
     Explanations with crop and geometry but no heatmap yet (failed images carry `error`)."""
     from ..faces import CropPolicy, FaceDetector, find_faces
     from ..infer.predictor import FailedInput, expand_inputs
-    from ..infer.progress import progress_bar
     from ..io.images import decode_bytes, load_image
+    from ..io.progress import progress_bar
     from ..io.sources import Sample
 
     crop_cfg = dict(config.crop)

@@ -36,24 +36,53 @@ def _sk(*names: str):
     return [getattr(skm, n) for n in names]
 
 
+# What a training history may hold, per panel: (column, legend, line style). Each recipe
+# records its own subset (full: train and val; head/tail: no train accuracy or val loss, a
+# stage column with epochs counted from 0 or 1 in each stage); a column a history lacks, or
+# holds no number in, is left out, never assumed.
+HISTORY_PANELS = (
+    ("Loss", "cross-entropy", (("train_loss", "train", "o-"), ("val_loss", "val", "o-"))),
+    ("Accuracy", "accuracy", (("train_accuracy", "train accuracy", "o-"),
+                              ("val_accuracy", "val accuracy", "o-"),
+                              ("val_balanced_accuracy", "val balanced acc.", "s--"),
+                              ("val_worst_group", "val worst group", "^:"))),
+)
+
+
+def _number(v) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
+
+
 def plot_history(rows: list[dict], out: Path) -> Path:
+    """Training curves of whatever the history holds (HISTORY_PANELS); with several stages
+    (head then tail), epochs are numbered on across stages and each stage is marked."""
     plt = _plt()
-    ep = [r["epoch"] for r in rows]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
-    a1.plot(ep, [r["train_loss"] for r in rows], "o-", label="train")
-    if rows and rows[0].get("val_loss") is not None:
-        a1.plot(ep, [r["val_loss"] for r in rows], "o-", label="val")
-    a1.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
-    a1.legend()
-    a2.plot(ep, [r["train_accuracy"] for r in rows], "o-", label="train accuracy")
-    if rows and rows[0].get("val_accuracy") is not None:
-        a2.plot(ep, [r["val_accuracy"] for r in rows], "o-", label="val accuracy")
-        a2.plot(ep, [r["val_balanced_accuracy"] for r in rows], "s--", label="val balanced acc.")
-    a2.set(title="Accuracy", xlabel="epoch", ylabel="accuracy")
-    a2.legend()
+    stages = [r.get("stage") for r in rows]
+    staged = len({s for s in stages if s}) > 1
+    ep = list(range(1, len(rows) + 1)) if staged else [r.get("epoch", i + 1)
+                                                         for i, r in enumerate(rows)]
+    panels = [(title, unit, [(k, name, style) for k, name, style in series
+                             if any(not np.isnan(_number(r.get(k))) for r in rows)])
+              for title, unit, series in HISTORY_PANELS]
+    panels = [p for p in panels if p[2]] or [("Training", "", [])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), squeeze=False)
     from matplotlib.ticker import MaxNLocator
 
-    for ax in (a1, a2):
+    for ax, (title, unit, series) in zip(axes[0], panels, strict=True):
+        for k, name, style in series:
+            ax.plot(ep, [_number(r.get(k)) for r in rows], style, label=name)
+        if staged:
+            for i in range(1, len(rows)):
+                if stages[i] != stages[i - 1]:
+                    ax.axvline(ep[i] - 0.5, color="grey", lw=0.8, ls="--")
+                    ax.annotate(str(stages[i]), (ep[i] - 0.5, 1), xycoords=("data", "axes fraction"),
+                                fontsize=8, color="grey", ha="left", va="top")
+        ax.set(title=title, xlabel="epoch (all stages)" if staged else "epoch", ylabel=unit)
+        if series:
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, "no curves recorded", ha="center", va="center",
+                    transform=ax.transAxes)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(out)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FaceGenderError, require
+from ..io.progress import progress_bar
 from .partitions import DONE_NAME, Partition, check_plan, part_name, plan_partitions
 
 
@@ -191,8 +192,6 @@ def predict_ray(source: Any, out: str | Path, model: str | Path | None = None, *
 
 def _run(ray, todo: list[Partition], model_dir: str, out: Path, options: dict[str, Any],
          workers: int, threads: int, batch_size: int, progress: bool) -> Iterator[dict]:
-    from tqdm.auto import tqdm
-
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ds = ray.data.from_items([{"partition": p.to_json()} for p in todo],
@@ -206,7 +205,7 @@ def _run(ray, todo: list[Partition], model_dir: str, out: Path, options: dict[st
                         compute=ray.data.ActorPoolStrategy(size=workers),
                         fn_constructor_kwargs={"model": model_dir, "out": str(out),
                                                "options": options, "batch_size": batch_size})
-    with tqdm(total=len(todo), unit="part", disable=not progress, file=sys.stderr) as bar:
+    with progress_bar(len(todo), progress, "predict", unit="part") as bar:
         for row in ds.iter_rows():
             bar.update()
             yield {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import sys
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from PIL import Image, ImageOps
 from ..errors import FaceGenderError, ImageError
 from ..infer.preprocess import softmax, to_array
 from ..io.images import decode_bytes
+from ..io.progress import progress_bar
 from ..io.sources import Sample
 from ..models import modelfile
 from ..report.metrics import choose_unsure_band, expected_calibration_error, fit_temperature
@@ -121,8 +121,6 @@ def calibrate(model: str | Path, data: str | Path | Sequence[str | Path], out: s
     Writes the model folder to `out` (a copy; the weights are untouched) or, when `out` is None,
     updates `model` in place (refused for the models shipped in the package). Returns the old
     and new temperature, unsure band and ECE on the calibration faces, clean and degraded."""
-    from tqdm.auto import tqdm
-
     from ..infer.backends import make_backend
 
     if views < 1:
@@ -139,7 +137,7 @@ def calibrate(model: str | Path, data: str | Path | Sequence[str | Path], out: s
     engine = make_backend(src_dir, backend, threads)
     make_views = ViewMaker(cfg, views, seed, threads)
     logits, kept, skipped = [], [], {}
-    for s in tqdm(val, desc="calibrate", unit="face", disable=not progress, file=sys.stderr):
+    for s in progress_bar(val, progress, "calibrate", unit="face"):
         try:
             x = make_views(s)
         except (ImageError, OSError) as exc:

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import FaceGenderError, ImageError, require
 from ..io.images import decode_bytes
+from ..io.progress import progress_bar
 from ..io.sources import Sample
 from ..models.modelfile import ModelConfig
 from .calibrate import TRAIN_PAD, face_views
@@ -94,8 +95,6 @@ def extract_features(samples: list[Sample], encode, cfg: ModelConfig, cache_dir:
     in the store key), read from the store or computed and added to it. The store holds faces
     by ref, so any list of them (a new split, a subset) reuses what was computed; a face stored
     with fewer views than asked is computed again."""
-    from tqdm.auto import tqdm
-
     if views < 1:
         raise FaceGenderError(f"views must be >= 1, got {views}")
     root = Path(cache_dir) / store_key(cfg, weights_id, seed, pad, encoder)
@@ -105,8 +104,7 @@ def extract_features(samples: list[Sample], encode, cfg: ModelConfig, cache_dir:
             if s not in known or (known[s][0] is not None and len(known[s][0]) < views)]
     by_ref = {s.ref: s for s in samples}
     t0 = time.perf_counter()
-    bar = tqdm(total=len(todo), desc=f"features: {what}", unit="face", disable=not progress,
-               file=sys.stderr)
+    bar = progress_bar(len(todo), progress, f"features: {what}", unit="face")
     n_parts = len(list(root.glob("part-*.npz")))
     for lo in range(0, len(todo), CHUNK):
         chunk = [by_ref[r] for r in todo[lo:lo + CHUNK]]

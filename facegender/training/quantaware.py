@@ -37,6 +37,7 @@ import numpy as np
 
 from ..errors import FaceGenderError, require
 from ..infer.export import FLOAT_STRIDE, in_float_front
+from ..io.progress import progress_bar
 
 torch = require("torch")
 nn = torch.nn
@@ -351,8 +352,6 @@ def finetune(
     import sys
     import time
 
-    from tqdm.auto import tqdm
-
     from ..infer.export import calibration_batches, calibration_faces
     from ..infer.export import export as export_model
     from ..infer.preprocess import softmax
@@ -432,8 +431,8 @@ def finetune(
         t0 = time.perf_counter()
         tot = cons_tot = n = 0.0
         loader = make_loader(train_ds, batch_size, True, workers, seed * 100_003 + epoch)
-        bar = tqdm(loader, desc=f"qat epoch {epoch + 1}/{epochs}", disable=not progress,
-                   unit="batch", leave=False, file=sys.stderr)
+        bar = progress_bar(loader, progress, f"qat epoch {epoch + 1}/{epochs}", unit="batch",
+                           leave=False)
         for x, y, _, failed in bar:
             for i, reason in failed:
                 skipped[train_s[i].ref] = reason

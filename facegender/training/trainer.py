@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import DataError, FaceGenderError, ImageError, require
 from ..faces.framing import policy_for
 from ..infer.device import torch_device
+from ..io.progress import progress_bar
 from ..io.sources import (
     Sample,
     read_source,
@@ -191,8 +192,6 @@ def train(
     `resume` works across a changed one), validation split over the ranks and gathered, and
     rank 0 alone printing and writing checkpoints and the model folder.
     """
-    from tqdm.auto import tqdm
-
     from ..models.card import write_card
     from ..models.registry import backbone_and_head, build_model
     from ..report.plots import plot_history
@@ -370,8 +369,8 @@ def train(
                                  seed * 100_003 + epoch, sampler=sampler)
             tot_loss = tot_correct = tot_n = 0
             t0 = time.perf_counter()
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}" + (" (frozen)" if frozen else ""),
-                       disable=not progress, unit="batch", leave=False, file=sys.stderr)
+            bar = progress_bar(loader, progress, f"epoch {epoch + 1}/{epochs}"
+                               + (" (frozen)" if frozen else ""), unit="batch", leave=False)
             for x, y, idx, failed in bar:
                 for i, reason in failed:
                     state["skipped"][train_s[i].ref] = reason
