@@ -38,7 +38,9 @@ def tar_entries(tar_path: Path, cap: int | None = None,
     compressed = not str(tar_path).endswith(".tar")
     try:
         end = os.path.getsize(tar_path)
-        tf = tarfile.open(tar_path, ignore_zeros=True)
+        # A compressed archive is read as one stream (r|*): everything before a cut decompresses,
+        # where the random-access reader's read-ahead would lose the last few KB before it.
+        tf = tarfile.open(tar_path, "r|*" if compressed else "r", ignore_zeros=True)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise DataError(f"{tar_path}: cannot read tar archive ({exc})") from None
     last, expect, inline = None, 0, 0
