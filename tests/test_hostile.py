@@ -396,3 +396,115 @@ def test_gate_keeps_real_faces(fairface):
             if a and (not b or abs(a[0].box[0] - b[0].box[0]) > 1):
                 lost.append(m.name)
     assert not lost, lost
+
+
+# -- the user's own files: archives cut or damaged, hostile manifest rows, output targets that
+# are not plain files (issue 25). Every case: no crash, no hang, no lost row, no replaced file.
+def _archive_cases(root: Path) -> dict[str, list[str]]:
+    """Damaged archives -> the member refs that must come out predicted (no error); each
+    archive's damage is one error row."""
+    import gzip
+
+    plain = root / "whole.tar"
+    with tarfile.open(plain, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for i in range(4):
+            tf.add(FACES[i], arcname=f"m{i}.jpg")
+    with tarfile.open(plain) as tf:
+        ms = tf.getmembers()
+    raw = plain.read_bytes()
+    cases: dict[str, bytes] = {
+        "cut_in_member.tar": raw[:ms[2].offset_data + ms[2].size // 2],
+        "cut_in_header.tar": raw[:ms[2].offset + 100],
+        "cut_at_boundary.tar": raw[:ms[2].offset],
+        "no_end_marker.tar": raw[:ms[3].offset_data + ms[3].size],
+        "cut.tar.gz": gzip.compress(raw[:ms[3].offset_data + 8000])[:-60],
+        "garbage_after.tar": raw + os.urandom(3000),
+    }
+    damaged = bytearray(raw)
+    damaged[ms[1].offset:ms[1].offset_data] = b"Z" * (ms[1].offset_data - ms[1].offset)
+    cases["damaged_header.tar"] = bytes(damaged)
+    intact = {"cut_in_member.tar": [0, 1], "cut_in_header.tar": [0, 1],
+              "cut_at_boundary.tar": [0, 1], "no_end_marker.tar": [0, 1, 2, 3],
+              "cut.tar.gz": [0, 1, 2], "garbage_after.tar": [0, 1, 2, 3],
+              "damaged_header.tar": [0, 2, 3]}
+    plain.unlink()
+    out = {}
+    for name, data in cases.items():
+        (root / name).write_bytes(data)
+        out[str(root / name)] = [f"{root / name}::m{i}.jpg" for i in intact[name]]
+    return out
+
+
+def _manifest_cases(root: Path) -> tuple[Path, list[str]]:
+    """A manifest of hostile rows -> the row refs that must each come out as a row."""
+    shutil_face = root / "ok.jpg"
+    shutil_face.write_bytes(FACES[0].read_bytes())
+    (root / "=cmd.jpg").write_bytes(FACES[1].read_bytes())
+    os.mkfifo(root / "fifo_row.jpg")
+    rows = ["ok.jpg", "=cmd.jpg", "fifo_row.jpg", "/dev/zero", "missing.jpg", "../../etc/passwd",
+            '"quoted, comma.jpg"', "x" * 5000 + ".jpg", "+SUM(1).jpg", "@x.jpg", "-x.jpg"]
+    text = "path,note\n" + "".join(f"{r},n\n" for r in rows) + '"unclosed.jpg,n\n'
+    m = root / "hostile_manifest.csv"
+    m.write_bytes(text.encode() + b"bad\xff\xfebytes.jpg,n\n")
+    return m, rows
+
+
+def test_users_files_survive(tmp_path):
+    """Damaged archives and hostile manifest rows in, outputs to a FIFO (a reader on it), a
+    symlink and a character device (root only): every intact member predicted, every row
+    accounted for, every target the kind it was, and an input named as the output refused."""
+    import csv as csvmod
+    import stat
+    import threading
+
+    root = tmp_path / "in"
+    root.mkdir()
+    archives = _archive_cases(root)
+    manifest, manifest_rows = _manifest_cases(root)
+    fifo = tmp_path / "rows.csv"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    r = subprocess.run([sys.executable, "-m", "facegender", "predict", *archives, str(manifest),
+                        "--csv", str(fifo), "--json", str(link), "-q", "--format", "csv",
+                        "--threads", "2"], env=ENV, capture_output=True, text=True,
+                       timeout=CASE_TIMEOUT * 6)
+    reader.join(CASE_TIMEOUT)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and os.path.islink(link)
+    rows = json.loads(real.read_text())
+    fifo_rows = list(csvmod.DictReader(io.StringIO(got[0].decode(), newline="")))
+    assert len(fifo_rows) == len(rows)  # the reader on the FIFO got every row
+    by_ref = _rows_by_path(rows)
+    for tar, intact in archives.items():
+        for ref in intact:  # no lost row: each intact member predicted
+            assert ref in by_ref and by_ref[ref][0]["error"] is None, (ref, by_ref.get(ref))
+        damage = [x for ref, rs in by_ref.items() if ref.startswith(tar + "::") for x in rs
+                  if x["error"]]
+        assert len(damage) == 1, (tar, damage)  # the damage itself: one row, said once
+    from_manifest = [x for x in rows if "::" not in x["path"]]
+    # every row a row (the unclosed quote swallows the last line into one more), none lost
+    assert len({x["path"] for x in from_manifest}) == len(manifest_rows) + 1, from_manifest
+    assert [x["error"] is None for x in from_manifest if x["path"].endswith(("ok.jpg",
+                                                                             "=cmd.jpg"))] == \
+        [True, True]
+    assert not any(c["path"].startswith(("=", "+", "@", "-")) for c in fifo_rows)  # neutralised
+    assert any(x["path"].endswith("=cmd.jpg") for x in rows)  # JSON keeps the name
+    # The input named as its own output: refused before any work, the photo untouched.
+    photo = root / "ok.jpg"
+    before = photo.read_bytes()
+    r = subprocess.run([sys.executable, "-m", "facegender", "predict", str(photo), "--csv",
+                        str(photo)], env=ENV, capture_output=True, text=True, timeout=CASE_TIMEOUT)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and photo.read_bytes() == before
+    if os.geteuid() == 0:
+        dev = tmp_path / "null"
+        os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        r = subprocess.run([sys.executable, "-m", "facegender", "predict", str(photo), "--csv",
+                            str(dev), "-q"], env=ENV, capture_output=True, text=True,
+                           timeout=CASE_TIMEOUT * 2)
+        assert r.returncode == 0 and stat.S_ISCHR(os.lstat(dev).st_mode), r.stderr

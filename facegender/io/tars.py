@@ -87,9 +87,15 @@ def tar_entries(tar_path: Path, cap: int | None = None,
                                            f"or cut inside it ({exc})")
                 return
             yield m.name, {"ref": ref, "data": data}
-        if not compressed and tf.offset < end and not _all_zero(tar_path, tf.offset, end):
+        if compressed:
+            return
+        if tf.offset < end and not _all_zero(tar_path, tf.offset, end):
             yield _damage(tar_path, last, f"the archive ends in a cut or damaged header at "
                                           f"byte {tf.offset:,}")
+        elif last is not None and expect is not None and end - expect < 1024:
+            # A whole archive ends in two zero blocks: without them it was cut at a member's
+            # edge, and whatever came after is gone.
+            yield _damage(tar_path, last, "it ends without the end-of-archive marker")
 
 
 def _damage(tar_path: Path, last: tarfile.TarInfo | None, why: str) -> tuple[str, Skipped]:
