@@ -179,3 +179,16 @@ def test_cli_csv_of_a_formula_named_photo(tmp_path):
     assert "1 image, 1 face, 0 failed" in r.stderr  # counts in the right number
     assert next(csv.DictReader((tmp_path / "o.csv").open(newline="")))["path"] == "'=1+1.jpg"
     assert json.loads((tmp_path / "o.json").read_text())[0]["path"] == "=1+1.jpg"
+
+
+def test_a_file_inside_an_input_folder_or_both_outputs_in_one_file(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(FACE, photos / "a.jpg")
+    (photos / "old.csv").write_text("kept\n")  # read as an input when the folder is
+    assert main(["predict", str(photos), "--csv", str(photos / "old.csv")]) == 2
+    assert "inside the input folder" in capsys.readouterr().err
+    assert (photos / "old.csv").read_text() == "kept\n"
+    out = tmp_path / "out.txt"
+    assert main(["predict", str(FACE), "--csv", str(out), "--json", str(out)]) == 2
+    assert "give each its own name" in capsys.readouterr().err and not out.exists()

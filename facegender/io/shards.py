@@ -31,6 +31,7 @@ from .files import byte_cap
 from .images import IMAGE_EXTENSIONS, decode_bytes
 from .progress import progress_bar
 from .sources import READERS, Sample, Skipped, SourceData
+from .targets import folder_target
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 LABEL_EXTENSIONS = ("json", "cls", "txt", "label", "gender")  # where a sample's label may be
@@ -283,7 +284,7 @@ def write_shards(source: Any, out: str | Path, *, maxcount: int = 10_000,
     from .sources import read_source
 
     wds = require("webdataset", "scale")
-    out = Path(out)
+    out = folder_target(out, "shard folder", source if isinstance(source, list) else [source])
     if out.exists() and any(out.glob("*.tar")):
         raise DataError(f"{out} already holds shards; choose another folder")
     out.mkdir(parents=True, exist_ok=True)

@@ -52,10 +52,9 @@ def _identity(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def input_identities(inputs: Iterable[Any]) -> set[tuple[int, int]]:
-    """(device, inode) of every input that names a file or folder on disk; a glob pattern that
-    matches nothing as a path is expanded (at most 10,000 matches are looked at)."""
-    ids: set[tuple[int, int]] = set()
+def _input_paths(inputs: Iterable[Any]) -> list[str]:
+    """The paths on disk that the inputs name (a glob pattern expanded, at most 10,000)."""
+    out: list[str] = []
     for spec in inputs:
         if not isinstance(spec, (str, os.PathLike)):
             continue
@@ -66,12 +65,29 @@ def input_identities(inputs: Iterable[Any]) -> set[tuple[int, int]]:
         paths = [s]
         if not os.path.lexists(s) and any(ch in s for ch in "*?["):
             paths = list(islice(glob.iglob(s, recursive=True), 10_000))
-        for p in paths:
-            try:
-                ids.add(_identity(os.stat(p)))
-            except OSError:
-                continue
+        out += paths
+    return out
+
+
+def input_identities(inputs: Iterable[Any]) -> set[tuple[int, int]]:
+    """(device, inode) of every file or folder on disk that an input names."""
+    ids: set[tuple[int, int]] = set()
+    for p in _input_paths(inputs):
+        try:
+            ids.add(_identity(os.stat(p)))
+        except OSError:
+            continue
     return ids
+
+
+def _inside_input_folder(path: str, inputs: Iterable[Any]) -> str | None:
+    """The input folder that an existing file at `path` lies in (so it would be read as an
+    input too), or None."""
+    real = os.path.realpath(path)
+    for p in _input_paths(inputs):
+        if os.path.isdir(p) and real.startswith(os.path.join(os.path.realpath(p), "")):
+            return p
+    return None
 
 
 def _is_std_stream(st: os.stat_result) -> bool:
@@ -122,6 +138,9 @@ def file_target(path: str | os.PathLike, what: str = "output",
                           "another name)")
     if stat.S_ISDIR(st.st_mode):
         raise TargetError(f"{shown}: is a folder; give a file name")
+    if stat.S_ISREG(st.st_mode) and (folder := _inside_input_folder(given, inputs)):
+        raise TargetError(f"{shown}: is inside the input folder {folder}, so it is also an "
+                          "input; writing there would replace it (choose another name)")
     if stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode) or _is_std_stream(st) \
             or _through_proc(given):
         return Target(Path(given), STREAM)
@@ -186,10 +205,15 @@ def check_targets(args: Any) -> None:
     for name in CLI_INPUTS:
         v = getattr(args, name, None)
         inputs += v if isinstance(v, (list, tuple)) else [v] if v else []
+    files: dict[Path, str] = {}
     for name, flag in CLI_FILES.items():
         v = getattr(args, name, None)
         if v and v != STDOUT_REF:
-            file_target(v, flag, inputs)
+            where = file_target(v, flag, inputs).path
+            if where in files and not str(where).startswith(("/dev/", "/proc/")):
+                raise TargetError(f"{flag} {v}: is also the {files[where]} file; give each "
+                                  "its own name")
+            files[where] = flag
     for name, flag in CLI_FOLDERS.items():
         v = getattr(args, name, None)
         if isinstance(v, (str, os.PathLike)) and v:

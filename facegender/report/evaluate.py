@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import DataError, FaceGenderError, MissingDependency
 from ..infer.predictor import Predictor
 from ..io.sources import read_source, stratified_limit
+from ..io.targets import folder_target
 from . import plots
 from .metrics import compute_metrics
 from .results import EvalResult, write_report
@@ -178,6 +179,8 @@ def evaluate(
         raise FaceGenderError("report=True needs a folder: pass out=DIR or report=DIR")
     if report and (why := plots.missing()):  # fail before the (long) predictions, not after
         raise MissingDependency(why)
+    if out is not None:  # a file there, or the data's own folder: refused before any work
+        out = folder_target(out, "report folder" if report else "output folder", [data])
     pred = predictor or Predictor(model, backend=backend, detect=detect, tta=tta,
                                   threads=threads, largest=True, device=device)
     source = read_source(data, labelled=True)

@@ -33,6 +33,7 @@ from ..io.sources import (
     stratified_limit,
     stratified_split,
 )
+from ..io.targets import folder_target
 from ..io.writers import neutralise_formula
 from ..labels import DEFAULT_LABELS
 from ..models import modelfile
@@ -198,7 +199,8 @@ def train(
     from .augment import face_augmentation
     from .torchdata import FaceDataset, PolicyCrop, default_workers, make_loader
 
-    out = Path(out)
+    # A file there, or the training data's own folder: refused before any work.
+    out = folder_target(out, "model folder", list(data) if isinstance(data, (list, tuple)) else [data])
     dist = from_env()
     say = _say if dist.main else _quiet
     progress = progress and dist.main
