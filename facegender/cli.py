@@ -546,44 +546,10 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    if isinstance(v, dict):  # a box
-        return ",".join(f"{x:.0f}" for x in v.values())
-    return str(v)
-
-
-TABLE_COLUMNS = [("path", "path"), ("face", "face"), ("label", "label"), ("score", "score"),
-                 ("prob_male", "prob_male"), ("box", "box x,y,w,h"), ("face_source", "source"),
-                 ("error", "error")]
-
-
-def _table_cells(r: dict) -> list[str]:
-    cells = []
-    for key, _ in TABLE_COLUMNS:
-        v = _fmt(r.get(key))
-        if key == "label" and r.get("unsure"):
-            v = f"unsure ({v})"  # the same mark --annotate and the web page show
-        if key == "path" and r.get("timestamp") is not None:
-            v = f"{v} @{r['timestamp']:.2f}s"
-        cells.append(v)
-    return cells
-
-
 def _print_table(rows: list[dict]) -> None:
-    from .io.files import display_name
+    from .infer.table import print_table
 
-    cols = [h for _, h in TABLE_COLUMNS]
-    cells = [[display_name(c) for c in _table_cells(r)] for r in rows]
-    width = [max([len(c)] + [len(x[i]) for x in cells]) for i, c in enumerate(cols)]
-    width[0] = min(width[0], 60)
-    print("  ".join(c.ljust(w) for c, w in zip(cols, width, strict=True)).rstrip())
-    for x in cells:
-        x[0] = x[0] if len(x[0]) <= 60 else "…" + x[0][-59:]
-        print("  ".join(v.ljust(w) for v, w in zip(x, width, strict=True)).rstrip())
+    print_table(rows)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -665,6 +631,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
     from .infer.annotate import save_outputs
     from .infer.predictor import Predictor
+    from .infer.table import Table
     from .io.files import display_name
     from .io.progress import count
 
@@ -681,7 +648,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         else []
     writers += [_row_writer(sys.stdout if path == "-" else path, fmt)
                 for path, fmt in ((a.csv_out, "csv"), (a.json_out, "json")) if path]
-    table, failed, ignored, n_img, faces = [], [], [], 0, 0
+    table, failed, ignored, n_img, faces = Table(), [], [], 0, 0
     # A scheduler's SIGTERM ends the run like Ctrl-C: finished rows kept, files marked partial.
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     stopped: str | None = None
@@ -696,7 +663,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
             for w in writers:
                 w.write(rows)
             if a.format == "table" and not to_stdout:
-                table += rows
+                table.add(rows)
             faces += len(res.faces)
             if res.ignored:
                 ignored.append((res.path, res.error))
@@ -711,7 +678,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, old_term)
     written = _close_all(writers, stopped)
     if a.format == "table" and not to_stdout:
-        _print_table(table)
+        table.print()
     print(f"{count(n_img, 'image')}, {count(faces, 'face')}, {len(failed)} failed"
           + (f", {len(ignored)} ignored (hidden, __MACOSX or documentation; --include-hidden "
              "reads hidden files)"

@@ -191,3 +191,24 @@ def test_cli_every_1e_9_ends(tiny_video, tmp_path):
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
     assert sorted({int(x["frame"]) for x in rows}) == list(range(10))
     assert r.stderr.count("every frame is classified") == 1
+
+
+def test_table_of_many_rows_waits_on_disk_and_prints_the_same():
+    """predict's default table: past `hold` rows the rest wait in a temporary file (memory flat
+    however many), and the printed table is the same as when all are held."""
+    from facegender.infer.table import Table
+
+    records = [{"path": f"p{i}\n.jpg" if i == 3 else "x" * (i * 9) + ".jpg", "face": 0,
+                "label": "male", "score": 0.9, "prob_male": 0.9, "unsure": i % 2 == 0,
+                "box": {"x": 1.0, "y": 2.0, "w": 3.0, "h": 4.0}, "face_source": "detector",
+                "error": None, "timestamp": 1.5 if i == 5 else None} for i in range(12)]
+    printed = []
+    for hold in (3, 1000):
+        table = Table(hold=hold)
+        table.add(records)
+        assert len(table._rows) == min(hold, len(records))
+        buf = io.StringIO()
+        table.print(buf)
+        printed.append(buf.getvalue())
+    assert printed[0] == printed[1] and printed[0].count("\n") == 13
+    assert "p3\\n.jpg" in printed[0] and "@1.50s" in printed[0] and "…" in printed[0]
