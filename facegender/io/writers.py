@@ -161,16 +161,26 @@ class RowWriter:
         if self._failed:  # nothing more can be written; drop what the temporary file holds
             self._drop()
             return self.path
-        if partial is not None:
-            keys = self._keys or ([] if self.csv_row else self.fields) or ["path", "error"]
-            self._write_one(partial_row(keys, partial))
-        if self.fmt == "json":
-            self._fh.write("\n]\n" if self.rows else "]\n")
-        elif self._csv is None and self.fields:  # no rows at all: still a header
-            csv.DictWriter(self._fh, fieldnames=self.fields).writeheader()
-        self._fh.flush()
-        if self.path is None:
+        def finish() -> None:
+            if partial is not None:
+                keys = self._keys or ([] if self.csv_row else self.fields) or ["path", "error"]
+                self._write_one(partial_row(keys, partial))
+            if self.fmt == "json":
+                self._fh.write("\n]\n" if self.rows else "]\n")
+            elif self._csv is None and self.fields:  # no rows at all: still a header
+                csv.DictWriter(self._fh, fieldnames=self.fields).writeheader()
+
+        if self.path is None:  # a stream the caller owns: its errors are the caller's
+            finish()
+            self._fh.flush()
             return None
+        try:
+            self._guarded(finish)
+        except (TargetError, BrokenPipeError):
+            self._drop()  # the target is left as it was (a reader that left gets no more)
+            if self._tmp is None:
+                return self.path
+            raise
         if self._tmp is None:  # streamed in place: nothing to rename
             if self._owned:
                 self._fh.close()
