@@ -633,7 +633,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from .infer.predictor import Predictor
     from .infer.table import Table
     from .io.files import display_name
-    from .io.progress import count
+    from .io.progress import FirstFew, count
 
     keep = bool(a.save_crops or a.annotate)
     pred = Predictor(a.model, backend=a.backend, threads=a.threads, tta=a.tta, detect=a.detect,
@@ -648,7 +648,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
         else []
     writers += [_row_writer(sys.stdout if path == "-" else path, fmt)
                 for path, fmt in ((a.csv_out, "csv"), (a.json_out, "json")) if path]
-    table, failed, ignored, n_img, faces = Table(), [], [], 0, 0
+    # the stderr summary lists the first 1,000 failed and 20 ignored inputs; all are rows
+    table, failed, ignored, n_img, faces = Table(), FirstFew(1000), FirstFew(20), 0, 0
     # A scheduler's SIGTERM ends the run like Ctrl-C: finished rows kept, files marked partial.
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     stopped: str | None = None
@@ -679,16 +680,19 @@ def cmd_predict(a: argparse.Namespace) -> int:
     written = _close_all(writers, stopped)
     if a.format == "table" and not to_stdout:
         table.print()
-    print(f"{count(n_img, 'image')}, {count(faces, 'face')}, {len(failed)} failed"
-          + (f", {len(ignored)} ignored (hidden, __MACOSX or documentation; --include-hidden "
+    print(f"{count(n_img, 'image')}, {count(faces, 'face')}, {failed.total} failed"
+          + (f", {ignored.total} ignored (hidden, __MACOSX or documentation; --include-hidden "
              "reads hidden files)"
              if ignored else ""), file=sys.stderr)
     for path, reason in failed:
         print(f"  failed: {display_name(path)}: {reason}", file=sys.stderr)
-    for path, _ in ignored[:20]:
+    if failed.total > len(failed):
+        print(f"  ... and {failed.total - len(failed)} more failed (all are rows in the output)",
+              file=sys.stderr)
+    for path, _ in ignored:
         print(f"  ignored: {display_name(path)}", file=sys.stderr)
-    if len(ignored) > 20:
-        print(f"  ... and {len(ignored) - 20} more ignored (all are rows in the output)",
+    if ignored.total > len(ignored):
+        print(f"  ... and {ignored.total - len(ignored)} more ignored (all are rows in the output)",
               file=sys.stderr)
     if stopped:
         files = ", ".join(str(p) for p in written if p) or "stdout"

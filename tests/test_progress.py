@@ -81,3 +81,12 @@ def test_bar_with_options_follows_the_rule(monkeypatch):
         pass
     assert "epoch 1/1" in tty.getvalue()
     assert [count(n, "image") for n in (0, 1, 2)] == ["0 images", "1 image", "2 images"]
+
+
+def test_first_few_keeps_the_first_and_counts_all():
+    from facegender.io.progress import FirstFew
+
+    kept = FirstFew(3)
+    for i in range(10):
+        kept.append(i)
+    assert kept == [0, 1, 2] and kept.total == 10 and bool(kept)

@@ -31,3 +31,18 @@ def progress_bar(items: int | Iterable | None, enabled: bool, desc: str, unit: s
 def count(n: int, noun: str, plural: str | None = None) -> str:
     """'1 image', '0 images', '2 faces': a number with its noun in the right number."""
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+class FirstFew(list):
+    """A list that keeps its first `keep` items and counts every one appended (`total`): a
+    summary's listing of failed inputs takes flat memory however many there are."""
+
+    def __init__(self, keep: int) -> None:
+        super().__init__()
+        self.keep = keep
+        self.total = 0
+
+    def append(self, item: Any) -> None:
+        self.total += 1
+        if len(self) < self.keep:
+            super().append(item)
