@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import FaceGenderError, require
 from ..infer.preprocess import softmax
+from ..io.targets import folder_target
 from ..labels import DEFAULT_LABELS
 from ..models import modelfile
 from ..models.modelfile import ModelConfig
@@ -259,7 +260,8 @@ def train_head(
     if monitor not in ("worst_group", "worst_source", "balanced_accuracy", "accuracy"):
         raise FaceGenderError(f"unknown monitor '{monitor}' (worst_group, worst_source, "
                               "balanced_accuracy, accuracy)")
-    out = Path(out)
+    out = folder_target(out, "model folder", list(data) if isinstance(data, (list, tuple))
+                        else [data])  # a file, or the data's folder: refused before work
     if (out / modelfile.CONFIG_NAME).exists():
         raise FaceGenderError(f"{out} already holds a model; choose another --out")
     dev = torch_device(device)  # an unusable device fails here, before any work

@@ -38,6 +38,7 @@ import numpy as np
 from ..errors import FaceGenderError, require
 from ..infer.export import FLOAT_STRIDE, in_float_front
 from ..io.progress import progress_bar
+from ..io.targets import folder_target
 
 torch = require("torch")
 nn = torch.nn
@@ -361,7 +362,7 @@ def finetune(
     from .torchdata import FaceDataset, default_workers, make_loader
     from .trainer import _calibrate, _given_val, _predict_logits, _source_samples
 
-    out = Path(out)
+    out = folder_target(out, "model folder", [data])  # refused before any work if a file
     if (out / modelfile.CONFIG_NAME).exists():
         raise FaceGenderError(f"{out} already holds a model folder; choose another --out")
     if threads:
