@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import FaceGenderError, ImageError, require
 from ..faces import CropGeometry, crop_geometry
+from ..io.targets import folder_target
 from ..models.modelfile import ModelConfig
 
 # Last convolutional block per registered architecture: the deepest layer that still has a
@@ -342,6 +343,8 @@ def explain(images: Any, model: str | Path | None = None, out: str | Path | None
     Returns one Explanation per face, heatmap at the crop's size; an image that failed gives one
     entry with `error` set and no heatmap, an image without a face one with label 'no_face'.
     """
+    if out is not None:  # a file there, or an input folder: refused before any work
+        out = folder_target(out, "output folder", images if isinstance(images, list) else [images])
     ex = explainer or GradCamExplainer(model, layer=layer, threads=threads, device=device)
     if target is not None and target not in ex.config.labels:
         raise FaceGenderError(f"target must be one of {ex.config.labels}, got {target!r}")
