@@ -143,7 +143,8 @@ class Predictor:
     Per-call options (tta, largest, unsure_band, max_pixels, max_bytes, keep_images,
     include_hidden, draft) may be given to `predict`/`iter_predict`; the constructor's values are the
     defaults (`self.options`). One Predictor may serve several threads at once. `device` (cpu,
-    cuda, cuda:N) is where the classifier runs (infer/device.py)."""
+    cuda, cuda:N) is where the classifier runs (infer/device.py). `strict` refuses a model
+    folder without an integrity record (otherwise it loads with a warning)."""
 
     tta = _option("tta")
     largest = _option("largest")
@@ -158,12 +159,13 @@ class Predictor:
                  score_threshold: float = 0.5, unsure_band: float | None = None,
                  max_pixels: int | None = None, keep_images: bool = False,
                  crop: dict[str, Any] | None = None, max_bytes: int | None = None,
-                 include_hidden: bool = False, draft: bool = True, device: str | None = None):
+                 include_hidden: bool = False, draft: bool = True, device: str | None = None,
+                 strict: bool = False):
         self.model_dir = modelfile.resolve_model_dir(model)
         self.config: ModelConfig = modelfile.load_config(self.model_dir)
         self.backend_name = backend
         self.device = device
-        self.backend = make_backend(self.model_dir, backend, threads, device)
+        self.backend = make_backend(self.model_dir, backend, threads, device, strict)
         self.threads = threads
         self.min_face = min_face
         self.score_threshold = score_threshold
