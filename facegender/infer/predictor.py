@@ -314,11 +314,14 @@ class Predictor:
             for j, (box, score, _) in enumerate(faces):
                 pm = float(p_all[k])
                 k += 1
-                # No detector score means no detector found it: the whole image is the face.
+                # No detector score means no detector found it: the whole image is the face. When
+                # the detector was asked and found nothing, that is a guess on an image that may
+                # hold no face at all (blurred noise, a blob): never a confident answer.
+                guessed = score is None and self.detect
                 res.faces.append(FacePrediction(
                     index=j, box=FaceBox(*box), det_score=score,
                     label="male" if pm >= thr else "female", prob_male=pm, prob_female=1 - pm,
-                    unsure=abs(pm - 0.5) < opts.unsure_band,
+                    unsure=guessed or abs(pm - 0.5) < opts.unsure_band,
                     face_source="detector" if score is not None else "whole_image"))
         return [r for r, _ in prepared]
 

@@ -345,8 +345,9 @@ def check_weight_files(folder: Path) -> None:
             raise FaceGenderError(f"{path}: cannot be read ({exc.strerror or exc}); weights are "
                                   "loaded only from regular files") from None
         if kind:
-            raise FaceGenderError(f"{path}: {kind.split(';')[0]}; weights are loaded only from "
-                                  "regular files")
+            what = kind.split(";")[0].split(", not")[0]  # "is a named pipe (FIFO)", ...
+            raise FaceGenderError(f"{path}: {what}, not a regular file; weights are loaded only "
+                                  "from regular files")
 
 
 def _unverified(folder: Path, cfg: ModelConfig) -> str | None:
