@@ -62,6 +62,9 @@ _CONTEXT_FILL = 0.25  # the second look with context: the face fills this much o
 # ... unless that window is mostly outside the image: a face filling a tight crop (kinfacew's
 # 64 px crops) has no context, and shrunk to a quarter of the window BlazeFace loses it.
 _CONTEXT_MIN_INSIDE = 0.1
+# A detection coloured like noise needs a sure second look (real faces so coloured: 0.78;
+# noise that got this far: 0.51-0.62).
+_CONTEXT_SURE = 0.7
 # Automatic finer pass: when one pass over an image at least _AUTO_SIDE px long keeps no face
 # of _REFINE_BELOW of its side or more, and either saw a smaller candidate (a group, a contact
 # sheet) or the image is _AUTO_LARGE px or more, tiles search it for faces down to
@@ -197,6 +200,16 @@ def _inside_share(window: tuple[float, float, float, float], size: tuple[int, in
     iw = max(0.0, min(x1, size[0]) - max(x0, 0.0))
     ih = max(0.0, min(y1, size[1]) - max(y0, 0.0))
     return iw * ih / max((x1 - x0) * (y1 - y0), 1e-9)
+
+
+def looks_doubtful(score: float | None, crop: Image.Image) -> bool:
+    """A detection the gate let through but whose answer should be flagged unsure: under _SURE
+    and coloured like noise (hue varying as much as brightness in the middle of its crop). Real
+    faces so lit exist, so the gate keeps them; their answer just is not a confident one."""
+    if score is None or score >= _SURE:
+        return False
+    w, h = crop.size
+    return _hue_share(crop, np.array([0.0, 0.0, w, h])) >= _HUE_SHARE
 
 
 def _hue_share(image: Image.Image, b: np.ndarray) -> float:
@@ -449,13 +462,15 @@ class FaceDetector:
             return False
         agree = mirror_k is not None and own_k is not None and float(
             np.linalg.norm(mirror_k[:4] - own_k[:4], axis=1).mean()) <= _MIRROR_AGREE * size
-        if not agree and _hue_share(image, b) >= _HUE_SHARE:
+        noise_coloured = _hue_share(image, b) >= _HUE_SHARE
+        if not agree and noise_coloured:
             return False
         window = _window(b, _CONTEXT_FILL)
         if _inside_share(window, image.size) < _CONTEXT_MIN_INSIDE:
             return True  # the face fills the image (a tight crop): no context to look at
         boxes, sc, _ = self._run(image, [window])[0]
-        return _match(b, boxes, sc) is not None
+        j = _match(b, boxes, sc)
+        return j is not None and (not noise_coloured or sc[j] >= _CONTEXT_SURE)
 
     def _mirror_look(self, image: Image.Image, b: np.ndarray) -> tuple[float, np.ndarray | None]:
         """Best score of a detection at the same place in the mirrored window around box b,

@@ -300,24 +300,29 @@ class Predictor:
         if opts.keep_images:
             res.image = enc.decode(1)
             res.crops = [crop for _, _, crop in faces]
-        return res, [(box, score, to_array(crop, self.config)) for box, score, crop in faces]
+        # A weak detection coloured like noise keeps its row but not a confident answer.
+        from ..faces.detector import looks_doubtful
+
+        return res, [(box, score, to_array(crop, self.config), looks_doubtful(score, crop))
+                     for box, score, crop in faces]
 
     def _finish(self, prepared: list[tuple[ImageResult, list]], batch_size: int,
                 opts: PredictOptions | None = None) -> list[ImageResult]:
         opts = opts or self.options
-        arrays = [a for _, faces in prepared for _, _, a in faces]
+        arrays = [a for _, faces in prepared for _, _, a, _ in faces]
         p_all = np.concatenate([self.classify_arrays(np.stack(arrays[i:i + batch_size]), opts.tta)
                                 for i in range(0, len(arrays), batch_size)]) if arrays else []
         k = 0
         thr = self.config.threshold
         for res, faces in prepared:
-            for j, (box, score, _) in enumerate(faces):
+            for j, (box, score, _, doubtful) in enumerate(faces):
                 pm = float(p_all[k])
                 k += 1
                 # No detector score means no detector found it: the whole image is the face. When
                 # the detector was asked and found nothing, that is a guess on an image that may
-                # hold no face at all (blurred noise, a blob): never a confident answer.
-                guessed = score is None and self.detect
+                # hold no face at all (blurred noise, a blob): never a confident answer; nor is
+                # a weak detection coloured like noise (faces.detector.looks_doubtful).
+                guessed = (score is None and self.detect) or doubtful
                 res.faces.append(FacePrediction(
                     index=j, box=FaceBox(*box), det_score=score,
                     label="male" if pm >= thr else "female", prob_male=pm, prob_female=1 - pm,
