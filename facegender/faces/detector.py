@@ -52,7 +52,9 @@ _REFINE_FILL = 0.4
 # fairface540, 2,413 in kinfacew's 64 px crops, and 112 in 110 smooth colour-noise images
 # ("blobs": blurred or upsampled random noise that the mirror score alone let through, out of
 # 3,600 generated): the landmark-or-colour test keeps every real face and 15 noise detections,
-# the context look keeps 106 + 2,412 real faces and 6 noise detections.
+# the context look keeps 106 + 2,412 real faces and 6 noise detections, asking a noise-coloured
+# one for a sure context look (_CONTEXT_SURE) leaves 1. A weak detection coloured like noise
+# that still passes keeps its row but is answered unsure (looks_doubtful).
 _SURE = 0.8
 _MIRROR_MIN = 0.57
 _LANDMARK_SLACK = 0.5  # landmarks may lie this many box sizes outside the box

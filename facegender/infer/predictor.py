@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import FaceGenderError, ImageError
+from ..faces.detector import looks_doubtful
 from ..io.files import byte_cap
 from ..io.images import EncodedImage, load_image
 from ..io.inputs import open_input
@@ -301,8 +302,6 @@ class Predictor:
             res.image = enc.decode(1)
             res.crops = [crop for _, _, crop in faces]
         # A weak detection coloured like noise keeps its row but not a confident answer.
-        from ..faces.detector import looks_doubtful
-
         return res, [(box, score, to_array(crop, self.config), looks_doubtful(score, crop))
                      for box, score, crop in faces]
 
