@@ -903,6 +903,10 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import warnings
+
+    # A warning is one line for the user, as an error is (not Python's file:line + source).
+    warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
     try:
         if getattr(args, "strict", False):  # before any work: the verb then loads it as usual
             from .models.modelfile import verify_files
