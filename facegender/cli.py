@@ -19,6 +19,13 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", default=None,
                    help="model folder (config.json + model.safetensors), or a shipped model: "
                         "fast (the default) or accurate")
+    _add_strict(p)
+
+
+def _add_strict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a model folder whose config.json has no integrity record "
+                        "(by default it loads with a warning naming what is unverified)")
 
 
 def _add_face_options(p: argparse.ArgumentParser) -> None:
@@ -380,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "docs at /docs and a drag-and-drop page at / (in the base install).")
     s.add_argument("model", nargs="?", default=None,
                    help="model folder, or a shipped model: fast (default) or accurate")
+    _add_strict(s)
     s.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
     s.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     s.add_argument("--backend", default="auto", choices=["auto", "onnx", "int8", "torch"],
@@ -399,8 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--api-key", default=None,
                    help="require this key on every route but /healthz (X-API-Key, Bearer, or "
                         "the password of HTTP Basic, which the page's browser asks for once); "
-                        "default: the FACEGENDER_API_KEY environment variable, which other "
-                        "users of this machine cannot read from the process list")
+                        "at least 16 characters, not one repeated; 'generate' makes a strong "
+                        "one and prints it once; default: the FACEGENDER_API_KEY environment "
+                        "variable, which other users of this machine cannot read from the "
+                        "process list")
     s.add_argument("--no-auth", action="store_true",
                    help="allow a --host beyond loopback without an API key (only behind "
                         "another layer that keeps strangers out)")
@@ -867,10 +877,18 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import warnings
+
+    # A warning is one line for the user, as an error is (not Python's file:line + source).
+    warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
     try:
         from .io.targets import check_targets
 
         check_targets(args)  # a target that must not be written is refused before any work
+        if getattr(args, "strict", False):  # before any work: the verb then loads it as usual
+            from .models.modelfile import verify_files
+
+            verify_files(args.model, strict=True)
         return COMMANDS[args.verb](args)
     except FaceGenderError as exc:
         print(f"error: {exc}", file=sys.stderr)

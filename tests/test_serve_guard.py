@@ -54,8 +54,9 @@ ROUTES = [("GET", "/"), ("GET", "/v1/model"), ("GET", "/docs"), ("GET", "/openap
 
 
 def test_without_the_key_every_route_but_healthz_is_401(app):
-    c = TestClient(app)
-    for method, path in ROUTES:
+    for k, (method, path) in enumerate(ROUTES):
+        # 3 wrong keys per client address: under the failed-key throttle (tested below)
+        c = TestClient(app, client=(f"10.0.0.{k + 1}", 50000))
         for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"},
                         {"Authorization": "Basic " + base64.b64encode(b"u:wrong").decode()}):
             r = c.request(method, path, headers=headers, files=[("files", ("a.jpg", PHOTO))]
@@ -63,7 +64,7 @@ def test_without_the_key_every_route_but_healthz_is_401(app):
             body = _is_error(r, 401, "unauthorized")
             assert "Basic" in r.headers["www-authenticate"]  # the browser asks once
             assert KEY not in r.text and KEY not in body["message"]
-    assert c.get("/healthz").status_code == 200
+        assert c.get("/healthz").status_code == 200
 
 
 def test_with_the_key_every_route_answers(app):
@@ -81,10 +82,10 @@ def test_with_the_key_every_route_answers(app):
 
 
 def test_key_comes_from_the_environment(monkeypatch):
-    monkeypatch.setenv("FACEGENDER_API_KEY", "from-env")
+    monkeypatch.setenv("FACEGENDER_API_KEY", "from-the-environment")
     c = TestClient(create_app("fast", workers=1, warm_up=False))
     assert c.get("/v1/model").status_code == 401
-    assert c.get("/v1/model", headers={"X-API-Key": "from-env"}).status_code == 200
+    assert c.get("/v1/model", headers={"X-API-Key": "from-the-environment"}).status_code == 200
 
 
 def test_non_loopback_bind_needs_a_key(capsys, monkeypatch):
@@ -96,6 +97,12 @@ def test_non_loopback_bind_needs_a_key(capsys, monkeypatch):
         check_bind(host, None, no_auth=True)  # said explicitly: fine
     for host in ("127.0.0.1", "127.1.2.3", "::1", "localhost"):
         check_bind(host, None)
+    for host in ("127.1", "127.0.1", "2130706433", "0x7f.1", "[::1]", "::ffff:127.0.0.1",
+                 "LOCALHOST", "localhost.", "app.localhost", "0:0:0:0:0:0:0:1"):
+        check_bind(host, None)  # loopback in every spelling the socket layer binds
+    for host in ("128.0.0.1", "127.0.0.1 evil", "127.example.org", "::2", "0", ""):
+        with pytest.raises(FaceGenderError, match="without an API key"):
+            check_bind(host, None)
     # Through the CLI: one line, exit 2, refused before the model is even loaded.
     assert main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2
     err = capsys.readouterr().err
@@ -237,3 +244,70 @@ def test_disconnects_are_one_log_line(live, caplog):
     assert len(lines) == 1 and "5,000 bytes" in lines[0].getMessage()
     assert not any(r.exc_info for r in caplog.records), "a traceback was logged"
     assert httpx.get(f"{url}/healthz").json()["pending"] == 0
+
+
+# --------------------------------------------------------------------------- key strength
+
+
+@pytest.mark.parametrize("key", ["a", " ", "short-key", "x" * 40, "1" * 16, " padded-key-123456 ",
+                                 "tab\tinside-key-1234"])
+def test_weak_keys_are_refused_at_start(key, monkeypatch, capsys):
+    monkeypatch.delenv("FACEGENDER_API_KEY", raising=False)
+    with pytest.raises(FaceGenderError, match="API key") as exc:
+        create_app("fast", workers=1, warm_up=False, api_key=key)
+    assert key.strip() not in str(exc.value) or len(key.strip()) < 2  # the key is never shown
+    monkeypatch.setenv("FACEGENDER_API_KEY", key)
+    with pytest.raises(FaceGenderError, match="API key"):
+        create_app("fast", workers=1, warm_up=False)
+    # Through the CLI: refused before binding (even on 0.0.0.0, where a key is what is asked).
+    assert main(["serve", "--host", "0.0.0.0", "--port", "1", "--api-key", key]) == 2
+    err = capsys.readouterr().err
+    assert "API key" in err and "Traceback" not in err
+
+
+def test_generated_key_is_strong_printed_once_and_works(capsys, monkeypatch):
+    from facegender.serve.guard import MIN_KEY_CHARS, resolve_api_key
+
+    monkeypatch.delenv("FACEGENDER_API_KEY", raising=False)
+    keys = {resolve_api_key("generate") for _ in range(3)}
+    out = capsys.readouterr().out
+    assert len(keys) == 3 and all(len(k) >= 2 * MIN_KEY_CHARS for k in keys)
+    assert all(out.count(k) == 1 for k in keys)  # each printed exactly once
+    app = create_app("fast", workers=1, warm_up=False, api_key="generate")
+    key = capsys.readouterr().out.strip().rsplit(" ", 1)[-1]
+    c = TestClient(app)
+    assert c.get("/v1/model").status_code == 401
+    assert c.get("/v1/model", headers={"X-API-Key": key}).status_code == 200
+
+
+def test_wrong_keys_are_throttled_per_client():
+    from facegender.serve.guard import AUTH_FAILURES
+
+    app = create_app("fast", workers=1, warm_up=False, api_key=KEY, rate_limit=0)
+    guesser = TestClient(app, client=("10.9.9.9", 40000))
+    codes = [guesser.get("/v1/model", headers={"X-API-Key": f"guess-{i:012d}"}).status_code
+             for i in range(AUTH_FAILURES + 3)]
+    assert codes[:AUTH_FAILURES] == [401] * AUTH_FAILURES
+    assert codes[AUTH_FAILURES:] == [429] * 3
+    r = guesser.get("/v1/model", headers={"X-API-Key": KEY})  # even the right key: wait
+    body = _is_error(r, 429, "too_many_failed_keys")
+    assert 1 <= int(r.headers["retry-after"]) <= 60 and KEY not in body["message"]
+    # Another client is not affected, and asking without a key is not a guess.
+    other = TestClient(app, client=("10.9.9.10", 40000))
+    assert [other.get("/v1/model").status_code for _ in range(10)] == [401] * 10
+    assert other.get("/v1/model", headers={"X-API-Key": KEY}).status_code == 200
+    assert guesser.get("/healthz").status_code == 200  # liveness stays open
+
+
+def test_loopback_needs_no_key_through_the_cli(monkeypatch):
+    """127.1, ::1 and localhost bind without a key: the CLI gets past the bind rule to serve()."""
+    import facegender.serve.app as app_module
+
+    monkeypatch.delenv("FACEGENDER_API_KEY", raising=False)
+    seen = []
+    monkeypatch.setattr(app_module, "create_app", lambda *a, **k: seen.append(k["api_key"]))
+    uvicorn_run = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, **k: uvicorn_run.append(host))
+    for host in ("127.1", "::1", "localhost"):
+        assert main(["serve", "--host", host, "--port", "1"]) == 0
+    assert uvicorn_run == ["127.1", "::1", "localhost"] and seen == ["", "", ""]

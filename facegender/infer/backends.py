@@ -61,7 +61,7 @@ class OrtBackend:
     """threads: intra-op threads (default: every usable core, sleeping when idle)."""
 
     def __init__(self, onnx_path: Path, threads: int | None = None, name: str = "onnx",
-                 device: str | None = None):
+                 device: str | None = None, cfg: modelfile.ModelConfig | None = None):
         ort = require("onnxruntime", "onnx")
         opts = ort_options(ort, threads or usable_cores())
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -73,10 +73,34 @@ class OrtBackend:
             raise FaceGenderError(f"{onnx_path}: not a loadable ONNX model "
                                   f"({str(exc).splitlines()[0][:200]})") from None
         check_session(self.session, device)
+        if cfg is not None:
+            check_onnx_contract(self.session, onnx_path, cfg)
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
+
+
+def check_onnx_contract(session, onnx_path: Path, cfg: modelfile.ModelConfig) -> None:
+    """The config values the graph fixes: one input of 3 x input_size x input_size (where the
+    graph names a size) and one logit per label. A mismatch is one line naming config.json and
+    the key, before any image is read, instead of ONNX Runtime's shape error mid-batch."""
+    config = onnx_path.parent / modelfile.CONFIG_NAME
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shape = list(inputs[0].shape) if len(inputs) == 1 else []
+    if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
+        raise FaceGenderError(f"{onnx_path}: takes {[i.shape for i in inputs]}, not one "
+                              "N x 3 x H x W image batch; not a facegender classifier")
+    sides = [d for d in shape[2:] if isinstance(d, int)]
+    if any(d != cfg.input_size for d in sides):
+        raise FaceGenderError(
+            f"{config}: key 'input_size' is {cfg.input_size} but {onnx_path.name} takes "
+            f"{shape[2]}x{shape[3]} inputs (config.json edited, or from other weights)")
+    out = outputs[0].shape if outputs else []
+    if out and isinstance(out[-1], int) and out[-1] != len(cfg.labels):
+        raise FaceGenderError(
+            f"{config}: key 'labels' lists {len(cfg.labels)} classes but {onnx_path.name} "
+            f"gives {out[-1]} outputs")
 
 
 def _onnx_is_stale(model_dir: Path, cfg: modelfile.ModelConfig) -> bool:
@@ -105,14 +129,16 @@ def _has_torch() -> bool:
 
 
 def make_backend(model_dir: Path, backend: str = "auto", threads: int | None = None,
-                 device: str | None = None):
+                 device: str | None = None, strict: bool = False):
     """'auto' prefers ONNX Runtime fp32 (fastest measured on CPU), then torch. The folder is
-    verified first (modelfile.verify_files): a hand-edited label order or a replaced weight
-    file is refused. `device` (cpu, cuda, cuda:N) is checked before any model is loaded."""
+    verified first (modelfile.verify_files): a hand-edited label order or input size, a
+    replaced weight file or one that is not a regular file is refused; so is a folder without
+    an integrity record when `strict`. `device` (cpu, cuda, cuda:N) is checked before any
+    model is loaded."""
     parse_device(device)
     if backend not in BACKENDS:
         raise FaceGenderError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
-    cfg = modelfile.verify_files(model_dir)
+    cfg = modelfile.verify_files(model_dir, strict=strict)
     onnx = model_dir / modelfile.ONNX_NAME
     int8 = model_dir / modelfile.ONNX_INT8_NAME
     if backend == "auto" and onnx.is_file() and _onnx_is_stale(model_dir, cfg) and _has_torch():
@@ -127,12 +153,12 @@ def make_backend(model_dir: Path, backend: str = "auto", threads: int | None = N
         if not onnx.is_file():
             raise FaceGenderError(f"{model_dir}: no {modelfile.ONNX_NAME}; run "
                                   f"'facegender export {model_dir} --format onnx'")
-        return OrtBackend(onnx, threads, "onnx", device)
+        return OrtBackend(onnx, threads, "onnx", device, cfg)
     if backend == "int8":
         if not int8.is_file():
             raise FaceGenderError(f"{model_dir}: no {modelfile.ONNX_INT8_NAME}; run "
                                   f"'facegender export {model_dir} --format int8'")
-        return OrtBackend(int8, threads, "int8", device)
+        return OrtBackend(int8, threads, "int8", device, cfg)
     if backend == "auto" and not _has_torch():
         raise FaceGenderError(f"{model_dir}: has no {modelfile.ONNX_NAME} and torch is not "
                               "installed; export the model to ONNX or pip install "

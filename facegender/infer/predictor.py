@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import FaceGenderError, ImageError
+from ..faces.detector import looks_doubtful
 from ..io.files import byte_cap
 from ..io.images import EncodedImage, load_image
 from ..io.inputs import iter_input
@@ -143,7 +144,8 @@ class Predictor:
     Per-call options (tta, largest, unsure_band, max_pixels, max_bytes, keep_images,
     include_hidden, draft) may be given to `predict`/`iter_predict`; the constructor's values are the
     defaults (`self.options`). One Predictor may serve several threads at once. `device` (cpu,
-    cuda, cuda:N) is where the classifier runs (infer/device.py)."""
+    cuda, cuda:N) is where the classifier runs (infer/device.py). `strict` refuses a model
+    folder without an integrity record (otherwise it loads with a warning)."""
 
     tta = _option("tta")
     largest = _option("largest")
@@ -158,12 +160,13 @@ class Predictor:
                  score_threshold: float = 0.5, unsure_band: float | None = None,
                  max_pixels: int | None = None, keep_images: bool = False,
                  crop: dict[str, Any] | None = None, max_bytes: int | None = None,
-                 include_hidden: bool = False, draft: bool = True, device: str | None = None):
+                 include_hidden: bool = False, draft: bool = True, device: str | None = None,
+                 strict: bool = False):
         self.model_dir = modelfile.resolve_model_dir(model)
         self.config: ModelConfig = modelfile.load_config(self.model_dir)
         self.backend_name = backend
         self.device = device
-        self.backend = make_backend(self.model_dir, backend, threads, device)
+        self.backend = make_backend(self.model_dir, backend, threads, device, strict)
         self.threads = threads
         self.min_face = min_face
         self.score_threshold = score_threshold
@@ -298,25 +301,31 @@ class Predictor:
         if opts.keep_images:
             res.image = enc.decode(1)
             res.crops = [crop for _, _, crop in faces]
-        return res, [(box, score, to_array(crop, self.config)) for box, score, crop in faces]
+        # A weak detection coloured like noise keeps its row but not a confident answer.
+        return res, [(box, score, to_array(crop, self.config), looks_doubtful(score, crop))
+                     for box, score, crop in faces]
 
     def _finish(self, prepared: list[tuple[ImageResult, list]], batch_size: int,
                 opts: PredictOptions | None = None) -> list[ImageResult]:
         opts = opts or self.options
-        arrays = [a for _, faces in prepared for _, _, a in faces]
+        arrays = [a for _, faces in prepared for _, _, a, _ in faces]
         p_all = np.concatenate([self.classify_arrays(np.stack(arrays[i:i + batch_size]), opts.tta)
                                 for i in range(0, len(arrays), batch_size)]) if arrays else []
         k = 0
         thr = self.config.threshold
         for res, faces in prepared:
-            for j, (box, score, _) in enumerate(faces):
+            for j, (box, score, _, doubtful) in enumerate(faces):
                 pm = float(p_all[k])
                 k += 1
-                # No detector score means no detector found it: the whole image is the face.
+                # No detector score means no detector found it: the whole image is the face. When
+                # the detector was asked and found nothing, that is a guess on an image that may
+                # hold no face at all (blurred noise, a blob): never a confident answer; nor is
+                # a weak detection coloured like noise (faces.detector.looks_doubtful).
+                guessed = (score is None and self.detect) or doubtful
                 res.faces.append(FacePrediction(
                     index=j, box=FaceBox(*box), det_score=score,
                     label="male" if pm >= thr else "female", prob_male=pm, prob_female=1 - pm,
-                    unsure=abs(pm - 0.5) < opts.unsure_band,
+                    unsure=guessed or abs(pm - 0.5) < opts.unsure_band,
                     face_source="detector" if score is not None else "whole_image"))
         return [r for r, _ in prepared]
 

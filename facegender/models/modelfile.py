@@ -5,9 +5,13 @@ about which output is 'male'. Weights are safetensors: loading a model never unp
 
 config.json is validated on load against CONFIG_SCHEMA (JSON Schema); each failure is a
 FaceGenderError naming the file and the key. `save_config` records the sha256 of every weight
-file in the folder and a digest over them and the label order (`integrity`); `verify_files`
-checks it before an engine loads weights, so a label order edited by hand, or a weight file
-replaced or damaged after saving, is refused instead of inverting every answer in silence.
+file in the folder, the config values the engines read (ENGINE_KEYS) and a digest over them and
+the label order (`integrity`); `verify_files` checks it before an engine loads weights, so a
+label order or input size edited by hand, or a weight file replaced or damaged after saving, is
+refused instead of inverting every answer in silence. A folder without that record loads with a
+warning naming what is unverified, or not at all with strict=True. The digest guards against
+accidents (a hand edit, a partial copy, a file from another model), not against someone who can
+rewrite the folder: they can rewrite the record too.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import json
 import os
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -35,6 +40,10 @@ FORMAT = "facegender-model"
 FORMAT_VERSION = 1
 # The files whose sha256 `integrity` records (the ones an engine loads).
 WEIGHT_FILES = (WEIGHTS_NAME, ONNX_NAME, ONNX_INT8_NAME)
+# The config values an engine reads beside the label order, bound to the weights by
+# `integrity.config`. The crop policy is not: it is a framing the user may tune (Predictor's
+# `crop`), checked for consistency only.
+ENGINE_KEYS = ("arch", "input_size", "mean", "std")
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 _NUMBER = {"type": "number"}
@@ -103,6 +112,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 "files": {"type": "object", "additionalProperties": {
                     "type": "string", "pattern": "^[0-9a-f]{64}$"}},
                 "digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                "config": {"type": "object"},
             },
         },
     },
@@ -294,46 +304,130 @@ def file_sha256(path: Path) -> str:
     return digest
 
 
-def _digest(labels: list[str], files: dict[str, str]) -> str:
-    blob = json.dumps({"labels": list(labels), "files": dict(sorted(files.items()))},
-                      sort_keys=True, separators=(",", ":"))
+def _digest(labels: list[str], files: dict[str, str], config: dict | None = None) -> str:
+    """sha256 over the label order, the weight files' hashes and (records written since
+    ENGINE_KEYS existed) the engine values; older records hash without `config`."""
+    record: dict[str, Any] = {"labels": list(labels), "files": dict(sorted(files.items()))}
+    if config is not None:
+        record["config"] = config
+    blob = json.dumps(record, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def integrity_record(folder: str | Path, labels: list[str]) -> dict[str, Any]:
-    """The `integrity` entry for the weight files now in `folder` and this label order."""
+def _engine_values(cfg: ModelConfig) -> dict[str, Any]:
+    """The ENGINE_KEYS of `cfg` as JSON stores them (tuples become lists)."""
+    return json.loads(json.dumps({k: getattr(cfg, k) for k in ENGINE_KEYS}))
+
+
+def integrity_record(folder: str | Path, cfg: ModelConfig) -> dict[str, Any]:
+    """The `integrity` entry for the weight files now in `folder` and `cfg`'s label order and
+    engine values."""
     folder = Path(folder)
+    check_weight_files(folder)
     files = {name: file_sha256(folder / name) for name in WEIGHT_FILES
              if (folder / name).is_file()}
-    return {"files": files, "digest": _digest(labels, files)}
+    config = _engine_values(cfg)
+    return {"files": files, "config": config, "digest": _digest(cfg.labels, files, config)}
 
 
-def verify_files(model: str | Path | None, names: tuple[str, ...] = WEIGHT_FILES) -> ModelConfig:
-    """Check a model folder before its weights are used: config.json valid, label order and
-    recorded files unchanged since save_config (`integrity`), each of `names` that exists
-    matching its recorded sha256, model.safetensors a readable safetensors file. Folders saved
-    before `integrity` existed pass the digest checks. Returns the config."""
+def check_weight_files(folder: Path) -> None:
+    """Refuse a weight file that is not a regular file (after symlinks): a FIFO would block the
+    reader, /dev/zero never ends, and neither may be passed over for another backend."""
+    from ..io.files import special_kind
+
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if not os.path.lexists(path):
+            continue
+        try:
+            kind = special_kind(os.stat(path).st_mode)
+        except OSError as exc:  # a broken symlink, a loop, no permission
+            raise FaceGenderError(f"{path}: cannot be read ({exc.strerror or exc}); weights are "
+                                  "loaded only from regular files") from None
+        if kind:
+            what = kind.split(";")[0].split(", not")[0]  # "is a named pipe (FIFO)", ...
+            raise FaceGenderError(f"{path}: {what}, not a regular file; weights are loaded only "
+                                  "from regular files")
+
+
+def _unverified(folder: Path, cfg: ModelConfig) -> str | None:
+    """What the folder's integrity record leaves unchecked, or None when it covers it all."""
+    if not cfg.integrity:
+        present = [n for n in WEIGHT_FILES if (folder / n).is_file()]
+        return (f"{folder / CONFIG_NAME} has no integrity record: the label order "
+                f"{cfg.labels}, {', '.join(ENGINE_KEYS)} and {', '.join(present) or 'the weights'}"
+                " are unverified")
+    if "config" not in cfg.integrity:
+        return (f"{folder / CONFIG_NAME}: its integrity record predates engine values: "
+                f"{', '.join(ENGINE_KEYS)} are unverified")
+    return None
+
+
+_WARNED: set[str] = set()  # folders already warned about in this process
+
+
+def verify_files(model: str | Path | None, names: tuple[str, ...] = WEIGHT_FILES,
+                 strict: bool = False) -> ModelConfig:
+    """Check a model folder before its weights are used: config.json valid, weight files regular
+    files, label order, engine values (ENGINE_KEYS) and recorded files unchanged since
+    save_config (`integrity`), each of `names` that exists matching its recorded sha256,
+    model.safetensors a readable safetensors file, the crop policy consistent. A folder whose
+    record is missing (or older, without engine values) loads with a warning naming what is
+    unverified; `strict` refuses it. Returns the config."""
     folder = resolve_model_dir(model)
     cfg = load_config(folder)
-    rec = cfg.integrity
-    if rec:
-        files = rec.get("files", {})
-        if _digest(cfg.labels, files) != rec.get("digest"):
-            raise FaceGenderError(
-                f"{folder / CONFIG_NAME}: key 'labels': the label order {cfg.labels} (or "
-                "integrity.files) is not what was recorded with the weights (integrity.digest): "
-                "config.json was edited by hand; restore it, or re-save the folder with "
-                "modelfile.save_config if the weights really were changed to match")
-        for name in names:
-            if name in files and (folder / name).is_file() \
-                    and file_sha256(folder / name) != files[name]:
-                raise FaceGenderError(
-                    f"{folder / name}: its sha256 is not the one recorded in config.json "
-                    f"(integrity.files['{name}']): the file was replaced or damaged after the "
-                    "model was saved")
+    check_weight_files(folder)
+    _check_crop(folder, cfg)
+    gap = _unverified(folder, cfg)
+    if gap and strict:
+        raise FaceGenderError(f"{gap}; refused in strict mode (re-save the folder with "
+                              "modelfile.save_config once you trust it)")
+    if gap and str(folder.resolve()) not in _WARNED:  # once per folder, whichever engine asks
+        _WARNED.add(str(folder.resolve()))
+        warnings.warn(f"{gap} (re-save it with modelfile.save_config once you trust it; "
+                      "--strict refuses such a folder)", stacklevel=3)
+    if cfg.integrity:
+        _check_integrity(folder, cfg, names)
     if WEIGHTS_NAME in names and (folder / WEIGHTS_NAME).is_file():
         check_safetensors(folder / WEIGHTS_NAME)
     return cfg
+
+
+def _check_integrity(folder: Path, cfg: ModelConfig, names: tuple[str, ...]) -> None:
+    rec = cfg.integrity
+    files, sealed = rec.get("files", {}), rec.get("config")
+    if sealed is not None:  # name the value that moved before the digest says "something"
+        now = _engine_values(cfg)
+        for key in ENGINE_KEYS:
+            if key in sealed and sealed[key] != now[key]:
+                raise FaceGenderError(
+                    f"{folder / CONFIG_NAME}: key '{key}' is {now[key]!r} but the weights were "
+                    f"saved with {sealed[key]!r} (integrity.config): config.json was edited "
+                    "by hand or belongs to other weights")
+    if _digest(cfg.labels, files, sealed) != rec.get("digest"):
+        raise FaceGenderError(
+            f"{folder / CONFIG_NAME}: key 'labels': the label order {cfg.labels} (or "
+            "integrity.files) is not what was recorded with the weights (integrity.digest): "
+            "config.json was edited by hand; restore it, or re-save the folder with "
+            "modelfile.save_config if the weights really were changed to match")
+    for name in names:
+        if name in files and (folder / name).is_file() \
+                and file_sha256(folder / name) != files[name]:
+            raise FaceGenderError(
+                f"{folder / name}: its sha256 is not the one recorded in config.json "
+                f"(integrity.files['{name}']): the file was replaced or damaged after the "
+                "model was saved")
+
+
+def _check_crop(folder: Path, cfg: ModelConfig) -> None:
+    """The crop policy as the engines will build it (faces.CropPolicy), or one line naming
+    config.json's key 'crop' and what is wrong."""
+    from ..faces.crop import CropPolicy
+
+    try:
+        CropPolicy.from_dict(cfg.crop)
+    except FaceGenderError as exc:
+        raise FaceGenderError(f"{folder / CONFIG_NAME}: key 'crop': {exc}") from None
 
 
 def check_safetensors(path: Path) -> None:
@@ -356,7 +450,7 @@ def save_config(cfg: ModelConfig, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg.facegender_version = __version__
-    cfg.integrity = integrity_record(folder, cfg.labels)
+    cfg.integrity = integrity_record(folder, cfg)
     data = cfg.to_dict()
     validate_config(json.loads(json.dumps(data)), folder / CONFIG_NAME)
     out = folder / CONFIG_NAME
@@ -377,6 +471,19 @@ def save_weights(state_dict: dict, folder: str | Path, metadata: dict[str, str] 
     return out
 
 
+def _check_arch_values(folder: Path, cfg: ModelConfig) -> None:
+    """An architecture that fixes its preprocessing (registry.arch_defaults: dlib's chip size,
+    mean and std) refuses a config that says otherwise, naming the key."""
+    from .registry import arch_defaults
+
+    fixed = json.loads(json.dumps(arch_defaults(cfg.arch)))
+    now = _engine_values(cfg)
+    for key in ENGINE_KEYS:
+        if key in fixed and fixed[key] != now[key]:
+            raise FaceGenderError(f"{folder / CONFIG_NAME}: key '{key}' is {now[key]!r} but "
+                                  f"architecture '{cfg.arch}' needs {fixed[key]!r}")
+
+
 def load_torch_model(model: str | Path | None):
     """Build the architecture named in config.json and load model.safetensors into it (eval mode)."""
     from safetensors.torch import load_file
@@ -388,6 +495,7 @@ def load_torch_model(model: str | Path | None):
     if not weights.is_file():
         raise FaceGenderError(f"{folder}: no {WEIGHTS_NAME}")
     cfg = verify_files(folder, (WEIGHTS_NAME,))
+    _check_arch_values(folder, cfg)
     net = build_model(cfg.arch, num_classes=len(cfg.labels), pretrained=False)
     state = load_file(str(weights))
     missing, unexpected = net.load_state_dict(state, strict=False)

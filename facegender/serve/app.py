@@ -16,7 +16,8 @@ option or per image details, often empty), validation errors and unknown routes 
   413  request body over `max_upload_bytes` (base64 JSON counts at its encoded size), or more
        than `max_files` images in one request
   415  a body that is neither multipart/form-data nor JSON
-  429  one client over its rate (`rate_limit`/s) or with `per_client` requests in flight
+  429  one client over its rate (`rate_limit`/s), with `per_client` requests in flight, or
+       with 5 wrong API keys within a minute (guard.AUTH_FAILURES)
   503  more than `max_pending` requests in flight (Retry-After: 1)
 A slow client holds at most `per_client` slots, and only until its body times out, so slow or
 idle uploads cannot lock out the others. A file that is not an image, is broken, or has more
@@ -29,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import ipaddress
 import json
 import logging
 import os
@@ -61,7 +61,7 @@ except ImportError as _exc:  # the service is an extra: say which one
 from ..infer.predictor import ImageResult, Predictor
 from ..infer.record_model import FaceRecord
 from ..io.images import DEFAULT_MAX_PIXELS
-from .guard import Guard, error_body
+from .guard import API_KEY_ENV, Guard, error_body, is_loopback, resolve_api_key
 
 log = logging.getLogger("facegender.serve")
 
@@ -75,7 +75,6 @@ DEFAULT_PER_CLIENT = 8  # requests of one client address in flight at once
 DEFAULT_RATE_LIMIT = 50.0  # requests a second per client address (bursts of twice that)
 MAX_JSON_DEPTH = 8  # {"images": [{"data": ...}]} needs 3
 MAX_JSON_NUMBER_DIGITS = 100
-API_KEY_ENV = "FACEGENDER_API_KEY"
 # Measured with benchmarks/serve_load.py on 2 cores (50 clients, one 224 px face, ONNX): one
 # Predictor ~165 req/s, two ~280 (one thread decodes while the other runs the model) for 8 MB
 # more; three or four no better.
@@ -505,8 +504,7 @@ def create_app(model: str | Path | None = None, *, backend: str = "auto",
     `device` (``cpu``, ``cuda[:N]``) is where the classifier runs, as for predict; an unusable
     device fails here, before any port is bound.
     """
-    if api_key is None:
-        api_key = os.environ.get(API_KEY_ENV) or None
+    api_key = resolve_api_key(api_key)  # a weak key is refused here, before any work
     max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
     runner = _Runner(model, workers=workers, backend=backend, threads=threads, detect=detect,
                      max_pixels=max_pixels, batch_size=batch_size, device=device)
@@ -650,16 +648,6 @@ def create_app(model: str | Path | None = None, *, backend: str = "auto",
     return app
 
 
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def check_bind(host: str, api_key: str | None, no_auth: bool = False) -> None:
     """Refuse to listen beyond loopback without an API key, unless the user said --no-auth:
     face photos are biometric data."""
@@ -676,7 +664,7 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
     """Run the service with uvicorn until interrupted; `options` go to create_app. A host
     beyond loopback needs `api_key` (or FACEGENDER_API_KEY) unless `no_auth`."""
     uvicorn = require("uvicorn", "serve")
-    api_key = api_key if api_key is not None else (os.environ.get(API_KEY_ENV) or None)
+    api_key = resolve_api_key(api_key)
     check_bind(host, api_key, no_auth)
     # The service's own lines (a client that went away, a failed prediction) beside uvicorn's,
     # at the same level: uvicorn configures only its own loggers.
