@@ -6,6 +6,7 @@ backend -> temperature-scaled softmax -> FacePrediction. Evaluation uses this sa
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 from collections.abc import Iterable, Iterator
@@ -404,3 +405,17 @@ def predict(inputs: Any, model: str | Path | None = None, *, batch_size: int = 6
             **kwargs: Any) -> list[ImageResult]:
     """One call: load the model and predict every face in `inputs`."""
     return Predictor(model, **kwargs).predict(inputs, batch_size=batch_size)
+
+
+def _with_predictor_options(function: Any) -> None:
+    # load/predict pass their keywords on to Predictor: their signatures show Predictor's own
+    # options (derived from its __init__, so they cannot drift) instead of **kwargs.
+    own = [p for p in inspect.signature(function).parameters.values()
+           if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    options = [p for p in inspect.signature(Predictor.__init__).parameters.values()
+               if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    function.__signature__ = inspect.signature(function).replace(parameters=own + options)
+
+
+_with_predictor_options(load)
+_with_predictor_options(predict)
