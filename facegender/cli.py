@@ -556,9 +556,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-TABLE_COLUMNS = [("path", "path"), ("face", "face"), ("label", "label"), ("score", "score"),
-                 ("prob_male", "prob_male"), ("box", "box x,y,w,h"), ("face_source", "source"),
-                 ("error", "error")]
+from .infer.records import TABLE_COLUMNS  # noqa: E402  (the record's own table layout)
 
 
 def _table_cells(r: dict) -> list[str]:

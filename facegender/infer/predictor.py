@@ -65,6 +65,13 @@ class FacePrediction:
         """Calibrated probability of the label."""
         return self.prob_male if self.label == "male" else self.prob_female
 
+    def to_record(self, path: str, *, frame: int | None = None,
+                  timestamp: float | None = None) -> dict[str, Any]:
+        """This face as the one face record (records.RECORD) of the image at `path`."""
+        return face_record(path, face=self.index, box=self.box, det_score=self.det_score,
+                           label=self.label, prob_male=self.prob_male, unsure=self.unsure,
+                           face_source=self.face_source, frame=frame, timestamp=timestamp)
+
 
 @dataclass
 class ImageResult:
@@ -87,7 +94,7 @@ class ImageResult:
         return self.error is None
 
     def records(self) -> list[dict[str, Any]]:
-        """Face records (infer/records.py: FaceRecord), one per face; an image with no face or
+        """Face records (infer/records.py: RECORD), one per face; an image with no face or
         an error still gets one row, with `face` null."""
         at = self.sample.groups if self.sample is not None else {}  # video frames say where
         where = {"frame": self.frame if self.frame is not None else at.get("frame"),
@@ -95,9 +102,7 @@ class ImageResult:
         if self.error or not self.faces:
             return [face_record(self.path, label=None if self.error else "no_face",
                                 error=self.error, **where)]
-        return [face_record(self.path, face=f.index, box=f.box, det_score=f.det_score,
-                            label=f.label, prob_male=f.prob_male, unsure=f.unsure,
-                            face_source=f.face_source, **where) for f in self.faces]
+        return [f.to_record(self.path, **where) for f in self.faces]
 
 
 @dataclass(frozen=True)

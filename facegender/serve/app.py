@@ -59,7 +59,8 @@ except ImportError as _exc:  # the service is an extra: say which one
                             "pip install \"facegender[serve]\"") from _exc
 
 from ..infer.predictor import ImageResult, Predictor
-from ..infer.record_model import FaceRecord
+from ..infer.record_model import ImageOut
+from ..infer.records import image_record
 from ..io.images import DEFAULT_MAX_PIXELS
 from .guard import Guard, error_body
 
@@ -88,17 +89,9 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; s
             "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 
 
-# -- response shapes (documentation and tests; the handler builds plain dicts for speed). Each face
-# is the one FaceRecord the CLI and ImageResult.records() produce too.
-class ImageOut(BaseModel):
-    path: str = Field(description="the uploaded file's name (or the JSON image's name)")
-    width: int | None = Field(description="width of the upright image in pixels")
-    height: int | None = Field(description="height of the upright image in pixels")
-    faces: list[FaceRecord] = Field(description="one record per face found (empty: none found, "
-                                                "or the image could not be used)")
-    error: str | None = Field(description="why the image could not be used; null when it was")
-
-
+# -- response shapes (documentation and tests; the handler builds plain dicts for speed). Both
+# come from their one definition in infer/records.py: each face is the FaceRecord the CLI and
+# ImageResult.records() produce too.
 class PredictResponse(BaseModel):
     model: str
     results: list[ImageOut]
@@ -420,11 +413,10 @@ def _parse_json(body: bytes, max_files: int) -> tuple[list[_Upload], dict[str, A
 # -- response building
 def _image_json(name: str, res: ImageResult | None, error: str | None = None) -> dict[str, Any]:
     if res is None:
-        return {"path": name, "width": None, "height": None, "faces": [], "error": error}
+        return image_record(name, error=error)
     # The upload's own name, not the "<bytes 0>" the Predictor knows it by.
     faces = [{**r, "path": name} for r in res.records() if r["face"] is not None]
-    return {"path": name, "width": res.width, "height": res.height, "faces": faces,
-            "error": res.error}
+    return image_record(name, width=res.width, height=res.height, faces=faces, error=res.error)
 
 
 def _model_summary(p: Predictor, name: str, limits: dict[str, int]) -> dict[str, Any]:
