@@ -60,7 +60,7 @@ class Sample:
     data: bytes | None = None
 
     def read_bytes(self, cap: int | None = None) -> bytes:
-        """The encoded image through the one door (io.files.read_file): regular files only,
+        """The encoded image, read by io.files.read_file: regular files only,
         at most `cap` bytes (default: io.files.byte_cap()). Raises ImageError naming ref."""
         cap = byte_cap() if cap is None else int(cap)
         if self.data is not None:
@@ -433,7 +433,7 @@ def read_source(spec: str | Path | list | SourceData, *, labelled: bool = True,
         if found is not None:
             return found
     p = Path(s)
-    if not p.exists() and os.path.lexists(p):  # a broken or looping link: the door says which
+    if not p.exists() and os.path.lexists(p):  # a broken or looping link: read_file says which
         return SourceData(str(p), [Sample(ref=str(p), path=str(p))])
     if not p.exists():
         if any(ch in s for ch in "*?["):
