@@ -2,8 +2,8 @@
 
 The public API maps 1:1 onto the CLI verbs: `train`, `evaluate`, `predict`, `explain`, `qat`,
 `export`, `benchmark`, `info`, `shard`, `calibrate` (`serve` lives in `facegender.serve`; `predict --engine
-ray` is `predict_ray`). Nothing here imports torch:
-`train`, `qat` and `export` load it on first use.
+ray` is `predict_ray`). Nothing here imports torch: the verbs that need torch or Ray import
+their module on first use, and `help()` / `inspect.signature` show their real parameters.
 """
 
 from __future__ import annotations
