@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from facegender.faces import Face, FaceDetector
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 DATA = ROOT / ".." / "shared" / "data"
 
-from facegender.faces import Face, FaceDetector  # noqa: E402
 
 Detect = Callable[[Image.Image], list[Face]]
 

@@ -37,10 +37,10 @@ def main() -> None:
 
     from facegender.infer.export import (
         FLOAT_STRIDE,
-        _export_onnx,
-        _quantize,
         calibration_batches,
         calibration_faces,
+        export_onnx_graph,
+        quantize_int8,
     )
     from facegender.models import modelfile
     from facegender.training.quantaware import act_quants, calibrate, prepare, set_mode, to_original
@@ -55,9 +55,9 @@ def main() -> None:
     sim = prepare(copy.deepcopy(net), a.float_stride, cfg.input_size)
     calibrate(sim, [torch.from_numpy(b) for b in calibration_batches(x_cal)])
     tmp = Path(tempfile.mkdtemp())
-    _export_onnx(to_original(sim, cfg.arch, len(cfg.labels)), torch.from_numpy(x_cal[:2]),
+    export_onnx_graph(to_original(sim, cfg.arch, len(cfg.labels)), torch.from_numpy(x_cal[:2]),
                  tmp / "fp32.onnx", 18)
-    _quantize(tmp / "fp32.onnx", tmp / "int8.onnx", x_cal, tmp, float_stride=a.float_stride)
+    quantize_int8(tmp / "fp32.onnx", tmp / "int8.onnx", x_cal, tmp, float_stride=a.float_stride)
 
     # Scales: feed a few faces through the fp32 graph with every quantized tensor as an output,
     # and through the simulation (quantizers off), then pair tensors by their values.

@@ -47,8 +47,15 @@ def variants() -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
-    from facegender.infer.bench import _timed
-    from facegender.infer.export import FLOAT_STRIDE, INPUT_NAME, _arrays, _parity, _pick, _quantize
+    from facegender.infer.bench import timed
+    from facegender.infer.export import (
+        FLOAT_STRIDE,
+        INPUT_NAME,
+        face_arrays,
+        parity_figures,
+        pick_samples,
+        quantize_int8,
+    )
     from facegender.infer.preprocess import softmax
     from facegender.io.sources import read_source
     from facegender.models import modelfile
@@ -65,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     if not fp32.is_file() or not (DATA / "celeba-gender").is_dir():
         print(f"needs {fp32} and {DATA / 'celeba-gender'}", file=sys.stderr)
         return 2
-    x_cal, _ = _arrays(_pick(read_source(DATA / "celeba-gender" / "train.tar"), ("train",),
+    x_cal, _ = face_arrays(pick_samples(read_source(DATA / "celeba-gender" / "train.tar"), ("train",),
                              a.n_calib, 0, set()), cfg)
-    x, y = _arrays(_pick(read_source(DATA / "celeba-gender" / "val.tar"), ("val",),
+    x, y = face_arrays(pick_samples(read_source(DATA / "celeba-gender" / "val.tar"), ("val",),
                          a.n_parity, 1, set()), cfg)
     one = ort.SessionOptions()
     one.intra_op_num_threads = 1
@@ -77,12 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         z = np.concatenate([s.run(None, {INPUT_NAME: x[i:i + 256]})[0]
                             for i in range(0, len(x), 256)])
         s1 = ort.InferenceSession(str(path), one, providers=["CPUExecutionProvider"])
-        ms = float(np.median(_timed(lambda: s1.run(None, {INPUT_NAME: x[:1]}), 300, 30)))
+        ms = float(np.median(timed(lambda: s1.run(None, {INPUT_NAME: x[:1]}), 300, 30)))
         return softmax(z, cfg.temperature)[:, cfg.male_index], ms
 
     p32, ms32 = run(fp32)
     male = y == cfg.male_index
-    ref = _parity(p32, p32, male, 0.5, cfg.unsure_band)
+    ref = parity_figures(p32, p32, male, 0.5, cfg.unsure_band)
     print(f"{folder}: {len(x)} val faces ({ref['sure_faces']} outside the unsure band "
           f"{cfg.unsure_band}), {len(x_cal)} calibration faces; fp32 accuracy "
           f"{ref['accuracy']:.2%}, batch-1 {ms32:.3f} ms\n")
@@ -94,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
             out = tmpdir / "q.onnx"
             options = dict(options)
             stride = options.pop("float_stride", FLOAT_STRIDE)
-            _quantize(fp32, out, x_cal, tmpdir, options, float_stride=stride)
+            quantize_int8(fp32, out, x_cal, tmpdir, options, float_stride=stride)
             p8, ms = run(out)
-            par = _parity(p8, p32, male, 0.5, cfg.unsure_band)
+            par = parity_figures(p8, p32, male, 0.5, cfg.unsure_band)
             print(f"| {name} | {par['agreement']:.2%} | {par['agreement_sure']:.2%} | "
                   f"{par['max_abs_dp']:.3f} | {par['accuracy']:.2%} | {ms:.3f} |", flush=True)
     return 0

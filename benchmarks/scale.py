@@ -8,7 +8,7 @@ Faces are celeba val crops (../shared/data) written once as WebDataset shards of
 figure is wall-clock for the whole job, start-up included, and also without it (Ray: from
 the first finished partition; torchrun: the epoch's own img/s), so each engine's overhead is
 stated rather than hidden. With 2 cores the second worker can at best double throughput; what
-a cluster gives is projected from the per-worker rate (see the README's "Scaling out").
+a cluster gives is projected from the per-worker rate (see docs/performance.md, "Scaling out").
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data" / "celeba-gender"
 
 

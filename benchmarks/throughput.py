@@ -39,7 +39,6 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 FAIRFACE = ROOT.parent / "shared" / "data" / "fairface540" / "fairface540.tar"
 SAMPLE_EVERY = 0.1  # seconds between memory samples (see the docstring for the cost)
 
@@ -264,11 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     latency = one_face_latency()
     base_latency = None
     if base:
-        r = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-                            "import facegender; sys.path.insert(0, sys.argv[2]); import throughput; "
-                            "print(throughput.one_face_latency())", str(base),
-                            str(Path(__file__).parent)], capture_output=True, text=True,
-                           cwd=work)
+        # the older tree first, then this folder (for one_face_latency), by PYTHONPATH
+        path = os.pathsep.join([str(base), str(Path(__file__).parent)])
+        r = subprocess.run([sys.executable, "-c", "import facegender, throughput; "
+                            "print(throughput.one_face_latency())"], capture_output=True,
+                           text=True, cwd=work, env={**os.environ, "PYTHONPATH": path})
         base_latency = float(r.stdout.split()[-1]) if r.returncode == 0 else None
 
     def med(name: str, key: str) -> float | None:

@@ -175,11 +175,11 @@ def test_benchmark_refuses_missing_backend(exported, tmp_path):
 
 
 def test_parity_counts_flips_inside_and_outside_the_unsure_band():
-    from facegender.infer.export import _parity
+    from facegender.infer.export import parity_figures
 
     p_ref = np.array([0.10, 0.45, 0.55, 0.90, 0.75])
     p = np.array([0.12, 0.55, 0.54, 0.88, 0.45])  # flips: one inside the band, one outside
-    par = _parity(p, p_ref, np.array([0, 1, 1, 1, 1]), 0.5, unsure_band=0.2)
+    par = parity_figures(p, p_ref, np.array([0, 1, 1, 1, 1]), 0.5, unsure_band=0.2)
     assert par["agreement"] == pytest.approx(3 / 5)
     assert par["sure_faces"] == 3 and par["agreement_sure"] == pytest.approx(2 / 3)
     assert par["max_abs_dp"] == pytest.approx(0.30)

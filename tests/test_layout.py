@@ -205,3 +205,60 @@ def test_predicting_a_photo_imports_no_torch():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# benchmarks/ and tools/ stand outside the package: they use its public names only, run
+# against the installed package (no sys.path edits), and a tool never imports a benchmark.
+OUTSIDE = ("benchmarks", "tools")
+
+
+def boundary_violations(files: list[Path]) -> list[str]:
+    benchmark_names = {f.stem for f in (ROOT / "benchmarks").glob("*.py")}
+    out = []
+    for f in files:
+        where = f"{f.parent.name}/{f.name}"
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                mod = node.module or ""
+                if mod.split(".")[0] == "facegender":
+                    private = [p for p in mod.split(".") if p.startswith("_")]
+                    private += [a.name for a in node.names if a.name.startswith("_")]
+                    out += [f"{where}:{node.lineno} imports the private name {p} from {mod}"
+                            for p in private]
+                if f.parent.name == "tools" and mod.split(".")[0] in benchmark_names | {"benchmarks"}:
+                    out.append(f"{where}:{node.lineno} imports the benchmark {mod}")
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    top = a.name.split(".")[0]
+                    if top == "facegender" and any(p.startswith("_") for p in a.name.split(".")):
+                        out.append(f"{where}:{node.lineno} imports the private module {a.name}")
+                    if f.parent.name == "tools" and top in benchmark_names | {"benchmarks"}:
+                        out.append(f"{where}:{node.lineno} imports the benchmark {a.name}")
+            elif (isinstance(node, ast.Attribute) and node.attr == "path"
+                  and isinstance(node.value, ast.Name) and node.value.id == "sys"):
+                out.append(f"{where}:{node.lineno} edits sys.path")
+            elif (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                  and not node.attr.startswith("__") and isinstance(node.value, ast.Name)
+                  and node.value.id in {"facegender", "modelfile"}):
+                out.append(f"{where}:{node.lineno} uses the private name {node.attr}")
+    return out
+
+
+def test_benchmarks_and_tools_use_only_public_names():
+    files = [f for d in OUTSIDE for f in sorted((ROOT / d).glob("*.py"))]
+    assert len(files) > 10
+    assert boundary_violations(files) == []
+
+
+def test_boundary_check_catches_each_fault(tmp_path: Path):
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    faults = {"a.py": "from facegender.infer.export import _parity\n",
+              "b.py": "import sys\nsys.path.insert(0, 'x')\n",
+              "c.py": "from accuracy import measure\n",
+              "d.py": "import facegender.infer._private\n",
+              "e.py": "from facegender.infer import export\nexport.run()\n"}
+    for name, text in faults.items():
+        (tools / name).write_text(text)
+    found = boundary_violations(sorted(tools.glob("*.py")))
+    assert [v.split(":")[0] for v in found] == ["tools/a.py", "tools/b.py", "tools/c.py", "tools/d.py"]

@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 from facegender.cli import main  # noqa: E402
-from facegender.infer.export import _export_onnx, _quantize  # noqa: E402
+from facegender.infer.export import export_onnx_graph, quantize_int8  # noqa: E402
 from facegender.models import modelfile  # noqa: E402
 from facegender.models.registry import build_model  # noqa: E402
 from facegender.training.quantaware import (  # noqa: E402
@@ -63,8 +63,8 @@ def test_quant_points_match_onnxruntime(net, x, tmp_path, stride, points):
     onnx = pytest.importorskip("onnx")
     q = prepare(copy.deepcopy(net), stride, x.shape[-1])
     fp32, int8 = tmp_path / "f.onnx", tmp_path / "q.onnx"
-    _export_onnx(net, x[:2], fp32, 18)
-    _quantize(fp32, int8, x.numpy(), tmp_path, float_stride=stride)
+    export_onnx_graph(net, x[:2], fp32, 18)
+    quantize_int8(fp32, int8, x.numpy(), tmp_path, float_stride=stride)
     ort_points = sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(int8)).graph.node)
     assert len(act_quants(q)) == ort_points == (points or ort_points)
     assert stride == 0 or ort_points < 127
@@ -133,8 +133,8 @@ def test_simulated_int8_tracks_onnxruntime(trained_model, celeba, tmp_path):
     q = prepare(copy.deepcopy(net))
     calibrate(q, [torch.from_numpy(b) for b in calibration_batches(x_cal)])
     fp32, int8 = tmp_path / "f.onnx", tmp_path / "q.onnx"
-    _export_onnx(to_original(q, cfg.arch, 2), torch.from_numpy(x_cal[:2]), fp32, 18)
-    _quantize(fp32, int8, x_cal, tmp_path, float_stride=0)
+    export_onnx_graph(to_original(q, cfg.arch, 2), torch.from_numpy(x_cal[:2]), fp32, 18)
+    quantize_int8(fp32, int8, x_cal, tmp_path, float_stride=0)
     # The input's range is computed from the same faces by both: it must be ORT's exactly.
     onnx = pytest.importorskip("onnx")
     from onnx import numpy_helper

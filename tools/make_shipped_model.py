@@ -5,9 +5,9 @@
 
 Copies the run's model folder (no checkpoints, caches or teacher files) to
 facegender/weights/NAME (or --dest, to compare candidates first), exports ONNX (and INT8 with
---int8) with parity checks on celeba val faces, measures it with benchmarks/accuracy.py's
-`measure` (fairface540, AAF test, celeba val, calibration and re-save robustness) and writes
-the model card from those figures, with the data's and the weights' licences. --tta makes flip
+--int8) with parity checks on celeba val faces, measures it with facegender.report.heldout
+(fairface540, AAF test, celeba val, calibration and re-save robustness) and writes the model
+card from those figures, with the data's and the weights' licences. --tta makes flip
 test-time augmentation the model's default (config `tta`). --remeasure measures a built folder
 again (e.g. after --tta / --no-tta changed its config; the weights are untouched) and rewrites
 its recorded figures and card.
@@ -21,14 +21,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from facegender.infer.export import export, format_export_summary
+from facegender.models import modelfile
+from facegender.models.card import write_card
+from facegender.report.heldout import measure, table
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from accuracy import measure, table  # noqa: E402
-
-from facegender.infer.export import export, format_export_summary  # noqa: E402
-from facegender.models import modelfile  # noqa: E402
-from facegender.models.card import write_card  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 KEEP = ("config.json", "model.safetensors", "history.csv", "curves.png")
@@ -132,7 +130,7 @@ def write_model_card(dest: Path, name: str, cfg: modelfile.ModelConfig, figures:
 
 def measure_and_card(dest: Path, name: str) -> dict:
     """Measure the folder as it is configured and record the figures in its config and card."""
-    figures = measure(dest, None)
+    figures = measure(dest, DATA)
     cfg = modelfile.load_config(dest)
     cfg.metrics["held_out"] = figures
     cfg = _portable(cfg)

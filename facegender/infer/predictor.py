@@ -6,6 +6,7 @@ backend -> temperature-scaled softmax -> FacePrediction. Evaluation uses this sa
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 from collections.abc import Iterable, Iterator
@@ -65,6 +66,13 @@ class FacePrediction:
         """Calibrated probability of the label."""
         return self.prob_male if self.label == "male" else self.prob_female
 
+    def to_record(self, path: str, *, frame: int | None = None,
+                  timestamp: float | None = None) -> dict[str, Any]:
+        """This face as the one face record (records.RECORD) of the image at `path`."""
+        return face_record(path, face=self.index, box=self.box, det_score=self.det_score,
+                           label=self.label, prob_male=self.prob_male, unsure=self.unsure,
+                           face_source=self.face_source, frame=frame, timestamp=timestamp)
+
 
 @dataclass
 class ImageResult:
@@ -87,7 +95,7 @@ class ImageResult:
         return self.error is None
 
     def records(self) -> list[dict[str, Any]]:
-        """Face records (infer/records.py: FaceRecord), one per face; an image with no face or
+        """Face records (infer/records.py: RECORD), one per face; an image with no face or
         an error still gets one row, with `face` null."""
         at = self.sample.groups if self.sample is not None else {}  # video frames say where
         where = {"frame": self.frame if self.frame is not None else at.get("frame"),
@@ -95,9 +103,7 @@ class ImageResult:
         if self.error or not self.faces:
             return [face_record(self.path, label=None if self.error else "no_face",
                                 error=self.error, **where)]
-        return [face_record(self.path, face=f.index, box=f.box, det_score=f.det_score,
-                            label=f.label, prob_male=f.prob_male, unsure=f.unsure,
-                            face_source=f.face_source, **where) for f in self.faces]
+        return [f.to_record(self.path, **where) for f in self.faces]
 
 
 @dataclass(frozen=True)
@@ -413,3 +419,17 @@ def predict(inputs: Any, model: str | Path | None = None, *, batch_size: int = 6
             **kwargs: Any) -> list[ImageResult]:
     """One call: load the model and predict every face in `inputs`."""
     return Predictor(model, **kwargs).predict(inputs, batch_size=batch_size)
+
+
+def _with_predictor_options(function: Any) -> None:
+    # load/predict pass their keywords on to Predictor: their signatures show Predictor's own
+    # options (derived from its __init__, so they cannot drift) instead of **kwargs.
+    own = [p for p in inspect.signature(function).parameters.values()
+           if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    options = [p for p in inspect.signature(Predictor.__init__).parameters.values()
+               if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    function.__signature__ = inspect.signature(function).replace(parameters=own + options)
+
+
+_with_predictor_options(load)
+_with_predictor_options(predict)

@@ -1,19 +1,18 @@
-"""FaceRecord, the definition of the one record type for a face (pydantic): every field's type
-and meaning. docs/face-record.schema.json is its JSON Schema (`python tools/make_record_schema.py`
-rewrites it; a test fails when they differ) and the server's OpenAPI document is generated from
-the same class. The prediction path builds records as plain dicts (records.py, which does not
-import pydantic); their key order RECORD_FIELDS must be this class's field order, checked here
-on import.
+"""The face record (and the server's per-image result) as pydantic models, generated from their
+one definition in records.py (`RECORD`, `IMAGE`): docs/face-record.schema.json is FaceRecord's
+JSON Schema (`python tools/make_record_schema.py` rewrites it; a test fails when they differ) and
+the server's OpenAPI document uses the same classes. The prediction path builds the records as
+plain dicts (records.py, which does not import pydantic).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from .records import RECORD_FIELDS
+from .records import IMAGE, RECORD, RECORD_DOC, BoxType, FaceList, RecordField, image_record
 
 
 class Box(BaseModel):
@@ -27,49 +26,19 @@ class Box(BaseModel):
     h: float = Field(description="height in pixels")
 
 
-FaceSource = Literal["detector", "whole_image"]
+def _model(name: str, fields: tuple[RecordField, ...], doc: str | None,
+           kinds: dict[Any, Any], **config: Any) -> type[BaseModel]:
+    """A pydantic model with `fields` in order; `kinds` maps records.py's markers to models."""
+    return create_model(name, __config__=ConfigDict(**config), __doc__=doc,  # type: ignore[call-overload]
+                        **{f.name: (kinds.get(f.type, f.type), Field(description=f.description))
+                           for f in fields})
 
 
-class FaceRecord(BaseModel):
-    """One face of one image (or, with `face` null, an image in which no face was found or
-    that could not be read: one such row per image, so no input goes missing from a table)."""
-
-    model_config = ConfigDict(extra="forbid", title="FaceRecord")
-    path: str = Field(description="the input as given: a path, 'archive.tar::member', an URL, "
-                                  "an uploaded file's name, '-' for stdin")
-    face: int | None = Field(description="index of the face in its image (0 = highest detector "
-                                         "score); null when the image gave no face")
-    box: Box | None = Field(description="where the face is: x, y, w, h in pixels of the upright "
-                                        "image; the whole image when face_source is whole_image")
-    det_score: float | None = Field(description="face-detector confidence in [0, 1]; null when "
-                                                "no detector ran (face_source whole_image)")
-    label: Literal["male", "female", "no_face"] | None = Field(
-        description="the model's call: 'male' when prob_male >= the model's threshold, else "
-                    "'female'; read `unsure` before trusting it. 'no_face' on the one row of an "
-                    "image where no face was found; null on an error row")
-    score: float | None = Field(description="calibrated probability of `label` (as in Hugging "
-                                            "Face's image-classification output)")
-    prob_male: float | None = Field(description="calibrated probability that the face is male")
-    prob_female: float | None = Field(description="calibrated probability that the face is "
-                                                  "female (1 - prob_male)")
-    unsure: bool | None = Field(description="true when |prob_male - 0.5| is below the model's "
-                                            "unsure band: the label is a guess")
-    face_source: FaceSource | None = Field(
-        description="how the classified pixels were found: 'detector' (a detected face, cut "
-                    "with the model's crop policy) or 'whole_image' (no face was detected in an "
-                    "image that is itself a face crop, or detection was turned off, so the "
-                    "whole image was classified as one face)")
-    frame: int | None = Field(description="video frame number (0-based); null "
-                                                        "for still images")
-    timestamp: float | None = Field(description="video time of the frame in "
-                                                              "seconds; null for still images")
-    error: str | None = Field(description="why the image could not be used (the other fields "
-                                          "are then null); null when it was")
-
-
-if list(FaceRecord.model_fields) != RECORD_FIELDS:  # the two definitions must not drift
-    raise RuntimeError(f"records.RECORD_FIELDS {RECORD_FIELDS} differ from FaceRecord's fields "
-                       f"{list(FaceRecord.model_fields)}")
+FaceRecord = _model("FaceRecord", RECORD, RECORD_DOC, {BoxType | None: Box | None},
+                    extra="forbid", title="FaceRecord")
+ImageOut = _model("ImageOut", IMAGE, None, {FaceList: list[FaceRecord]})  # type: ignore[valid-type]
+if list(ImageOut.model_fields) != list(image_record("")):  # the builder follows the definition
+    raise RuntimeError("records.image_record's keys differ from records.IMAGE")
 
 
 def record_json_schema() -> dict[str, Any]:

@@ -1,27 +1,101 @@
-"""The one record type for a face, as the prediction path builds it: plain dicts that the CLI's
-CSV/JSON, `ImageResult.records()`, the REST API and the web page all produce.
+"""The one record type for a face, defined once here: `RECORD`, every field's name, JSON type,
+meaning and CLI table header. Everything else derives from it: the key order RECORD_FIELDS, the
+CSV columns, the CLI table's columns (TABLE_COLUMNS), the pydantic `FaceRecord` in
+record_model.py, docs/face-record.schema.json (`python tools/make_record_schema.py`) and the
+server's OpenAPI document; `IMAGE` likewise defines the server's per-image result.
 
-Its definition, with every field's type and meaning, is `FaceRecord` in record_model.py
-(pydantic; docs/face-record.schema.json and the server's OpenAPI document come from it). This
-module does not import pydantic: predicting never needs it, and importing it cost ~50 ms of a
-one-photo CLI call. `RECORD_FIELDS` is the records' key order; record_model.py refuses to load
-if FaceRecord's fields differ from it, and a test checks both. Records travel as plain dicts
-(building a pydantic object per face would cost more than classifying it). CSV cannot hold the
-box object, so `flatten` spreads it over box_x, box_y, box_w, box_h and `unflatten` reads such a
-row back into a record.
+The prediction path builds records as plain dicts (`face_record`, or
+`FacePrediction.to_record`), which the CLI's CSV/JSON, `ImageResult.records()`, the REST API and
+the web page all produce. This module does not import pydantic: predicting never needs it, and
+importing it cost ~50 ms of a one-photo CLI call; building a pydantic object per face would cost
+more than classifying it. CSV cannot hold the box object, so `flatten` spreads it over box_x,
+box_y, box_w, box_h and `unflatten` reads such a row back into a record.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from ..io.writers import FORMULA_STARTS
 
-RECORD_FIELDS: list[str] = ["path", "face", "box", "det_score", "label", "score", "prob_male",
-                             "prob_female", "unsure", "face_source", "frame", "timestamp", "error"]
+
+class BoxType:
+    """Marks the `box` field: a {x, y, w, h} object (record_model.Box)."""
+
+
+class RecordField(NamedTuple):
+    name: str
+    type: Any  # the value's type (None allowed where the type says so); BoxType for the box
+    description: str
+    column: str | None = None  # header in the CLI table, when it differs from the name
+
+
+RECORD: tuple[RecordField, ...] = (
+    RecordField("path", str, "the input as given: a path, 'archive.tar::member', an URL, "
+                "an uploaded file's name, '-' for stdin"),
+    RecordField("face", int | None, "index of the face in its image (0 = highest detector "
+                "score); null when the image gave no face"),
+    RecordField("box", BoxType | None, "where the face is: x, y, w, h in pixels of the upright "
+                "image; the whole image when face_source is whole_image", "box x,y,w,h"),
+    RecordField("det_score", float | None, "face-detector confidence in [0, 1]; null when "
+                "no detector ran (face_source whole_image)"),
+    RecordField("label", Literal["male", "female", "no_face"] | None,
+                "the model's call: 'male' when prob_male >= the model's threshold, else "
+                "'female'; read `unsure` before trusting it. 'no_face' on the one row of an "
+                "image where no face was found; null on an error row"),
+    RecordField("score", float | None, "calibrated probability of `label` (as in Hugging "
+                "Face's image-classification output)"),
+    RecordField("prob_male", float | None, "calibrated probability that the face is male"),
+    RecordField("prob_female", float | None, "calibrated probability that the face is "
+                "female (1 - prob_male)"),
+    RecordField("unsure", bool | None, "true when |prob_male - 0.5| is below the model's "
+                "unsure band, or no face was found and the whole image was guessed: the label is a "
+                "guess"),
+    RecordField("face_source", Literal["detector", "whole_image"] | None,
+                "how the classified pixels were found: 'detector' (a detected face, cut "
+                "with the model's crop policy) or 'whole_image' (no face was detected in an "
+                "image that is itself a face crop, or detection was turned off, so the "
+                "whole image was classified as one face)", "source"),
+    RecordField("frame", int | None, "video frame number (0-based); null for still images"),
+    RecordField("timestamp", float | None, "video time of the frame in seconds; null for "
+                "still images"),
+    RecordField("error", str | None, "why the image could not be used (the other fields "
+                "are then null); null when it was"),
+)
+RECORD_DOC = ("One face of one image (or, with `face` null, an image in which no face was found or\n"
+              "that could not be read: one such row per image, so no input goes missing from a "
+              "table).")
+RECORD_FIELDS: list[str] = [f.name for f in RECORD]
 BOX_KEYS = ("x", "y", "w", "h")
 CSV_FIELDS: list[str] = [c for f in RECORD_FIELDS
                          for c in ([f"box_{k}" for k in BOX_KEYS] if f == "box" else [f])]
+# The CLI table: the fields a person reads first, in that order, under their headers.
+TABLE_COLUMNS: list[tuple[str, str]] = [
+    (f.name, f.column or f.name)
+    for name in ("path", "face", "label", "score", "prob_male", "box", "face_source", "error")
+    for f in RECORD if f.name == name]
+
+
+class FaceList:
+    """Marks the `faces` field of an image result: a list of face records."""
+
+
+# The server's result for one image: its faces are the records above.
+IMAGE: tuple[RecordField, ...] = (
+    RecordField("path", str, "the uploaded file's name (or the JSON image's name)"),
+    RecordField("width", int | None, "width of the upright image in pixels"),
+    RecordField("height", int | None, "height of the upright image in pixels"),
+    RecordField("faces", FaceList, "one record per face found (empty: none found, or the image "
+                "could not be used)"),
+    RecordField("error", str | None, "why the image could not be used; null when it was"),
+)
+
+
+def image_record(path: str, *, width: int | None = None, height: int | None = None,
+                 faces: list[dict[str, Any]] | None = None, error: str | None = None
+                 ) -> dict[str, Any]:
+    """One image's result as the server returns it (IMAGE's fields, in order)."""
+    return {"path": path, "width": width, "height": height, "faces": faces or [], "error": error}
 
 
 def face_record(path: str, *, face: int | None = None,

@@ -13,10 +13,8 @@ from collections.abc import Iterable
 from typing import IO, Any
 
 from ..io.files import display_name
+from .records import TABLE_COLUMNS
 
-TABLE_COLUMNS = [("path", "path"), ("face", "face"), ("label", "label"), ("score", "score"),
-                 ("prob_male", "prob_male"), ("box", "box x,y,w,h"), ("face_source", "source"),
-                 ("error", "error")]
 PATH_WIDTH = 60  # longer paths keep their end: "…" + the last 59 characters
 HOLD = 5000  # rows kept in memory before the rest wait in a temporary file
 _SEP = "\x1f"  # between the cells of a waiting row (display_name escapes control characters)

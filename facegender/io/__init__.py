@@ -1,4 +1,5 @@
-"""The one door for bytes: safe image decoding and the sources that yield Samples.
+"""Bytes in: files read within limits, images decoded safely, and the sources that yield
+Samples.
 
 Imports only `errors` and `labels`; never torch. Importing the package registers the tar-shard
 reader (shards.py) with sources.read_source.

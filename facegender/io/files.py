@@ -1,4 +1,4 @@
-"""The one door for bytes from disk: regular files only, never more than a cap.
+"""Reading files from disk: regular files only, never more than a cap.
 
 Every path the package reads an image or a manifest from comes through `read_file`: the path is
 stat'ed first (a FIFO would block the open itself, a device such as /dev/zero never ends, a

@@ -1,4 +1,4 @@
-"""The one door every image comes through: safe decoding to an upright RGB PIL image.
+"""Image decoding: every image, from any source, is decoded here to an upright RGB PIL image.
 
 Handles EXIF orientation, every common mode (L, LA, P, RGBA, CMYK, I;16, 16-bit PNG),
 animated files (first frame) and a pixel limit against decompression bombs. Anything that

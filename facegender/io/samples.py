@@ -30,7 +30,7 @@ class Sample:
     data: bytes | None = None
 
     def read_bytes(self, cap: int | None = None) -> bytes:
-        """The encoded image through the one door (io.files.read_file): regular files only,
+        """The encoded image, read by io.files.read_file: regular files only,
         at most `cap` bytes (default: io.files.byte_cap()). Raises ImageError naming ref."""
         cap = byte_cap() if cap is None else int(cap)
         if self.data is not None:

@@ -394,7 +394,7 @@ def read_source(spec: str | Path | list | SourceData, *, labelled: bool = True,
         if found is not None:
             return found
     p = Path(s)
-    if not p.exists() and os.path.lexists(p):  # a broken or looping link: the door says which
+    if not p.exists() and os.path.lexists(p):  # a broken or looping link: read_file says which
         return SourceData(str(p), [Sample(ref=str(p), path=str(p))])
     if not p.exists():
         if any(ch in s for ch in "*?["):

@@ -133,7 +133,7 @@ class Reader:
         self.pos += n
         return out
 
-    def int(self) -> int:
+    def read_int(self) -> int:
         ctrl = self._take(1)[0]
         size = ctrl & 0x0F
         if size == 0 or size > 8:
@@ -141,36 +141,36 @@ class Reader:
         value = int.from_bytes(self._take(size), "little")
         return -value if ctrl & 0x80 else value
 
-    def float(self) -> float:
+    def read_float(self) -> float:
         if self.data[self.pos] & 0x70:
             raise DlibFormatError("old ASCII float serialization is not supported")
-        mantissa, exponent = self.int(), self.int()
+        mantissa, exponent = self.read_int(), self.read_int()
         if exponent in _FLOAT_SPECIAL:
             return _FLOAT_SPECIAL[exponent]
         return math.ldexp(mantissa, exponent)
 
-    def bool(self) -> bool:
+    def read_bool(self) -> bool:
         ch = self._take(1)
         if ch not in (b"0", b"1"):
             raise DlibFormatError(f"bad bool {ch!r} at byte {self.pos - 1}")
         return ch == b"1"
 
-    def str(self) -> str:
-        return self._take(self.int()).decode("latin-1")
+    def read_string(self) -> str:
+        return self._take(self.read_int()).decode("latin-1")
 
     def tensor(self) -> np.ndarray:
         self.expect_version(2, "resizable_tensor")
-        shape = tuple(self.int() for _ in range(4))
+        shape = tuple(self.read_int() for _ in range(4))
         count = math.prod(shape)
         return np.frombuffer(self._take(4 * count), dtype="<f4").reshape(shape).astype(np.float32)
 
     def alias_tensor(self) -> tuple[int, ...]:
         self.expect_version(1, "alias_tensor")
-        return tuple(self.int() for _ in range(4))
+        return tuple(self.read_int() for _ in range(4))
 
     def expect_version(self, allowed: int | tuple[int, ...], what: str) -> int:
         allowed = (allowed,) if isinstance(allowed, int) else allowed
-        v = self.int()
+        v = self.read_int()
         if v not in allowed:
             raise DlibFormatError(f"{what}: unexpected version {v} at byte {self.pos}")
         return v
@@ -185,23 +185,23 @@ def _slice(params: np.ndarray, offset: int, shape: tuple[int, ...]) -> np.ndarra
 
 
 def _read_pool(r: Reader) -> dict[str, Any]:
-    nr, nc, sy, sx, py, px = (r.int() for _ in range(6))
+    nr, nc, sy, sx, py, px = (r.read_int() for _ in range(6))
     return {"size": (nr, nc), "stride": (sy, sx), "padding": (py, px)}
 
 
 def read_layer_details(r: Reader) -> dict[str, Any]:
     """One layer's own serialization (the ``details`` of an add_layer); dispatches on its version."""
-    version = r.str()
+    version = r.read_string()
     if version in ("con_4", "con_5", "con_6"):
         params = r.tensor()
-        out: dict[str, Any] = {"kind": "con", "num": r.int()}
-        nr, nc, sy, sx, py, px = (r.int() for _ in range(6))
+        out: dict[str, Any] = {"kind": "con", "num": r.read_int()}
+        nr, nc, sy, sx, py, px = (r.read_int() for _ in range(6))
         out.update(size=(nr, nc), stride=(sy, sx), padding=(py, px))
         fshape, bshape = r.alias_tensor(), r.alias_tensor()
         for _ in range(4):  # learning-rate / weight-decay multipliers
-            r.float()
-        use_bias = r.bool() if version in ("con_5", "con_6") else True
-        if version == "con_6" and r.bool():
+            r.read_float()
+        use_bias = r.read_bool() if version in ("con_5", "con_6") else True
+        if version == "con_6" and r.read_bool():
             raise DlibFormatError("con_ with fused relu is not part of this network")
         out["weight"] = _slice(params, 0, fshape)
         fsize = math.prod(fshape)
@@ -210,8 +210,8 @@ def read_layer_details(r: Reader) -> dict[str, Any]:
     if version in ("affine_", "affine_2"):
         params = r.tensor()
         gshape, bshape = r.alias_tensor(), r.alias_tensor()
-        mode = r.int()
-        if version == "affine_2" and r.bool():
+        mode = r.read_int()
+        if version == "affine_2" and r.read_bool():
             raise DlibFormatError("disabled affine_ layer is not part of this network")
         if mode != 0:  # layer_mode: CONV_MODE = 0, FC_MODE = 1
             raise DlibFormatError(f"affine_ in mode {mode}, expected CONV_MODE")
@@ -225,17 +225,17 @@ def read_layer_details(r: Reader) -> dict[str, Any]:
         for _ in range(2):  # means, invstds of the last mini-batch
             r.tensor()
         running_mean, running_var = r.tensor().reshape(-1), r.tensor().reshape(-1)
-        r.int(), r.int()  # num_updates, running_stats_window_size
+        r.read_int(), r.read_int()  # num_updates, running_stats_window_size
         for _ in range(4):
-            r.float()
-        eps = r.float()
+            r.read_float()
+        eps = r.read_float()
         g = _slice(params, 0, gshape).reshape(-1)
         b = _slice(params, math.prod(gshape), bshape).reshape(-1)
         gamma = (g / np.sqrt(running_var + eps)).astype(np.float32)
         beta = (b - gamma * running_mean).astype(np.float32)
         return {"kind": "affine", "num": gamma.size, "gamma": gamma, "beta": beta}
     if version in ("relu_", "relu_2"):
-        if version == "relu_2" and r.bool():
+        if version == "relu_2" and r.read_bool():
             raise DlibFormatError("disabled relu_ layer is not part of this network")
         return {"kind": "relu"}
     if version == "max_pool_2":
@@ -246,13 +246,13 @@ def read_layer_details(r: Reader) -> dict[str, Any]:
     if version == "add_prev_":
         return {"kind": "add_prev"}
     if version in ("fc_2", "fc_3"):
-        num_outputs, num_inputs = r.int(), r.int()
+        num_outputs, num_inputs = r.read_int(), r.read_int()
         params = r.tensor()
         wshape, bshape = r.alias_tensor(), r.alias_tensor()
-        bias_mode = r.int()  # FC_HAS_BIAS = 0, FC_NO_BIAS = 1
+        bias_mode = r.read_int()  # FC_HAS_BIAS = 0, FC_NO_BIAS = 1
         for _ in range(4):
-            r.float()
-        use_bias = r.bool() if version == "fc_3" else True
+            r.read_float()
+        use_bias = r.read_bool() if version == "fc_3" else True
         # dlib computes out = in @ W with W stored num_inputs x num_outputs; torch wants (out, in).
         weight = _slice(params, 0, (num_inputs, num_outputs)).T.copy()
         if wshape[:2] != (num_inputs, num_outputs):
@@ -283,9 +283,9 @@ def parse_dlib_resnet(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str
 
     # add_loss_layer: version 1, then the loss details (before the subnetwork).
     r.expect_version(1, "add_loss_layer")
-    loss = r.str()
+    loss = r.read_string()
     if loss == "loss_metric_2":
-        meta["loss_margin"], meta["loss_distance_threshold"] = repr(r.float()), repr(r.float())
+        meta["loss_margin"], meta["loss_distance_threshold"] = repr(r.read_float()), repr(r.read_float())
     elif loss != "loss_metric_":
         raise DlibFormatError(f"expected loss_metric_, found {loss!r}")
 
@@ -302,10 +302,10 @@ def parse_dlib_resnet(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str
             header_versions.append(r.expect_version((1, 2), "add_layer"))
     header_versions.reverse()
 
-    if (name := r.str()) != "input_rgb_image_sized":
+    if (name := r.read_string()) != "input_rgb_image_sized":
         raise DlibFormatError(f"expected input_rgb_image_sized, found {name!r}")
-    mean = np.array([r.float() for _ in range(3)], dtype=np.float32)
-    nr, nc = r.int(), r.int()
+    mean = np.array([r.read_float() for _ in range(3)], dtype=np.float32)
+    nr, nc = r.read_int(), r.read_int()
     if (nr, nc) != (150, 150):
         raise DlibFormatError(f"input size {nr}x{nc}, expected 150x150")
     state: dict[str, np.ndarray] = {"rgb_mean": mean}
@@ -317,12 +317,12 @@ def parse_dlib_resnet(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str
         _check(layer, got)
         # add_layer bookkeeping: this_layer_setup_called, gradient_input_is_stale, ..._disabled, x_grad,
         # cached_output, then params_grad (v2) or, over the input, grad_final + sample_expansion_factor.
-        r.bool(), r.bool(), r.bool()
+        r.read_bool(), r.read_bool(), r.read_bool()
         r.tensor(), r.tensor()
         if i == 0:
             r.tensor()
             if version == 3:
-                r.int()
+                r.read_int()
         elif version == 2:
             r.tensor()
         if layer.kind == "con":
@@ -369,10 +369,10 @@ DLIB_LANDMARKS5_FILE = "shape_predictor_5_face_landmarks.dat"
 
 def _matrix_col(r: Reader) -> np.ndarray:
     """matrix<float,0,1>: -nr, -nc (negated on purpose by dlib), then the elements."""
-    nr, nc = -r.int(), -r.int()
+    nr, nc = -r.read_int(), -r.read_int()
     if nr < 0 or nc != 1:
         raise DlibFormatError(f"expected a column vector, got {nr}x{nc} at byte {r.pos}")
-    return np.array([r.float() for _ in range(nr)], dtype=np.float32)
+    return np.array([r.read_float() for _ in range(nr)], dtype=np.float32)
 
 
 def parse_shape_predictor(data: bytes) -> dict[str, np.ndarray]:
@@ -383,11 +383,11 @@ def parse_shape_predictor(data: bytes) -> dict[str, np.ndarray]:
     r.expect_version(1, "shape_predictor")
     initial = _matrix_col(r)
     idx1, idx2, thresh, leaves = [], [], [], []
-    for _ in range(r.int()):  # cascades
+    for _ in range(r.read_int()):  # cascades
         c1, c2, ct, cl = [], [], [], []
-        for _ in range(r.int()):  # trees
-            splits = [(r.int(), r.int(), r.float()) for _ in range(r.int())]
-            vals = [_matrix_col(r) for _ in range(r.int())]
+        for _ in range(r.read_int()):  # trees
+            splits = [(r.read_int(), r.read_int(), r.read_float()) for _ in range(r.read_int())]
+            vals = [_matrix_col(r) for _ in range(r.read_int())]
             if len(vals) != len(splits) + 1:
                 raise DlibFormatError("a regression tree needs one more leaf than splits")
             c1.append([s[0] for s in splits])
@@ -395,8 +395,8 @@ def parse_shape_predictor(data: bytes) -> dict[str, np.ndarray]:
             ct.append([s[2] for s in splits])
             cl.append(np.stack(vals))
         idx1.append(c1), idx2.append(c2), thresh.append(ct), leaves.append(np.stack(cl))
-    anchors = [[r.int() for _ in range(r.int())] for _ in range(r.int())]
-    deltas = [[(r.float(), r.float()) for _ in range(r.int())] for _ in range(r.int())]
+    anchors = [[r.read_int() for _ in range(r.read_int())] for _ in range(r.read_int())]
+    deltas = [[(r.read_float(), r.read_float()) for _ in range(r.read_int())] for _ in range(r.read_int())]
     if r.pos != len(data):
         raise DlibFormatError(f"{len(data) - r.pos} bytes left after the shape predictor")
     if not (len(idx1) == len(anchors) == len(deltas)):

@@ -40,12 +40,12 @@ def rss_mb() -> float:
 def _columns() -> list[tuple[str, str]]:
     """(column, arrow type name) of a flattened face record: the single-process CSV's columns,
     typed from the record's own field annotations."""
-    from ..infer.record_model import FaceRecord
-    from ..infer.records import BOX_KEYS, CSV_FIELDS
+    from ..infer.records import BOX_KEYS, CSV_FIELDS, RECORD
 
     kinds = {}
-    for name, f in FaceRecord.model_fields.items():
-        args = [a for a in typing.get_args(f.annotation) or (f.annotation,) if a is not type(None)]
+    for f in RECORD:
+        name = f.name
+        args = [a for a in typing.get_args(f.type) or (f.type,) if a is not type(None)]
         kinds[name] = ("int64" if args == [int] else "float64" if args == [float]
                        else "bool_" if args == [bool] else "string")
     for k in BOX_KEYS:

@@ -1,4 +1,5 @@
-"""The HTTP service (FastAPI) and its upload page.
+"""The HTTP service (FastAPI) and its upload page: app.py builds and launches it; schemas,
+request bodies, routes, the Predictor pool, pages and the guard each have a module.
 
 Imports `io`, `models`, `infer`; never torch.
 """
