@@ -39,7 +39,8 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 __all__ = ["train", "qat", "evaluate", "predict", "explain", "info", "load", "Predictor", "ImageResult",
-           "export", "benchmark", "shard", "calibrate", "predict_ray", "__version__"]
+           "export", "benchmark", "shard", "calibrate", "predict_ray", "track", "summarize_tracks",
+           "__version__"]
 
 
 def train(*args, **kwargs):
@@ -90,3 +91,25 @@ def predict_ray(*args, **kwargs):
     from .scale.ray_predict import predict_ray as _predict_ray
 
     return _predict_ray(*args, **kwargs)
+
+
+def track(inputs, model=None, *, every=None, period=None, keyframes=False, min_frames=3,
+          batch_size=64, **kwargs):
+    """Faces of every video in `inputs` (files, folders, globs) linked into tracks, one label
+    per track: a list of VideoTracks (`frame_rows`, `track_rows` in infer/video_tracks.py;
+    `summarize_tracks` for screen time). Frames: every `every` seconds (default 1), every
+    `period`-th frame (rows for all frames), or the keyframes. Other keywords go to Predictor."""
+    from .infer.predictor import Predictor
+    from .infer.video_tracks import track_videos
+
+    pred = Predictor(model, **kwargs)
+    return list(track_videos(pred, inputs, every=every, period=period, keyframes=keyframes,
+                             min_frames=min_frames, batch_size=batch_size))
+
+
+def summarize_tracks(videos, n_boot=1000, seed=0):
+    """Screen time, person-seconds and tracks by label per video and in total, with bootstrap
+    intervals; see facegender.infer.video_summary.summarize_videos."""
+    from .infer.video_summary import summarize_videos
+
+    return summarize_videos(videos, n_boot=n_boot, seed=seed)

@@ -45,7 +45,7 @@ class Detection:
     det_score: float | None
     prob_male: float
     label: str
-    feature: np.ndarray       # appearance signature (unit vector)
+    feature: np.ndarray | None  # appearance signature (unit vector; freed after tracking)
     face: int = 0             # the face's index in its frame's records
     unsure: bool = False      # the frame's own unsure flag
     linked_by: str = "new"    # new | motion | appearance

@@ -138,6 +138,10 @@ def track_video(predictor: Predictor, path: str | Path, *, every: float | None =
         out.all_times = stream.times
     out.spans = _spans(out.times, spacing, stream)
     out.tracks = tracker.tracks
+    for t in out.tracks:  # the appearance signatures served linking only: free them
+        t.feature = None
+        for d in t.detections:
+            d.feature = None
     thr, band = predictor.config.threshold, predictor.options.unsure_band
     out.labels = {t.id: label_track(t, thr, band, min_frames) for t in out.tracks}
     return out
@@ -284,8 +288,8 @@ def track_rows(v: VideoTracks) -> Iterator[dict[str, Any]]:
         ds = t.detections
         iv = v.intervals(t)
         yield {"path": v.path, "track_id": t.id, "label": lab.label,
-               "score": None if lab.label is None else (
-                   lab.prob_male if lab.label == "male" else 1 - lab.prob_male),
+               "score": None if lab.label is None else round(
+                   lab.prob_male if lab.label == "male" else 1 - lab.prob_male, 6),
                "prob_male": round(lab.prob_male, 6), "unsure": lab.unsure, "frames": lab.frames,
                "first_frame": v.frames[ds[0].sample], "last_frame": v.frames[ds[-1].sample],
                "start": round(iv[0][0], 3), "end": round(iv[-1][1], 3),

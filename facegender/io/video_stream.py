@@ -23,6 +23,7 @@ from ..errors import DataError, ImageError, require
 from .sources import Sample
 
 _AHEAD = 8  # decoded frames waiting for the predictor
+_MAX_BAD = 50  # undecodable packets in a row before a video is given up
 
 
 @dataclass
@@ -80,8 +81,8 @@ class VideoStream:
 
     Exactly one of `every` (seconds), `period` (frames) or `keyframes` chooses frames. After
     (or during) iteration `times` maps every decoded frame number to its time, `error` holds the
-    reason decoding stopped early (a corrupt stream: the frames before it are kept), and
-    `frames` counts the decoded frames."""
+    reason decoding stopped early or skipped corrupt packets (the frames decoded are kept),
+    and `frames` counts the decoded frames."""
 
     def __init__(self, path: str, *, every: float | None = None, period: int | None = None,
                  keyframes: bool = False) -> None:
@@ -95,9 +96,13 @@ class VideoStream:
         self.path, self.every, self.period, self.keyframes = path, every, period, keyframes
         self.times: dict[int, float] = {}
         self.frames = 0
+        self.bad_packets = 0
         self.error: str | None = None
 
     def _decode(self) -> Iterator[tuple[int, float, Any]]:
+        """(frame number, seconds from the first frame, frame) of every decoded frame. A packet
+        that does not decode (a corrupt stretch) is skipped and counted; after _MAX_BAD of
+        them in a row decoding stops, and `error` says so."""
         av = require("av", "video")
         rate = self.info.rate
         with av.open(self.path) as container:
@@ -105,15 +110,24 @@ class VideoStream:
             stream.thread_type = "AUTO"  # frame threads inside the decoder
             if self.keyframes:
                 stream.codec_context.skip_frame = "NONKEY"
-            t0 = None
-            for n, frame in enumerate(container.decode(stream)):
-                t = frame.time
-                if t is None:
-                    t = n / rate
-                t0 = t if t0 is None else t0
-                # Keyframes only: the frame number is where the time puts it.
-                number = round((t - t0) * rate) if self.keyframes else n
-                yield number, round(t - t0, 6), frame
+            t0, n, bad_run = None, 0, 0
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    self.bad_packets += 1
+                    bad_run += 1
+                    if bad_run >= _MAX_BAD:
+                        raise
+                    continue
+                bad_run = 0
+                for frame in frames:
+                    t = frame.time if frame.time is not None else n / rate
+                    t0 = t if t0 is None else t0
+                    # Keyframes only: the frame number is where the time puts it.
+                    number = round((t - t0) * rate) if self.keyframes else n
+                    n += 1
+                    yield number, round(t - t0, 6), frame
 
     def _chosen(self) -> Iterator[FrameSample]:
         av = require("av", "video")
@@ -134,6 +148,9 @@ class VideoStream:
                                   picture=frame)
         except av.error.FFmpegError as exc:
             self.error = f"decoding stopped after {self.frames} frames ({exc.strerror or exc})"
+        else:
+            if self.bad_packets:
+                self.error = f"{self.bad_packets} corrupt packets skipped"
 
     def __iter__(self) -> Iterator[FrameSample]:
         return prefetch(self._chosen(), _AHEAD)
