@@ -159,6 +159,12 @@ def test_detect_period_gives_every_frame_a_row(clip):
     assert d0.box[0] < mid["box"]["x"] < d1.box[0]
     st = summarize_tracks([v], n_boot=50)["videos"][0]["screen_time"]
     assert abs(st["female"] - 6.0) <= 0.5 and abs(st["male"] - 5.0) <= 0.5
+    # one frame a second, 10 frames apart: frames nothing refers to are not even decoded
+    (v,) = track(clip, every=1.0)
+    assert len(v.times) == SECONDS and sorted(v.labels[t.id].label for t in v.tracks) == [
+        "female", "male", "male"]
+    st = summarize_tracks([v], n_boot=0)["videos"][0]["screen_time"]
+    assert abs(st["female"] - 6.0) <= 1.0 and abs(st["male"] - 5.0) <= 1.0
 
 
 def _zero_size_avi(path: Path) -> Path:

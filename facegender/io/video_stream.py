@@ -23,6 +23,7 @@ from ..errors import DataError, ImageError, require
 from .sources import Sample
 
 _AHEAD = 8  # decoded frames waiting for the predictor
+_SKIP_APART = 10  # frames between chosen ones from which non-reference frames are skipped
 _MAX_BAD = 50  # undecodable packets in a row before a video is given up
 
 
@@ -108,8 +109,15 @@ class VideoStream:
         with av.open(self.path) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"  # frame threads inside the decoder
+            # Frames no other frame refers to (most B-frames) are not decoded when the frames
+            # wanted are _SKIP_APART or more apart: a chosen frame is then the first decoded one
+            # at or after its time (a frame or two late, against a spacing ten times that).
+            by_time = self.keyframes or (self.every is not None
+                                         and self.every * rate >= _SKIP_APART)
             if self.keyframes:
                 stream.codec_context.skip_frame = "NONKEY"
+            elif by_time:
+                stream.codec_context.skip_frame = "NONREF"
             t0, n, bad_run = None, 0, 0
             for packet in container.demux(stream):
                 try:
@@ -124,8 +132,8 @@ class VideoStream:
                 for frame in frames:
                     t = frame.time if frame.time is not None else n / rate
                     t0 = t if t0 is None else t0
-                    # Keyframes only: the frame number is where the time puts it.
-                    number = round((t - t0) * rate) if self.keyframes else n
+                    # Frames skipped: the frame number is where the time puts it.
+                    number = round((t - t0) * rate) if by_time else n
                     n += 1
                     yield number, round(t - t0, 6), frame
 
