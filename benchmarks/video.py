@@ -126,7 +126,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"CPU: {cpu_model()} ({cores} usable cores; {cpu_flags()})")
-    print(f"video: {a.seconds:g} s at {FPS} fps, H.264 CRF 23, keyframe every 2 s\n")
+    print(f"video: {a.seconds:g} s at {FPS} fps, H.264 CRF 23, keyframe every 2 s; load "
+          f"average at the start: {os.getloadavg()[0]:.1f} (other work on the machine slows "
+          "every figure)\n")
     print("| model | size | scenario | wall s | real-time factor | result |")
     print("| --- | --- | --- | ---: | ---: | --- |")
     for model in a.models.split(","):

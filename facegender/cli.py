@@ -789,6 +789,15 @@ def _video_every(a: argparse.Namespace) -> float:
     return 1.0 / a.fps if a.fps else a.every
 
 
+def _chunks(rows: Any, n: int) -> Any:
+    """Lists of at most n rows from an iterator of rows."""
+    from itertools import islice
+
+    it = iter(rows)
+    while chunk := list(islice(it, n)):
+        yield chunk
+
+
 def _track_target(spec: str, video: str, n_videos: int) -> Path:
     """Where a per-video export goes: PATH itself for one video, else one file per video."""
     path, stem = Path(spec), Path(video).stem
@@ -853,8 +862,9 @@ def _predict_tracks(a: argparse.Namespace) -> int:
                             keyframes=a.keyframes, min_frames=a.min_track,
                             batch_size=a.batch_size)
             done.append(v)
-            for w in writers:
-                w.write(list(frame_rows(v)))
+            for chunk in _chunks(frame_rows(v), 1000):  # a long video's rows never all in memory
+                for w in writers:
+                    w.write(chunk)
             if tracks_out:
                 tracks_out.write(list(track_rows(v)))
             if a.subtitles and v.times:
