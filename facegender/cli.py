@@ -779,6 +779,9 @@ def _add_video_tracking(p: argparse.ArgumentParser) -> None:
                         "tracks by label, with bootstrap intervals; per video and in total)")
     v.add_argument("--summary-csv", default=None, metavar="PATH",
                    help="--track: write the summary as one CSV row per video and a TOTAL row")
+    v.add_argument("--timeline", default=None, metavar="PATH",
+                   help="--track: write an HTML page: the summary, and per video who is on "
+                        "screen when (a row per track, coloured by label, with its face)")
     v.add_argument("--subtitles", default=None, metavar="PATH",
                    help="--track: write ASS subtitles (boxes, labels, track ids over the "
                         "video); several videos: PATH_<video>.ass, or PATH/<video>.ass for a "
@@ -832,7 +835,7 @@ def _predict_tracks(a: argparse.Namespace) -> int:
         raise FaceGenderError("--track: no video file among the inputs")
     ins = {Path(v).resolve() for v in videos}
     outs = [o for o in (a.csv_out, a.json_out, a.tracks_csv, a.summary, a.summary_csv,
-                        a.subtitles) if o and o != "-"]
+                        a.subtitles, a.timeline) if o and o != "-"]
     for o in outs:  # (where the io output-target rule applies, once it exists)
         if Path(o).resolve() in ins:
             raise FaceGenderError(f"{o}: is an input video; refusing to write output there")
@@ -886,6 +889,10 @@ def _predict_tracks(a: argparse.Namespace) -> int:
     summary = summarize_videos(done)
     if a.summary:
         write_text(a.summary, json.dumps(summary, indent=2) + "\n")
+    if a.timeline:
+        from .report.video_html import write_timeline
+
+        write_timeline(done, a.timeline, summary)
     if a.summary_csv:
         with RowWriter(a.summary_csv, "csv", SUMMARY_CSV_FIELDS) as w:
             w.write([summary_csv_row(s) for s in summary["videos"]]

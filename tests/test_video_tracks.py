@@ -101,11 +101,12 @@ def _csv(path: Path) -> list[dict]:
 def test_tracks_labels_and_screen_time_are_exact(clip, tmp_path, capsys):
     out = {k: tmp_path / n for k, n in (("frames", "frames.csv"), ("tracks", "tracks.csv"),
                                         ("summary", "summary.json"), ("sum_csv", "s.csv"),
-                                        ("ass", "scene.ass"))}
+                                        ("ass", "scene.ass"), ("html", "timeline.html"))}
     assert main(["predict", str(clip), "--track", "--every", "0.5", "-q", "--csv",
                  str(out["frames"]), "--tracks-csv", str(out["tracks"]), "--summary",
                  str(out["summary"]), "--summary-csv", str(out["sum_csv"]), "--subtitles",
-                 str(out["ass"]), "--annotate", str(tmp_path / "ann")]) == 0
+                 str(out["ass"]), "--annotate", str(tmp_path / "ann"), "--timeline",
+                 str(out["html"])]) == 0
     tracks = _csv(out["tracks"])
     assert sorted((t["label"], float(t["start"]), float(t["end"]), float(t["seconds"]))
                   for t in tracks) == [("female", 0.0, 6.0, 6.0), ("male", 0.0, 4.0, 3.0),
@@ -138,6 +139,10 @@ def test_tracks_labels_and_screen_time_are_exact(clip, tmp_path, capsys):
     ass = out["ass"].read_text()
     assert "PlayResX: 384" in ass and ass.count("Dialogue:") == 2 * len(faces)
     assert "#1 female" in ass or "#2 female" in ass
+    page = out["html"].read_text()
+    assert page.count('<image href="data:image/jpeg;base64,') == 3  # a face per track
+    assert page.count("<rect ") == 2 + 2 + 1  # the stretches on screen: man away, cut
+    assert page.count("cut at 4 s") == 1 and "<td>6</td>" in page  # 6 s of video
     with av.open(str(tmp_path / "ann" / "scene.tracks.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == FPS * SECONDS
 

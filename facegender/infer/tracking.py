@@ -18,6 +18,7 @@ kept to show what the smoothing removed.
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass, field
 
@@ -57,6 +58,8 @@ class Track:
     detections: list[Detection] = field(default_factory=list)
     feature: np.ndarray | None = None
     velocity: tuple[float, float] = (0.0, 0.0)  # box centre, pixels per sampled frame
+    thumbnail: bytes | None = None  # JPEG of its best-seen face (largest x surest), 64 px
+    _best: float = -1.0
 
     @property
     def last(self) -> Detection:
@@ -79,6 +82,23 @@ class Track:
         self.detections.append(d)
         f = d.feature if self.feature is None else 0.7 * self.feature + 0.3 * d.feature
         self.feature = f / (np.linalg.norm(f) or 1.0)
+
+
+    def offer_thumbnail(self, d: Detection, crop: Image.Image) -> None:
+        """Keep `crop` as the track's picture if it is its best-seen face so far."""
+        weight = _weight(d)
+        if weight > self._best:
+            self._best = weight
+            buf = io.BytesIO()
+            small = crop.convert("RGB")
+            small.thumbnail((64, 64))
+            small.save(buf, "JPEG", quality=80)
+            self.thumbnail = buf.getvalue()
+
+
+def _weight(d: Detection) -> float:
+    """How much a frame counts towards its track's label: face side x detector score."""
+    return math.sqrt(max(d.box[2] * d.box[3], 1.0)) * (d.det_score or 1.0)
 
 
 def _centre(b: tuple[float, float, float, float]) -> tuple[float, float]:
@@ -128,8 +148,9 @@ class Tracker:
         self.tracks: list[Track] = []
         self._live: list[Track] = []
 
-    def update(self, sample: int, detections: list[Detection], cut: bool) -> None:
-        """Link one sampled frame's detections (in place: each joins or starts a track)."""
+    def update(self, sample: int, detections: list[Detection], cut: bool) -> list[Track]:
+        """Link one sampled frame's detections (in place: each joins or starts a track);
+        returns each detection's track."""
         self._live = [t for t in self._live if sample - t.last.sample <= self.max_gap]
         pairs = []
         for ti, t in enumerate(self._live):
@@ -146,12 +167,16 @@ class Tracker:
             used_d.add(di)
             detections[di].linked_by = how
             self._live[ti].add(detections[di])
+        owner: dict[int, Track] = {di: self._live[ti] for _, ti, di, _ in pairs
+                                   if self._live[ti].last is detections[di]}
         for di, d in enumerate(detections):
             if di not in used_d:
                 t = Track(id=len(self.tracks) + 1)
                 t.add(d)
                 self.tracks.append(t)
                 self._live.append(t)
+                owner[di] = t
+        return [owner[di] for di in range(len(detections))]
 
     @staticmethod
     def _cost(t: Track, d: Detection, sample: int, cut: bool) -> tuple[float, str] | None:
@@ -189,7 +214,7 @@ def label_track(track: Track, threshold: float = 0.5, unsure_band: float = 0.0,
     """One label for a track: the logits of its frames averaged with weights face side x
     detector score; unsure inside the model's unsure band or below `min_frames` frames."""
     ds = track.detections
-    w = np.array([math.sqrt(max(d.box[2] * d.box[3], 1.0)) * (d.det_score or 1.0) for d in ds])
+    w = np.array([_weight(d) for d in ds])
     z = np.array([_logit(d.prob_male) for d in ds])
     pm = 1.0 / (1.0 + math.exp(-float((w * z).sum() / w.sum())))
     flips = sum(a.label != b.label for a, b in zip(ds, ds[1:], strict=False))

@@ -128,7 +128,8 @@ def track_video(predictor: Predictor, path: str | Path, *, every: float | None =
         dets = [Detection(k, tuple(f.box), f.det_score, f.prob_male, f.label, appearance(c),
                           face=f.index, unsure=f.unsure)
                 for f, c in zip(res.faces, res.crops, strict=True)]
-        tracker.update(k, dets, cut)
+        for t, d, crop in zip(tracker.update(k, dets, cut), dets, res.crops, strict=True):
+            t.offer_thumbnail(d, crop)
         res.image, res.crops = None, []
     if stream.error:
         out.error = stream.error
