@@ -232,3 +232,16 @@ def test_bad_videos_in_a_batch(clip, tmp_path, capsys):
     assert [t["label"] for t in vfr] == ["female"] and float(vfr[0]["start"]) == 0.0
     assert 3.0 < float(vfr[0]["seconds"]) <= 3.5
     assert len({r["track_id"] for r in by["scene.mp4"] if r["track_id"]}) == 3
+
+
+def test_fps_is_every_one_over_n(clip, capsys):
+    """--fps N samples like --every 1/N, tracked or not."""
+    assert main(["predict", str(clip), "--fps", "2", "--format", "json", "-q"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted({r["timestamp"] for r in rows}) == [0.5 * i for i in range(12)]
+    assert "track_id" not in rows[0]
+    assert main(["predict", str(clip), "--fps", "2", "--track", "--format", "json", "-q"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted({r["timestamp"] for r in rows}) == [0.5 * i for i in range(12)]
+    with pytest.raises(SystemExit):  # argparse: must be a number > 0
+        main(["predict", str(clip), "--fps", "0"])
