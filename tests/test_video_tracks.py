@@ -214,6 +214,18 @@ def test_bad_videos_in_a_batch(clip, tmp_path, capsys):
         imgs.append(img)
     _encode(folder / "vfr.mp4", imgs, pts=times)
 
+    # without --track: one failed row each for the unreadable ones, frames for the rest
+    assert main(["predict", str(folder), "--every", "1", "-q", "--format", "json"]) == 1
+    rows = json.loads(capsys.readouterr().out)
+    errors = {Path(r["path"]).name: r["error"] for r in rows if r["error"]}
+    # (seeking into the corrupt stretch fails that frame: its row says so)
+    assert errors.pop("corrupt.mp4", "cannot decode the frame at").startswith(
+        "cannot decode the frame at")
+    assert errors == {"empty.mp4": "no video stream in the file",
+                      "zero.avi": "the video stream has no picture size (0x0)"}
+    assert {Path(r["path"]).name for r in rows} == {"scene.mp4", "empty.mp4", "corrupt.mp4",
+                                                    "zero.avi", "vfr.mp4"}
+
     assert main(["predict", str(folder), "--track", "--every", "0.5", "-q", "--format", "json",
                  "--tracks-csv", str(tmp_path / "t.csv")]) == 1
     cap = capsys.readouterr()
