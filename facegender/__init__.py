@@ -16,6 +16,8 @@ if TYPE_CHECKING:  # what editors and type checkers see: the real functions
     from .infer.bench import benchmark
     from .infer.export import export
     from .infer.predictor import ImageResult, Predictor, load, predict
+    from .infer.video_summary import summarize_tracks
+    from .infer.video_tracks import track
     from .io.shards import write_shards as shard
     from .models.info import info
     from .report.evaluate import evaluate
@@ -29,7 +31,8 @@ if TYPE_CHECKING:  # what editors and type checkers see: the real functions
 # and Grad-CAM modules, nor `import facegender` for numpy and ONNX Runtime.
 _LAZY = {"ImageResult": "infer.predictor", "Predictor": "infer.predictor",
          "load": "infer.predictor", "predict": "infer.predictor", "info": "models.info",
-         "evaluate": "report.evaluate", "explain": "report.explainer"}
+         "evaluate": "report.evaluate", "explain": "report.explainer",
+         "track": "infer.video_tracks", "summarize_tracks": "infer.video_summary"}
 
 
 class _Deferred:
@@ -95,6 +98,7 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
-__all__ = ["train", "qat", "evaluate", "predict", "explain", "info", "load", "Predictor", "ImageResult",
-           "export", "benchmark", "shard", "calibrate", "predict_ray", "__version__"]
 
+__all__ = ["train", "qat", "evaluate", "predict", "explain", "info", "load", "Predictor", "ImageResult",
+           "export", "benchmark", "shard", "calibrate", "predict_ray", "track", "summarize_tracks",
+           "__version__"]

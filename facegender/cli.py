@@ -362,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--partition-size", type=int, default=1000,
                    help="images per output partition when the source is not shards (a shard "
                         "is one partition) (default: %(default)s)")
+    _add_video_tracking(p)
     _add_quiet(p)
 
     x = sub.add_parser("explain", help="Grad-CAM: where the model looked, for every face",
@@ -637,6 +638,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 def cmd_predict(a: argparse.Namespace) -> int:
     if a.engine == "ray":
         return _predict_ray(a)
+    if a.track or a.keyframes or a.detect_period:
+        return _predict_tracks(a)
     import signal
 
     from .infer.annotate import save_outputs
@@ -665,7 +668,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     stopped: str | None = None
     try:
         for res in pred.iter_predict(a.inputs, batch_size=a.batch_size, processes=a.workers,
-                                     progress=not a.quiet, video_every=a.every):
+                                     progress=not a.quiet, video_every=_video_every(a)):
             n_img += 1
             if keep:
                 save_outputs(res, n_img, Path(a.save_crops) if a.save_crops else None,
@@ -734,6 +737,158 @@ def _predict_ray(a: argparse.Namespace) -> int:
           f"this run: {res.images} images, {res.rows} rows, {res.failed} failed, "
           f"{res.seconds:.1f} s", file=sys.stderr)
     return 1 if res.failed else 0
+
+
+# -- predict --track: videos as tracks (a self-contained block: its options, then its verb path)
+def _add_video_tracking(p: argparse.ArgumentParser) -> None:
+    v = p.add_argument_group("videos as tracks (--track; the [video] extra)")
+    v.add_argument("--track", action="store_true",
+                   help="link each video's faces across frames into tracks, one label per "
+                        "track; rows gain track_id, track_label, track_prob_male, track_unsure")
+    v.add_argument("--fps", type=Number(float, 0, lo_open=True), default=None,
+                   help="videos: classify this many frames a second (instead of --every)")
+    v.add_argument("--keyframes", action="store_true",
+                   help="classify the keyframes only, nothing else is decoded (implies --track)")
+    v.add_argument("--detect-period", type=COUNT, default=None, metavar="N",
+                   help="detect on every N-th frame and give every frame a row, the boxes "
+                        "moved along each track in between (implies --track)")
+    v.add_argument("--min-track", type=COUNT, default=3, metavar="FRAMES",
+                   help="--track: frames a track needs before it gets a label (else unsure)")
+    v.add_argument("--tracks-csv", default=None, metavar="PATH",
+                   help="--track: write one row per track here")
+    v.add_argument("--summary", default=None, metavar="PATH",
+                   help="--track: write the JSON summary (screen time, person-seconds, "
+                        "tracks by label, with bootstrap intervals; per video and in total)")
+    v.add_argument("--summary-csv", default=None, metavar="PATH",
+                   help="--track: write the summary as one CSV row per video and a TOTAL row")
+    v.add_argument("--timeline", default=None, metavar="PATH",
+                   help="--track: write an HTML page: the summary, and per video who is on "
+                        "screen when (a row per track, coloured by label, with its face)")
+    v.add_argument("--subtitles", default=None, metavar="PATH",
+                   help="--track: write ASS subtitles (boxes, labels, track ids over the "
+                        "video); several videos: PATH_<video>.ass, or PATH/<video>.ass for a "
+                        "folder")
+
+
+def _video_every(a: argparse.Namespace) -> float:
+    return 1.0 / a.fps if a.fps else a.every
+
+
+def _chunks(rows: Any, n: int) -> Any:
+    """Lists of at most n rows from an iterator of rows."""
+    from itertools import islice
+
+    it = iter(rows)
+    while chunk := list(islice(it, n)):
+        yield chunk
+
+
+def _track_target(spec: str, video: str, n_videos: int) -> Path:
+    """Where a per-video export goes: PATH itself for one video, else one file per video."""
+    path, stem = Path(spec), Path(video).stem
+    if path.suffix.lower() != ".ass":
+        return path / f"{stem}.ass"
+    return path if n_videos == 1 else path.with_name(f"{path.stem}_{stem}{path.suffix}")
+
+
+def _predict_tracks(a: argparse.Namespace) -> int:
+    import signal
+
+    from .infer.predictor import Predictor
+    from .infer.records import CSV_FIELDS, RECORD_FIELDS, flatten
+    from .infer.video_export import write_annotated_video, write_ass
+    from .infer.video_summary import SUMMARY_CSV_FIELDS, summarize_videos, summary_csv_row
+    from .infer.video_tracks import (
+        TRACK_COLUMNS,
+        TRACK_ROW_FIELDS,
+        frame_rows,
+        split_videos,
+        track_rows,
+        track_video,
+    )
+    from .io.files import display_name
+    from .io.writers import RowWriter, write_text
+
+    if a.keyframes and a.detect_period:
+        raise FaceGenderError("--keyframes and --detect-period choose frames differently: "
+                              "give one")
+    videos, others = split_videos(a.inputs, a.include_hidden)
+    if not videos:
+        raise FaceGenderError("--track: no video file among the inputs")
+    ins = {Path(v).resolve() for v in videos}
+    outs = [o for o in (a.csv_out, a.json_out, a.tracks_csv, a.summary, a.summary_csv,
+                        a.subtitles, a.timeline) if o and o != "-"]
+    for o in outs:  # (where the io output-target rule applies, once it exists)
+        if Path(o).resolve() in ins:
+            raise FaceGenderError(f"{o}: is an input video; refusing to write output there")
+    pred = Predictor(a.model, backend=a.backend, threads=a.threads, tta=a.tta, detect=a.detect,
+                     min_face=a.min_face, score_threshold=a.score_threshold,
+                     unsure_band=a.unsure_band, max_pixels=a.max_pixels,
+                     include_hidden=a.include_hidden, device=a.device)
+    every = None if a.keyframes or a.detect_period else _video_every(a)
+    to_stdout = "-" in (a.csv_out, a.json_out)
+
+    def frame_writer(target: Any, fmt: str) -> RowWriter:
+        if fmt == "csv":
+            return RowWriter(target, fmt, CSV_FIELDS + TRACK_COLUMNS, csv_row=lambda r: {
+                **flatten(r, digits=1), **{k: r[k] for k in TRACK_COLUMNS}})
+        return RowWriter(target, fmt, RECORD_FIELDS + TRACK_COLUMNS)
+
+    writers = [frame_writer(sys.stdout, a.format)] if a.format in ("csv", "json") \
+        and not to_stdout else []
+    writers += [frame_writer(sys.stdout if p == "-" else p, f)
+                for p, f in ((a.csv_out, "csv"), (a.json_out, "json")) if p]
+    tracks_out = RowWriter(a.tracks_csv, "csv", TRACK_ROW_FIELDS) if a.tracks_csv else None
+    done, stopped = [], None
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        for path in videos:
+            v = track_video(pred, path, every=every, period=a.detect_period,
+                            keyframes=a.keyframes, min_frames=a.min_track,
+                            batch_size=a.batch_size)
+            done.append(v)
+            for chunk in _chunks(frame_rows(v), 1000):  # a long video's rows never all in memory
+                for w in writers:
+                    w.write(chunk)
+            if tracks_out:
+                tracks_out.write(list(track_rows(v)))
+            if a.subtitles and v.times:
+                write_ass(v, _track_target(a.subtitles, path, len(videos)))
+            if a.annotate and v.times:
+                write_annotated_video(v, Path(a.annotate) / f"{Path(path).stem}.tracks.mp4")
+            labels = [v.labels[t.id] for t in v.tracks]
+            print(f"{display_name(path)}: " + (f"failed: {v.error}" if v.error and not v.times
+                  else f"{len(v.times)} frames, {len(v.tracks)} tracks ("
+                  + ", ".join(f"{sum((lb.label == k and not lb.unsure) for lb in labels)} {k}"
+                              for k in ("female", "male"))
+                  + f", {sum(lb.unsure for lb in labels)} unsure)"
+                  + (f"; {v.error}" if v.error else "")), file=sys.stderr)
+    except KeyboardInterrupt:
+        stopped = f"interrupted after {len(done)} videos"
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    _close_all(writers + ([tracks_out] if tracks_out else []), stopped)
+    summary = summarize_videos(done)
+    if a.summary:
+        write_text(a.summary, json.dumps(summary, indent=2) + "\n")
+    if a.timeline:
+        from .report.video_html import write_timeline
+
+        write_timeline(done, a.timeline, summary)
+    if a.summary_csv:
+        with RowWriter(a.summary_csv, "csv", SUMMARY_CSV_FIELDS) as w:
+            w.write([summary_csv_row(s) for s in summary["videos"]]
+                    + [summary_csv_row({**summary["total"], "path": "TOTAL"})])
+    if a.format == "table" and not to_stdout:
+        print(json.dumps(summary["total"] if len(done) > 1 else summary["videos"][0]
+                         if done else {}, indent=2))
+    left = [str(x) if isinstance(x, (str, Path)) else s.ref for x in others
+            for s in ([x] if isinstance(x, (str, Path)) else x.samples)]
+    for x in left[:20]:
+        print(f"  not a video, left out by --track: {display_name(str(x))}", file=sys.stderr)
+    if stopped:
+        return 130
+    return 1 if any(v.error and not v.times for v in done) else 0
 
 
 def _row_writer(target: Any, fmt: str):

@@ -63,6 +63,9 @@ def read_video(path: str | Path, every: float = DEFAULT_EVERY,
         if not container.streams.video:
             raise DataError(f"{path}: no video stream in the file")
         stream = container.streams.video[0]
+        if not (stream.codec_context.width or 0) > 0 < (stream.codec_context.height or 0):
+            raise DataError(f"{path}: the video stream has no picture size "
+                            f"({stream.codec_context.width}x{stream.codec_context.height})")
         duration, rate = _duration_and_rate(container, stream)
     n_frames = max(1, math.floor(duration * rate + 1e-6))
     # Frames between classified ones: at least one, so no value of `every` makes this spin.

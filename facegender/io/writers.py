@@ -19,10 +19,12 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from ..errors import FaceGenderError
 from .files import safe_text
 from .targets import STREAM, TargetError, file_target, open_stream
 
@@ -218,3 +220,34 @@ class RowWriter:
             self.close(partial=f"interrupted after {self.rows} rows")
         else:
             self.close(partial=f"stopped by an error after {self.rows} rows ({exc_type.__name__})")
+
+
+@contextmanager
+def replacing(target: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside `target` to write a whole file to (a JSON summary, subtitles, a
+    video); renamed over the target when the block ends without error, removed otherwise, so a
+    reader never sees half a file. A target that exists but is not a regular file (a folder, a
+    FIFO, a device) is refused before anything is written.
+    (The output-target rule that also refuses a target that is one of the inputs belongs here.)"""
+    path = Path(target)
+    if path.exists() and not path.is_file():
+        raise FaceGenderError(f"{path}: not a regular file; refusing to write output there")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp",
+                               dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_text(target: str | os.PathLike, text: str) -> Path:
+    """Write a whole text file (UTF-8) through `replacing`."""
+    with replacing(target) as tmp:
+        tmp.write_text(safe_text(text), encoding="utf-8")
+    return Path(target)

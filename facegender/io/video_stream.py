@@ -1,0 +1,210 @@
+"""One pass over a video, decoded in its own thread: what tracking reads.
+
+`read_video` (video.py) makes one lazily decoded Sample per sampled frame, each opening the file
+and seeking: right for a few frames of a long video, wrong for many frames (every seek decodes
+from the previous keyframe again). `VideoStream` decodes the file once, front to back, and
+hands on the frames chosen by time (`every` seconds), by count (every `period`-th frame) or the
+keyframes only (`keyframes`: the decoder skips every other frame, so nothing else is decoded).
+The times of the frames it passes over are kept (two numbers a frame) so the frames between
+two chosen ones can be given rows later. Decoding runs in a thread of its own, a few frames
+ahead, so it overlaps detection and classification; memory stays flat over any length.
+"""
+
+from __future__ import annotations
+
+import io
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import DataError, ImageError, require
+from .sources import Sample
+
+_AHEAD = 8  # decoded frames waiting for the predictor
+_SKIP_APART = 10  # frames between chosen ones from which non-reference frames are skipped
+_MAX_BAD = 50  # undecodable packets in a row before a video is given up
+
+
+@dataclass
+class VideoInfo:
+    """What the container says before decoding: size, nominal rate, duration (seconds, 0.0 when
+    the headers do not say)."""
+
+    path: str
+    width: int
+    height: int
+    rate: float
+    duration: float
+
+
+def probe_video(path: str) -> VideoInfo:
+    """The first video stream's size, rate and duration; DataError naming the file and the
+    reason when it cannot be read, has no video stream, or a stream of 0x0 pixels."""
+    av = require("av", "video")
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise DataError(f"{path}: no video stream in the file")
+            s = container.streams.video[0]
+            width, height = int(s.codec_context.width or 0), int(s.codec_context.height or 0)
+            rate = float(s.average_rate or s.guessed_rate or 25)
+            if s.duration is not None and s.time_base is not None:
+                duration = float(s.duration * s.time_base)
+            else:
+                duration = (container.duration or 0) / 1_000_000
+    except av.error.FFmpegError as exc:
+        raise DataError(f"{path}: cannot read the video ({exc.strerror or exc})") from None
+    if width <= 0 or height <= 0:
+        raise DataError(f"{path}: the video stream has no picture size ({width}x{height})")
+    return VideoInfo(path, width, height, rate, max(0.0, duration))
+
+
+@dataclass
+class FrameSample(Sample):
+    """One decoded frame; turned into PPM bytes only when read (in a predictor worker thread,
+    so the colour conversion runs in parallel too)."""
+
+    picture: Any = field(default=None, repr=False)
+
+    def read_bytes(self, cap: int | None = None) -> bytes:
+        if self.picture is None:
+            raise ImageError(self.ref, "the frame was already read")
+        buf = io.BytesIO()
+        self.picture.to_image().save(buf, "PPM")
+        self.picture = None  # the frame's memory goes as soon as it is converted
+        return buf.getvalue()
+
+
+class VideoStream:
+    """Iterate FrameSamples of the chosen frames of one video (groups: frame, timestamp).
+
+    Exactly one of `every` (seconds), `period` (frames) or `keyframes` chooses frames. After
+    (or during) iteration `times` maps every decoded frame number to its time, `error` holds the
+    reason decoding stopped early or skipped corrupt packets (the frames decoded are kept),
+    and `frames` counts the decoded frames."""
+
+    def __init__(self, path: str, *, every: float | None = None, period: int | None = None,
+                 keyframes: bool = False) -> None:
+        if sum(x is not None and x is not False for x in (every, period, keyframes or None)) != 1:
+            raise DataError("choose frames by exactly one of every, period or keyframes")
+        if every is not None and not every > 0:
+            raise DataError(f"every must be > 0 seconds, got {every}")
+        if period is not None and period < 1:
+            raise DataError(f"period must be >= 1 frame, got {period}")
+        self.info = probe_video(path)
+        self.path, self.every, self.period, self.keyframes = path, every, period, keyframes
+        self.times: dict[int, float] = {}
+        self.frames = 0
+        self.bad_packets = 0
+        self.error: str | None = None
+
+    def _decode(self) -> Iterator[tuple[int, float, Any]]:
+        """(frame number, seconds from the first frame, frame) of every decoded frame. A packet
+        that does not decode (a corrupt stretch) is skipped and counted; after _MAX_BAD of
+        them in a row decoding stops, and `error` says so."""
+        av = require("av", "video")
+        rate = self.info.rate
+        with av.open(self.path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"  # frame threads inside the decoder
+            # Frames no other frame refers to (most B-frames) are not decoded when the frames
+            # wanted are _SKIP_APART or more apart: a chosen frame is then the first decoded one
+            # at or after its time (a frame or two late, against a spacing ten times that).
+            by_time = self.keyframes or (self.every is not None
+                                         and self.every * rate >= _SKIP_APART)
+            if self.keyframes:
+                stream.codec_context.skip_frame = "NONKEY"
+            elif by_time:
+                stream.codec_context.skip_frame = "NONREF"
+            t0, n, bad_run = None, 0, 0
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    self.bad_packets += 1
+                    bad_run += 1
+                    if bad_run >= _MAX_BAD:
+                        raise
+                    continue
+                bad_run = 0
+                for frame in frames:
+                    t = frame.time if frame.time is not None else n / rate
+                    t0 = t if t0 is None else t0
+                    # Frames skipped: the frame number is where the time puts it.
+                    number = round((t - t0) * rate) if by_time else n
+                    n += 1
+                    yield number, round(t - t0, 6), frame
+
+    def _chosen(self) -> Iterator[FrameSample]:
+        av = require("av", "video")
+        half = 0.5 / self.info.rate
+        next_t = 0.0
+        try:
+            for number, t, frame in self._decode():
+                self.times[number] = t
+                self.frames += 1
+                if self.every is not None:
+                    if t < next_t - half:
+                        continue
+                    while next_t <= t + half:
+                        next_t += self.every
+                elif self.period is not None and number % self.period:
+                    continue
+                yield FrameSample(ref=self.path, groups={"frame": number, "timestamp": t},
+                                  picture=frame)
+        except av.error.FFmpegError as exc:
+            self.error = f"decoding stopped after {self.frames} frames ({exc.strerror or exc})"
+        else:
+            if self.bad_packets:
+                self.error = f"{self.bad_packets} corrupt packets skipped"
+
+    def __iter__(self) -> Iterator[FrameSample]:
+        return prefetch(self._chosen(), _AHEAD)
+
+
+def prefetch(items: Iterator[Any], ahead: int) -> Iterator[Any]:
+    """`items` produced in a thread of its own, at most `ahead` waiting; the thread stops when
+    the consumer does (an early stop, an error, Ctrl-C)."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, ahead))
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for x in items:
+                while not stop.is_set():
+                    try:
+                        q.put((x, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put((done, exc))
+            return
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:  # closes the container at once, not at garbage collection
+                close()
+        q.put((done, None))
+
+    worker = threading.Thread(target=produce, name="facegender-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            x, exc = q.get()
+            if x is done:
+                if exc is not None:
+                    raise exc
+                return
+            yield x
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                worker.join(0.05)
