@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -24,12 +23,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from facegender import load
+from facegender.faces import FaceDetector
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 DATA = ROOT / ".." / "shared" / "data"
 
-from facegender import load  # noqa: E402
-from facegender.faces import FaceDetector  # noqa: E402
 
 SETS = {"fairface540": DATA / "fairface540" / "fairface540.tar",
         "kinfacew": DATA / "kinfacew" / "kinfacew.tar"}

@@ -783,10 +783,14 @@ def _chunks(rows: Any, n: int) -> Any:
         yield chunk
 
 
+def _is_ass(spec: str) -> bool:
+    return Path(spec).suffix.lower() == ".ass"
+
+
 def _track_target(spec: str, video: str, n_videos: int) -> Path:
     """Where a per-video export goes: PATH itself for one video, else one file per video."""
     path, stem = Path(spec), Path(video).stem
-    if path.suffix.lower() != ".ass":
+    if not _is_ass(spec):
         return path / f"{stem}.ass"
     return path if n_videos == 1 else path.with_name(f"{path.stem}_{stem}{path.suffix}")
 
@@ -807,6 +811,7 @@ def _predict_tracks(a: argparse.Namespace) -> int:
         track_video,
     )
     from .io.files import display_name
+    from .io.targets import file_target, folder_target
     from .io.writers import RowWriter, write_text
 
     if a.keyframes and a.detect_period:
@@ -815,12 +820,12 @@ def _predict_tracks(a: argparse.Namespace) -> int:
     videos, others = split_videos(a.inputs, a.include_hidden)
     if not videos:
         raise FaceGenderError("--track: no video file among the inputs")
-    ins = {Path(v).resolve() for v in videos}
-    outs = [o for o in (a.csv_out, a.json_out, a.tracks_csv, a.summary, a.summary_csv,
-                        a.subtitles, a.timeline) if o and o != "-"]
-    for o in outs:  # (where the io output-target rule applies, once it exists)
-        if Path(o).resolve() in ins:
-            raise FaceGenderError(f"{o}: is an input video; refusing to write output there")
+    # (check_targets has refused every other output file that is an input or cannot be written)
+    if a.subtitles and _is_ass(a.subtitles):
+        file_target(a.subtitles, "--subtitles", a.inputs)
+    for folder in (a.annotate, a.subtitles if a.subtitles and not _is_ass(a.subtitles) else None):
+        if folder:
+            folder_target(folder, inputs=a.inputs).mkdir(parents=True, exist_ok=True)
     pred = Predictor(a.model, backend=a.backend, threads=a.threads, tta=a.tta, detect=a.detect,
                      min_face=a.min_face, score_threshold=a.score_threshold,
                      unsure_band=a.unsure_band, max_pixels=a.max_pixels,

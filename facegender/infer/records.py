@@ -51,11 +51,13 @@ RECORD: tuple[RecordField, ...] = (
     RecordField("unsure", bool | None, "true when |prob_male - 0.5| is below the model's "
                 "unsure band, or no face was found and the whole image was guessed: the label is a "
                 "guess"),
-    RecordField("face_source", Literal["detector", "whole_image"] | None,
+    RecordField("face_source", Literal["detector", "whole_image", "tracked"] | None,
                 "how the classified pixels were found: 'detector' (a detected face, cut "
                 "with the model's crop policy) or 'whole_image' (no face was detected in an "
                 "image that is itself a face crop, or detection was turned off, so the "
-                "whole image was classified as one face)", "source"),
+                "whole image was classified as one face), or 'tracked' (a video frame between two "
+                "detections with --track --detect-period: the box moved along its track)",
+                "source"),
     RecordField("frame", int | None, "video frame number (0-based); null for still images"),
     RecordField("timestamp", float | None, "video time of the frame in seconds; null for "
                 "still images"),

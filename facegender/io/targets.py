@@ -192,7 +192,8 @@ def replace_file(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
 
 
 # The command line's output options (argparse dest -> file or folder) and its input options.
-CLI_FILES = {"csv_out": "--csv", "json_out": "--json"}
+CLI_FILES = {"csv_out": "--csv", "json_out": "--json", "tracks_csv": "--tracks-csv",
+             "summary": "--summary", "summary_csv": "--summary-csv", "timeline": "--timeline"}
 CLI_FOLDERS = {"annotate": "--annotate", "save_crops": "--save-crops", "out": "--out",
                "report": "--report"}
 CLI_INPUTS = ("inputs", "data", "images", "val", "unlabelled", "calib_data", "parity_data")

@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import FaceGenderError
 from .files import safe_text
 from .targets import STREAM, TargetError, file_target, open_stream
 
@@ -224,15 +223,16 @@ class RowWriter:
 
 @contextmanager
 def replacing(target: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path beside `target` to write a whole file to (a JSON summary, subtitles, a
-    video); renamed over the target when the block ends without error, removed otherwise, so a
-    reader never sees half a file. A target that exists but is not a regular file (a folder, a
-    FIFO, a device) is refused before anything is written.
-    (The output-target rule that also refuses a target that is one of the inputs belongs here.)"""
-    path = Path(target)
-    if path.exists() and not path.is_file():
-        raise FaceGenderError(f"{path}: not a regular file; refusing to write output there")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """A temporary path beside `target` to write a whole file to (subtitles, a video); renamed
+    over the target when the block ends without error, removed otherwise, so a reader never sees
+    half a file. The output-target rule (targets.file_target) applies first: a symlink is
+    resolved, and an input, a folder, a missing folder or a pipe / device (a file written whole
+    cannot be streamed) is refused before anything is written."""
+    where = file_target(target)
+    if where.how == STREAM:
+        raise TargetError(f"{target}: is a pipe or a device; this output is written whole, "
+                          "give a file name")
+    path = where.path
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp",
                                dir=path.parent)
     os.close(fd)
@@ -247,7 +247,19 @@ def replacing(target: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text(target: str | os.PathLike, text: str) -> Path:
-    """Write a whole text file (UTF-8) through `replacing`."""
+    """Write a whole text file (UTF-8): into a pipe or device in place, else through
+    `replacing` (the output-target rule decides which)."""
+    where = file_target(target)
+    if where.how == STREAM:
+        stream = open_stream(where)
+        try:
+            stream.write(safe_text(text))
+        finally:
+            if stream is not sys.stdout:
+                stream.close()
+            else:
+                stream.flush()
+        return Path(target)
     with replacing(target) as tmp:
         tmp.write_text(safe_text(text), encoding="utf-8")
     return Path(target)
