@@ -1,7 +1,8 @@
 """What a prediction input names, opened: `-` (stdin), an http(s) URL, a video file, or anything
 `read_source` reads (file, folder, glob, tar, manifest, HF dataset). The Predictor and the
-explainer open every input through here. Video files inside a folder or glob are read as
-videos too (their frames every `every` seconds), not tried as images."""
+explainer open every input through here (the Predictor through `iter_input`, which streams tars
+and manifests). Video files inside a folder or glob are read as videos too (their frames every
+`every` seconds), not tried as images."""
 
 from __future__ import annotations
 
