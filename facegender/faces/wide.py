@@ -1,0 +1,198 @@
+"""The wide-shot face detector: MediaPipe BlazeFace back-camera over overlapping tiles.
+
+Short-range BlazeFace (detector.py) is made for faces that fill much of a selfie; in a TV frame
+faces of 20-60 px are the norm. The back-camera model (Apache-2.0, Google; converted by
+tools/convert_mediapipe_detectors.py, shipped in ``weights/detector/``) looks at 256 px and
+finds faces from about 17 px of its input, so tiles of 480 px (scale 0.53) reach faces of about
+24-32 px in the frame, and one letterboxed pass over the whole image finds the large ones.
+Measured by benchmarks/detection.py (recall by face size, the 4-face collage, face-free images).
+
+Same output as FaceDetector: ``Face`` records (box, score, six landmarks in LANDMARKS order)
+best first. Which detector runs is chosen by ``choose_detector`` (``--detector``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import FaceGenderError
+from .detector import MODEL_DIR, Face, _axis_tiles, _match, _weighted_nms
+
+MODEL = "blazeface_back.onnx"
+_INPUT = 256  # back-camera input side
+# Anchor grids (MediaPipe ssd_anchors_calculator for face_detection_back: strides 16, 32, 32,
+# 32; the three stride-32 layers share one 8x8 grid): 16x16 x 2 anchors, then 8x8 x 6.
+_GRIDS = ((16, 2), (32, 6))
+TILE = 480  # default tile side in image pixels: 10 tiles for 1280x720
+# Modes of --detector: short-range only, back-camera tiles only, or chosen per image.
+DETECTORS = ("auto", "short", "wide")
+# `auto` uses the wide-shot detector on video frames, and on stills whose short-range result
+# has no face of _BIG or more of the longer side when the still is wide (aspect >= _WIDE_ASPECT)
+# or large (longer side >= _LARGE px); a one-face photo keeps the short-range cost.
+_BIG = 0.2
+_WIDE_ASPECT = 2.0
+_LARGE = 1000
+# Quality gate as in detector.py: under _SURE a face must be found again in its mirror image.
+_SURE = 0.75
+_MIRROR_MIN = 0.5
+
+
+@lru_cache(maxsize=1)
+def _anchors() -> np.ndarray:
+    """Anchor centres in input pixels, in the model's output order (row, column, anchor)."""
+    out = []
+    for stride, per_cell in _GRIDS:
+        n = _INPUT // stride
+        c = (np.arange(n, dtype=np.float32) + 0.5) * stride
+        xx, yy = np.meshgrid(c, c)
+        out.append(np.repeat(np.stack([xx.ravel(), yy.ravel()], 1), per_cell, axis=0))
+    return np.concatenate(out)  # (896, 2)
+
+
+class WideFaceDetector:
+    """Finds faces, small ones included, in RGB images; ``detect`` returns them best first.
+
+    tile: side in image pixels of the overlapping tiles (50% overlap) searched besides one pass
+        over the whole image; smaller tiles find smaller faces and cost more (a pass each).
+    score_threshold: minimum detector confidence. gate: re-check detections under _SURE in
+        their mirror image (drops texture that happens to fire the detector).
+    min_face: drop faces whose box is smaller than this many pixels.
+    """
+
+    def __init__(self, tile: int = TILE, score_threshold: float = 0.5,
+                 threads: int | None = None, min_face: int | None = None, gate: bool = True,
+                 model_path: str | Path | None = None) -> None:
+        if tile < 64:
+            raise FaceGenderError(f"tile must be at least 64 px, got {tile}")
+        if not 0.0 <= score_threshold <= 1.0:
+            raise FaceGenderError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        self.tile, self.score_threshold, self.min_face, self.gate = \
+            int(tile), float(score_threshold), min_face, gate
+        self.model_path = Path(model_path) if model_path else MODEL_DIR / MODEL
+        if not self.model_path.is_file():
+            raise FaceGenderError(f"wide-shot face detector model not found: {self.model_path}"
+                                  " (an incomplete facegender install, or a wrong model_path)")
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()  # one thread: the Predictor detects in a thread per core
+        opts.intra_op_num_threads = int(threads or 1)
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = ort.InferenceSession(str(self.model_path), opts,
+                                             providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def regions(self, w: int, h: int) -> list[tuple[int, int, int, int]]:
+        """The whole image, then tiles of `tile` px with 50% overlap (none if it fits one)."""
+        regions = [(0, 0, w, h)]
+        if max(w, h) > self.tile:
+            t = self.tile
+            regions += [(x, y, min(x + t, w), min(y + t, h))
+                        for y in _axis_tiles(h, t) for x in _axis_tiles(w, t)]
+        return regions
+
+    def _run(self, image: Image.Image, region: tuple[float, float, float, float]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One letterboxed pass over `region` -> boxes (x0, y0, x1, y1), scores, keypoints in
+        image pixels, above the threshold."""
+        x0, y0, x1, y1 = region
+        rw, rh = x1 - x0, y1 - y0
+        s = _INPUT / max(rw, rh)
+        nw, nh = max(1, round(rw * s)), max(1, round(rh * s))
+        part = image.resize((nw, nh), Image.BILINEAR, box=(x0, y0, x1, y1), reducing_gap=2.0)
+        batch = np.zeros((_INPUT, _INPUT, 3), np.uint8)
+        ox, oy = (_INPUT - nw) // 2, (_INPUT - nh) // 2
+        batch[oy:oy + nh, ox:ox + nw] = np.asarray(part)
+        x = (batch.astype(np.float32).transpose(2, 0, 1)[None] * (1 / 127.5) - 1.0)
+        raw, logits = self._session.run(None, {self._input: x})
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits[0, :, 0], -80, 80)))
+        keep = np.nonzero(scores >= self.score_threshold)[0]
+        r, a = raw[0, keep], _anchors()[keep]
+        sx, sy = rw / nw, rh / nh
+        cx, cy = (r[:, 0] + a[:, 0] - ox) * sx + x0, (r[:, 1] + a[:, 1] - oy) * sy + y0
+        bw, bh = r[:, 2] * sx, r[:, 3] * sy
+        boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)
+        kps = (r[:, 4:16].reshape(-1, 6, 2) + a[:, None, :] - (ox, oy)) * (sx, sy) + (x0, y0)
+        return boxes, scores[keep], kps
+
+    def _tile_pass(self, image: Image.Image, region: tuple[int, int, int, int]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A tile keeps only the faces it sees whole and small: a face cut by its edge, or big
+        for it, is another tile's or the whole pass's (as in FaceDetector._candidates)."""
+        boxes, sc, kps = self._run(image, region)
+        w, h = image.size
+        rx0, ry0, rx1, ry1 = region
+        if region == (0, 0, w, h):
+            return boxes, sc, kps
+        tol = 0.02 * (rx1 - rx0)
+        size = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        ok = (size <= 0.6 * max(rx1 - rx0, ry1 - ry0)) \
+            & ((boxes[:, 0] > rx0 + tol) | (rx0 == 0)) & ((boxes[:, 1] > ry0 + tol) | (ry0 == 0)) \
+            & ((boxes[:, 2] < rx1 - tol) | (rx1 == w)) & ((boxes[:, 3] < ry1 - tol) | (ry1 == h))
+        return boxes[ok], sc[ok], kps[ok]
+
+    def _mirror_score(self, image: Image.Image, b: np.ndarray) -> float:
+        """Score of the same face found in the mirror image of a window 2.5 face sizes wide."""
+        cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+        half = max(b[2] - b[0], b[3] - b[1]) * 1.25
+        x0, y0, x1, y1 = (round(v) for v in (cx - half, cy - half, cx + half, cy + half))
+        win = image.crop((x0, y0, x1, y1)).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        boxes, sc, _ = self._run(win, (0, 0, win.size[0], win.size[1]))
+        if len(sc):
+            boxes = np.stack([x1 - boxes[:, 2], boxes[:, 1] + y0, x1 - boxes[:, 0],
+                              boxes[:, 3] + y0], 1)
+        j = _match(b, boxes, sc)
+        return float(sc[j]) if j is not None else 0.0
+
+    def detect(self, image: Image.Image | np.ndarray) -> list[Face]:
+        """RGB PIL image (other modes are converted) or HxWx3 uint8 array -> faces, best first."""
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise FaceGenderError(f"expected an HxWx3 uint8 RGB array, got {image.shape} "
+                                      f"{image.dtype}")
+            image = Image.fromarray(image)
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        w, h = image.size
+        if w < 1 or h < 1:
+            return []
+        parts = [self._tile_pass(image, r) for r in self.regions(w, h)]
+        boxes = np.concatenate([p[0] for p in parts])
+        if not len(boxes):
+            return []
+        merged = _weighted_nms(boxes, np.concatenate([p[1] for p in parts]),
+                               np.concatenate([p[2] for p in parts]))
+        faces = []
+        for b, s, k in merged:
+            x0, y0, x1, y1 = (float(v) for v in b)
+            if x1 <= x0 or y1 <= y0 or (self.min_face and max(x1 - x0, y1 - y0) < self.min_face):
+                continue
+            if self.gate and s < _SURE and self._mirror_score(image, b) < _MIRROR_MIN:
+                continue
+            faces.append(Face((x0, y0, x1 - x0, y1 - y0), float(s), k.astype(np.float32)))
+        faces.sort(key=lambda f: -f.score)
+        return faces
+
+    __call__ = detect
+
+
+def wants_wide(mode: str, size: tuple[int, int], video_frame: bool,
+               short_faces: list[Face] | None = None) -> bool:
+    """Whether `mode` (one of DETECTORS) runs the wide-shot detector on an image of `size`:
+    always for "wide", never for "short"; for "auto" on video frames, and on wide or large
+    stills where the short-range detector (its result `short_faces`) found no big face."""
+    if mode not in DETECTORS:
+        raise FaceGenderError(f"unknown face detector {mode!r}; choose from {', '.join(DETECTORS)}")
+    if mode != "auto":
+        return mode == "wide"
+    if video_frame:
+        return True
+    w, h = size
+    long, short = max(w, h), max(1, min(w, h))
+    if long < _LARGE and long / short < _WIDE_ASPECT:
+        return False
+    return not any(max(f.box[2], f.box[3]) >= _BIG * long for f in short_faces or [])
