@@ -20,14 +20,18 @@ import numpy as np
 from PIL import Image
 
 from ..errors import FaceGenderError
-from .detector import MODEL_DIR, Face, _axis_tiles, _match, _weighted_nms
+from .detector import _SURE, MODEL_DIR, Face, FaceDetector, _axis_tiles, _match, _weighted_nms, _window
 
 MODEL = "blazeface_back.onnx"
 _INPUT = 256  # back-camera input side
 # Anchor grids (MediaPipe ssd_anchors_calculator for face_detection_back: strides 16, 32, 32,
 # 32; the three stride-32 layers share one 8x8 grid): 16x16 x 2 anchors, then 8x8 x 6.
 _GRIDS = ((16, 2), (32, 6))
-TILE = 480  # default tile side in image pixels: 10 tiles for 1280x720
+# Tile side for images up to REF_SIDE px long: 10 tiles for 1280x720. Longer images get tiles
+# in proportion (1080p: 720 px, again 10 tiles), so a frame costs the same at any resolution and
+# faces are found down to the same share of the frame (~24 px at 720p, ~36 px at 1080p).
+TILE = 480
+REF_SIDE = 1280
 # Modes of --detector: short-range only, back-camera tiles only, or chosen per image.
 DETECTORS = ("auto", "short", "wide")
 # `auto` uses the wide-shot detector on video frames, and on stills whose short-range result
@@ -36,9 +40,11 @@ DETECTORS = ("auto", "short", "wide")
 _BIG = 0.2
 _WIDE_ASPECT = 2.0
 _LARGE = 1000
-# Quality gate as in detector.py: under _SURE a face must be found again in its mirror image.
-_SURE = 0.75
-_MIRROR_MIN = 0.5
+# Confirmation by short-range BlazeFace in a window where the face fills 40% of its 128 px
+# input (detector.py's refine window). On benchmarks/detection.py's frames, real faces of
+# 24-96 px found by back-camera score 0.58-0.9 there (16 px: from 0.51); the false faces it
+# finds on blurred colour blobs and photo texture score 0 or 0.55.
+_CONFIRM = 0.56
 
 
 @lru_cache(maxsize=1)
@@ -57,9 +63,12 @@ class WideFaceDetector:
     """Finds faces, small ones included, in RGB images; ``detect`` returns them best first.
 
     tile: side in image pixels of the overlapping tiles (50% overlap) searched besides one pass
-        over the whole image; smaller tiles find smaller faces and cost more (a pass each).
-    score_threshold: minimum detector confidence. gate: re-check detections under _SURE in
-        their mirror image (drops texture that happens to fire the detector).
+        over the whole image, for images up to REF_SIDE px long (longer ones: in proportion);
+        smaller tiles find smaller faces and cost more (a pass each, ~6 ms of CPU).
+    score_threshold: minimum detector confidence.
+    gate: keep a face only if short-range BlazeFace confirms it (score >= _CONFIRM) in a
+        window where it fills 40% of a 128 px pass (~1 ms a face); the face then gets
+        short-range's box, score and landmarks there, which the crop policy was measured on.
     min_face: drop faces whose box is smaller than this many pixels.
     """
 
@@ -85,12 +94,13 @@ class WideFaceDetector:
         self._session = ort.InferenceSession(str(self.model_path), opts,
                                              providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
+        self._short = FaceDetector(threads=threads, auto_tiles=False) if gate else None
 
     def regions(self, w: int, h: int) -> list[tuple[int, int, int, int]]:
         """The whole image, then tiles of `tile` px with 50% overlap (none if it fits one)."""
         regions = [(0, 0, w, h)]
-        if max(w, h) > self.tile:
-            t = self.tile
+        t = max(self.tile, round(self.tile * max(w, h) / REF_SIDE))
+        if max(w, h) > t:
             regions += [(x, y, min(x + t, w), min(y + t, h))
                         for y in _axis_tiles(h, t) for x in _axis_tiles(w, t)]
         return regions
@@ -135,18 +145,22 @@ class WideFaceDetector:
             & ((boxes[:, 2] < rx1 - tol) | (rx1 == w)) & ((boxes[:, 3] < ry1 - tol) | (ry1 == h))
         return boxes[ok], sc[ok], kps[ok]
 
-    def _mirror_score(self, image: Image.Image, b: np.ndarray) -> float:
-        """Score of the same face found in the mirror image of a window 2.5 face sizes wide."""
-        cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
-        half = max(b[2] - b[0], b[3] - b[1]) * 1.25
-        x0, y0, x1, y1 = (round(v) for v in (cx - half, cy - half, cx + half, cy + half))
-        win = image.crop((x0, y0, x1, y1)).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        boxes, sc, _ = self._run(win, (0, 0, win.size[0], win.size[1]))
-        if len(sc):
-            boxes = np.stack([x1 - boxes[:, 2], boxes[:, 1] + y0, x1 - boxes[:, 0],
-                              boxes[:, 3] + y0], 1)
-        j = _match(b, boxes, sc)
-        return float(sc[j]) if j is not None else 0.0
+    def _confirm(self, image: Image.Image, merged: list) -> list:
+        """Short-range's look at each face in its 40% window: its box, score and landmarks
+        where it confirms the face (score >= _CONFIRM), nothing where it does not."""
+        if not merged:
+            return []
+        looks = self._short._run(image, [_window(b) for b, _, _ in merged])
+        out = []
+        for (b, _, _), (boxes, sc, kps) in zip(merged, looks, strict=True):
+            j = _match(b, boxes, sc)
+            if j is not None and sc[j] >= _CONFIRM:
+                out.append((boxes[j], float(sc[j]), kps[j]))
+        if len(out) < 2:
+            return out
+        # Two candidates of one face (a tile's and the whole pass's) confirm as one box.
+        return _weighted_nms(np.stack([b for b, _, _ in out]), np.array([s for _, s, _ in out]),
+                             np.stack([k for _, _, k in out]))
 
     def detect(self, image: Image.Image | np.ndarray) -> list[Face]:
         """RGB PIL image (other modes are converted) or HxWx3 uint8 array -> faces, best first."""
@@ -164,14 +178,14 @@ class WideFaceDetector:
         boxes = np.concatenate([p[0] for p in parts])
         if not len(boxes):
             return []
-        merged = _weighted_nms(boxes, np.concatenate([p[1] for p in parts]),
-                               np.concatenate([p[2] for p in parts]))
+        found = (boxes, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))
+        merged = _weighted_nms(*found)
+        if self._short is not None:
+            merged = self._confirm(image, merged)
         faces = []
         for b, s, k in merged:
             x0, y0, x1, y1 = (float(v) for v in b)
             if x1 <= x0 or y1 <= y0 or (self.min_face and max(x1 - x0, y1 - y0) < self.min_face):
-                continue
-            if self.gate and s < _SURE and self._mirror_score(image, b) < _MIRROR_MIN:
                 continue
             faces.append(Face((x0, y0, x1 - x0, y1 - y0), float(s), k.astype(np.float32)))
         faces.sort(key=lambda f: -f.score)
@@ -184,7 +198,8 @@ def wants_wide(mode: str, size: tuple[int, int], video_frame: bool,
                short_faces: list[Face] | None = None) -> bool:
     """Whether `mode` (one of DETECTORS) runs the wide-shot detector on an image of `size`:
     always for "wide", never for "short"; for "auto" on video frames, and on wide or large
-    stills where the short-range detector (its result `short_faces`) found no big face."""
+    stills where the short-range detector (its result `short_faces`) found no big face it is
+    sure of (a false big box, which short-range sometimes draws on texture, does not count)."""
     if mode not in DETECTORS:
         raise FaceGenderError(f"unknown face detector {mode!r}; choose from {', '.join(DETECTORS)}")
     if mode != "auto":
@@ -195,4 +210,5 @@ def wants_wide(mode: str, size: tuple[int, int], video_frame: bool,
     long, short = max(w, h), max(1, min(w, h))
     if long < _LARGE and long / short < _WIDE_ASPECT:
         return False
-    return not any(max(f.box[2], f.box[3]) >= _BIG * long for f in short_faces or [])
+    return not any(max(f.box[2], f.box[3]) >= _BIG * long and f.score >= _SURE
+                   for f in short_faces or [])
