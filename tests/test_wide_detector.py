@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from facegender.errors import FaceGenderError
-from facegender.faces import FaceDetector
-from facegender.faces.wide import WideFaceDetector, wants_wide
+from facegender.faces import Face, FaceDetector
+from facegender.faces.wide import WideFaceDetector, choose, has_big_face
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -65,17 +65,23 @@ def test_wide_detector_finds_nothing_on_noise():
 
 
 def test_auto_choice():
-    one_face = [type("F", (), {"box": (600.0, 300.0, 400.0, 400.0), "score": 0.9})()]
-    assert not wants_wide("auto", (640, 480), False, [])  # a plain photo stays short-range
-    assert wants_wide("auto", (640, 360), True)  # a video frame goes wide
-    assert wants_wide("auto", (900, 300), False, [])  # a wide collage without a big face
-    assert not wants_wide("auto", (1600, 1200), False, one_face)  # a portrait
-    assert wants_wide("auto", (1600, 1200), False, [])
-    unsure = [type("F", (), {"box": (0.0, 0.0, 700.0, 700.0), "score": 0.52})()]
-    assert wants_wide("auto", (1280, 720), False, unsure)  # short-range's false big box
-    assert wants_wide("wide", (64, 64), False) and not wants_wide("short", (1280, 720), True)
+    assert choose("auto", (640, 480)) == "short"  # a plain photo stays short-range
+    assert choose("auto", (640, 360), video_frame=True) == "wide"
+    assert choose("auto", (900, 300)) == "probe"  # a wide collage
+    assert choose("auto", (1600, 1200)) == "probe"  # a large photo
+    assert choose("wide", (64, 64)) == "wide" and choose("short", (1280, 720), True) == "short"
     with pytest.raises(FaceGenderError, match="unknown face detector"):
-        wants_wide("full", (640, 480), False)
+        choose("full", (640, 480))
+    portrait = [Face((600.0, 300.0, 400.0, 400.0), 0.9)]
+    assert has_big_face(portrait, (1600, 1200))
+    assert not has_big_face([Face((0.0, 0.0, 700.0, 700.0), 0.52)], (1280, 720))  # unsure
+    assert not has_big_face([Face((0.0, 0.0, 100.0, 100.0), 0.99)], (1280, 720))  # small
+
+
+def test_probe_keeps_a_portrait_on_short_range():
+    big = Image.open(EXAMPLES / "fairface_0004.jpg").convert("RGB").resize((1200, 1200))
+    faces = WideFaceDetector().detect(big, probe=True)
+    assert len(faces) == 1 and faces[0].box[2] > 240
 
 
 def test_predictor_auto_keeps_a_one_face_photo_on_short_range():
@@ -84,6 +90,8 @@ def test_predictor_auto_keeps_a_one_face_photo_on_short_range():
     pred = Predictor("fast")
     (res,) = pred.predict(EXAMPLES / "fairface_0004.jpg", workers=1)
     assert len(res.faces) == 1 and pred._wide is None  # the wide detector was never built
+    (res,) = pred.predict(EXAMPLES / "group.jpg", workers=1)  # 640x640: short-range, 4 faces
+    assert len(res.faces) == 4 and pred._wide is None
     (res,) = Predictor("fast", detector="wide").predict(EXAMPLES / "group.jpg", workers=1)
     assert len(res.faces) == 4
     with pytest.raises(FaceGenderError, match="unknown face detector"):

@@ -94,7 +94,9 @@ class WideFaceDetector:
         self._session = ort.InferenceSession(str(self.model_path), opts,
                                              providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
-        self._short = FaceDetector(threads=threads, auto_tiles=False) if gate else None
+        # Short-range without its tiles: the probe of `detect(probe=True)` and the gate.
+        self._short = FaceDetector(threads=threads, score_threshold=score_threshold,
+                                   auto_tiles=False)
 
     def regions(self, w: int, h: int) -> list[tuple[int, int, int, int]]:
         """The whole image, then tiles of `tile` px with 50% overlap (none if it fits one)."""
@@ -162,8 +164,10 @@ class WideFaceDetector:
         return _weighted_nms(np.stack([b for b, _, _ in out]), np.array([s for _, s, _ in out]),
                              np.stack([k for _, _, k in out]))
 
-    def detect(self, image: Image.Image | np.ndarray) -> list[Face]:
-        """RGB PIL image (other modes are converted) or HxWx3 uint8 array -> faces, best first."""
+    def detect(self, image: Image.Image | np.ndarray, probe: bool = False) -> list[Face]:
+        """RGB PIL image (other modes are converted) or HxWx3 uint8 array -> faces, best first.
+        probe: first one short-range pass (~2 ms); if it finds a big face it is sure of (a
+        portrait), that is the answer and the tiles are not searched."""
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise FaceGenderError(f"expected an HxWx3 uint8 RGB array, got {image.shape} "
@@ -174,13 +178,17 @@ class WideFaceDetector:
         w, h = image.size
         if w < 1 or h < 1:
             return []
+        if probe:
+            found = self._short.detect(image)
+            if has_big_face(found, (w, h)):
+                return found
         parts = [self._tile_pass(image, r) for r in self.regions(w, h)]
         boxes = np.concatenate([p[0] for p in parts])
         if not len(boxes):
             return []
         found = (boxes, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))
         merged = _weighted_nms(*found)
-        if self._short is not None:
+        if self.gate:
             merged = self._confirm(image, merged)
         faces = []
         for b, s, k in merged:
@@ -194,21 +202,22 @@ class WideFaceDetector:
     __call__ = detect
 
 
-def wants_wide(mode: str, size: tuple[int, int], video_frame: bool,
-               short_faces: list[Face] | None = None) -> bool:
-    """Whether `mode` (one of DETECTORS) runs the wide-shot detector on an image of `size`:
-    always for "wide", never for "short"; for "auto" on video frames, and on wide or large
-    stills where the short-range detector (its result `short_faces`) found no big face it is
-    sure of (a false big box, which short-range sometimes draws on texture, does not count)."""
+def choose(mode: str, size: tuple[int, int], video_frame: bool = False) -> str:
+    """Which detector `mode` (one of DETECTORS) runs on an image of `size`: "short", "wide",
+    or "probe" (auto on a wide or large still: one short-range pass first, and the wide-shot
+    detector unless that pass finds a big face it is sure of; WideFaceDetector.detect). auto
+    sends video frames to "wide" and keeps other stills, the one-face photo, on "short"."""
     if mode not in DETECTORS:
         raise FaceGenderError(f"unknown face detector {mode!r}; choose from {', '.join(DETECTORS)}")
     if mode != "auto":
-        return mode == "wide"
+        return mode
     if video_frame:
-        return True
-    w, h = size
-    long, short = max(w, h), max(1, min(w, h))
-    if long < _LARGE and long / short < _WIDE_ASPECT:
-        return False
-    return not any(max(f.box[2], f.box[3]) >= _BIG * long and f.score >= _SURE
-                   for f in short_faces or [])
+        return "wide"
+    long, short = max(size), max(1, min(size))
+    return "probe" if long >= _LARGE or long / short >= _WIDE_ASPECT else "short"
+
+
+def has_big_face(faces: list[Face], size: tuple[int, int]) -> bool:
+    """Whether `faces` hold one of _BIG or more of the longer side with a sure score (a false
+    big box, which short-range sometimes draws on texture, scores under _SURE)."""
+    return any(max(f.box[2], f.box[3]) >= _BIG * max(size) and f.score >= _SURE for f in faces)

@@ -165,7 +165,7 @@ class Predictor:
         if detector not in DETECTORS:
             raise FaceGenderError(f"unknown face detector {detector!r}; choose from "
                                   f"{', '.join(DETECTORS)}")
-        # Which face detector runs (faces/wide.py: wants_wide): "short" (BlazeFace short-range,
+        # Which face detector runs (faces/wide.py: choose): "short" (BlazeFace short-range,
         # made for photos), "wide" (back-camera tiles, small faces of wide shots) or "auto".
         self.detector_mode = detector
         self._wide = None
@@ -224,17 +224,14 @@ class Predictor:
         return self._wide
 
     def _detect(self, img: Image.Image, video_frame: bool = False) -> list:
-        """Faces of `img` by the detector `detector_mode` picks for it (faces.wide.wants_wide):
-        "auto" tries short-range first on stills, so a one-face photo costs what it did."""
-        from ..faces.wide import wants_wide
+        """Faces of `img` by the detector `detector_mode` picks for it (faces.wide.choose):
+        "auto" keeps a plain photo on short-range, so a one-face photo costs what it did."""
+        from ..faces.wide import choose
 
-        mode = self.__dict__.get("detector_mode", "short")
-        short = None
-        if mode == "short" or (mode == "auto" and not video_frame):
-            short = self._detector.detect(img)
-        if wants_wide(mode, img.size, video_frame, short):
-            return self._wide_detector().detect(img)
-        return short
+        kind = choose(self.detector_mode, img.size, video_frame)
+        if kind == "short":
+            return self._detector.detect(img)
+        return self._wide_detector().detect(img, probe=kind == "probe")
 
     @property
     def labels(self) -> list[str]:
