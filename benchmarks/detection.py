@@ -10,9 +10,9 @@ scale), `--faces` real fairface540 photos pasted in a grid, each scaled so that 
 (short-range BlazeFace on the 224 px photo) is S px. A face counts as found when a detection's
 centre lies in its box and the sizes agree within 2x; detections of the other people some
 fairface photos hold are not counted either way. Collage: 4 fairface photos side by side at
-900x300. Face-free: uniform and Gaussian noise, smooth colour blobs, and background crops
-(texture, cloth, sky corners of the examples). Each image goes through the public API
-(`Predictor(detector=...)`; `fast` model), one thread; the time is detection + classification
+900x300; contact sheet: 36 fairface photos in 80 px cells, 480x480 (faces ~29 px). Face-free:
+uniform and Gaussian noise, smooth colour blobs, and background crops. Each image goes through
+the public API (`Predictor(detector=...)`; `fast` model), one thread; the time is detection + classification
 per frame (median). The table records the CPU model.
 """
 
@@ -89,6 +89,19 @@ def face_free(n: int, bgs: list[Image.Image]) -> list[Image.Image]:
     return out
 
 
+def contact_sheet(photos: list[Image.Image], probe) -> tuple[Image.Image, list]:
+    """36 photos in 80 px cells (6x6, 480x480), as tests/test_hostile.py builds its sheet."""
+    cell, side = 80, 72
+    sheet, truth = Image.new("RGB", (6 * cell, 6 * cell), (240, 240, 240)), []
+    for k, p in enumerate(photos):
+        x, y = (k % 6) * cell + 4, (k // 6) * cell + 4
+        sheet.paste(p.resize((side, side)), (x, y))
+        b = max(probe.detect(p), key=lambda q: q.score).box
+        s = side / 224
+        truth.append((x + b[0] * s, y + b[1] * s, x + (b[0] + b[2]) * s, y + (b[1] + b[3]) * s))
+    return sheet, truth
+
+
 def recall(gts: list, faces: list) -> int:
     n = 0
     for g in gts:
@@ -121,13 +134,14 @@ def main() -> None:
         b = max(probe.detect(p), key=lambda q: q.score).box
         truth.append((i * 225 + b[0] * 225 / 224, 37 + b[1] * 225 / 224,
                       i * 225 + (b[0] + b[2]) * 225 / 224, 37 + (b[1] + b[3]) * 225 / 224))
+    sheet, sheet_truth = contact_sheet(fairface(36, skip=2), probe)
     empty = face_free(a.empty, bgs)
     sizes = [int(s) for s in a.sizes.split(",")]
     print(f"CPU: {cpu_model()} ({cpu_flags()}); fast model, one detector thread; "
           f"{a.faces} fairface faces per size in {W}x{H} frames")
     print("\n| detector | " + " | ".join(f"{s} px" for s in sizes) +
-          " | collage 4 | face-free: images with a face (faces) | ms / 720p frame |")
-    print("| --- |" + " ---: |" * (len(sizes) + 3))
+          " | collage 4 | contact sheet 36 | face-free: images with a face (faces) | ms / 720p frame |")
+    print("| --- |" + " ---: |" * (len(sizes) + 4))
     for mode in a.detectors.split(","):
         pred = Predictor("fast", detector=mode, threads=1)
         cells, times = [], []
@@ -141,6 +155,8 @@ def main() -> None:
             cells.append(f"{hit}/{a.faces}")
         (res,) = pred.predict(collage, workers=1)
         cells.append(f"{recall(truth, res.faces)}/4")
+        (res,) = pred.predict(sheet, workers=1)
+        cells.append(f"{recall(sheet_truth, res.faces)}/36")
         fp = [sum(f.det_score is not None for f in pred.predict(img, workers=1)[0].faces)
               for img in empty]
         cells.append(f"{sum(1 for n in fp if n)}/{len(empty)} ({sum(fp)})")
