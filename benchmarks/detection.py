@@ -4,8 +4,8 @@ collage, and false faces on face-free images, for each `--detector` setting, wit
     python benchmarks/detection.py [--faces 24] [--sizes 16,24,32,48,64,96] [--empty 20]
                                    [--detectors short,wide,auto]
 
-Frames (made here, not timed): 1280x720, a background cut from a real photo (an examples/ image
-or a fairface540 photo, upscaled, so it has photo texture but no face of its own at frame
+Frames (made here, not timed): 1280x720, a background cut from a real photo (the corner of a
+fairface540 photo: hair, wall, cloth; upscaled, so it has photo texture but no face of its own at frame
 scale), `--faces` real fairface540 photos pasted in a grid, each scaled so that its face box
 (short-range BlazeFace on the 224 px photo) is S px. A face counts as found when a detection's
 centre lies in its box and the sizes agree within 2x; detections of the other people some
