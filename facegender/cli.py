@@ -328,9 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="minimum face-detector confidence (default: %(default)s)")
     p.add_argument("--detector", choices=DETECTORS, default="auto",
                    help="face detector: short (BlazeFace short-range, for photos), wide "
-                        "(back-camera BlazeFace over tiles: faces from ~24 px in wide shots, "
-                        "~10x the time) or auto (wide on video frames and on wide or large "
-                        "images without a big face; default)")
+                        "(back-camera BlazeFace over tiles: faces from ~24 px in 720p wide "
+                        "shots, ~3-4x the detector's CPU a frame) or auto (wide on video "
+                        "frames and on wide or large images without a big face; default)")
     p.add_argument("--save-crops", default=None, metavar="DIR",
                    help="write each face crop the classifier saw to DIR")
     p.add_argument("--annotate", default=None, metavar="DIR",

@@ -143,7 +143,8 @@ class Predictor:
     Per-call options (tta, largest, unsure_band, max_pixels, max_bytes, keep_images,
     include_hidden, draft) may be given to `predict`/`iter_predict`; the constructor's values are the
     defaults (`self.options`). One Predictor may serve several threads at once. `device` (cpu,
-    cuda, cuda:N) is where the classifier runs (infer/device.py)."""
+    cuda, cuda:N) is where the classifier runs (infer/device.py). `detector` (auto, short, wide) picks
+    the face detector per image (faces/wide.py: `choose`)."""
 
     tta = _option("tta")
     largest = _option("largest")
