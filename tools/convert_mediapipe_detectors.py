@@ -96,6 +96,10 @@ def convert(tflite: Path, out: Path, side: int) -> None:
                  "license": "Apache-2.0", "input_range": f"[-1, 1] RGB NCHW {side}x{side}"}.items():
         p = m.metadata_props.add()
         p.key, p.value = k, v
+    # tflite2onnx lists initializers in set order: sort them so a rerun writes the same bytes.
+    inits = sorted(m.graph.initializer, key=lambda t: t.name)
+    m.graph.ClearField("initializer")
+    m.graph.initializer.extend(inits)
     onnx.checker.check_model(m)
     onnx.save(m, str(out))
 
