@@ -117,6 +117,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--only", default=None, help="run only scenarios whose name contains this")
     ap.add_argument("--work", default=None)
+    ap.add_argument("--detectors", default="auto",
+                    help="face detector settings to compare (Predictor(detector=...)), e.g. "
+                         "short,auto: each gets its own rows, in the same run")
     a = ap.parse_args()
     from facegender import Predictor
 
@@ -127,10 +130,10 @@ def main() -> None:
     print(f"video: {a.seconds:g} s at {FPS} fps, H.264 CRF 23, keyframe every 2 s; load "
           f"average at the start: {os.getloadavg()[0]:.1f} (other work on the machine slows "
           "every figure)\n")
-    print("| model | size | scenario | wall s | real-time factor | result |")
-    print("| --- | --- | --- | ---: | ---: | --- |")
-    for model in a.models.split(","):
-        pred = Predictor(model)
+    print("| model | detector | size | scenario | wall s | real-time factor | result |")
+    print("| --- | --- | --- | --- | ---: | ---: | --- |")
+    for model, detector in ((m, d) for m in a.models.split(",") for d in a.detectors.split(",")):
+        pred = Predictor(model, detector=detector)
         for size in (int(s) for s in a.sizes.split(",")):
             path = work / f"bench_{size}p_{a.seconds:g}s.mp4"
             if not path.exists():
@@ -144,7 +147,7 @@ def main() -> None:
                     result = run()
                     walls.append(time.perf_counter() - t)
                 w = statistics.median(walls)
-                print(f"| {model} | {size}p | {name} | {w:.2f} | {a.seconds / w:.1f}x | "
+                print(f"| {model} | {detector} | {size}p | {name} | {w:.2f} | {a.seconds / w:.1f}x | "
                       f"{result} |", flush=True)
 
 

@@ -185,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="facegender",
         description="Male/female face classification with calibrated probabilities.",
         formatter_class=DefaultsHelpFormatter)
+    from .faces.wide import DETECTORS
     from .version import __version__
 
     ap.add_argument("--version", action="version", version=f"facegender {__version__}")
@@ -332,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_face_options(p)
     p.add_argument("--score-threshold", type=float, default=0.5,
                    help="minimum face-detector confidence (default: %(default)s)")
+    p.add_argument("--detector", choices=DETECTORS, default="auto",
+                   help="face detector: short (BlazeFace short-range, for photos), wide "
+                        "(back-camera BlazeFace over tiles: faces from ~24 px in 720p wide "
+                        "shots, ~3-4x the detector's CPU a frame) or auto (wide on video "
+                        "frames and on wide or large images without a big face; default)")
     p.add_argument("--save-crops", default=None, metavar="DIR",
                    help="write each face crop the classifier saw to DIR")
     p.add_argument("--annotate", default=None, metavar="DIR",
@@ -653,7 +659,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
                      largest=a.largest, min_face=a.min_face, score_threshold=a.score_threshold,
                      unsure_band=a.unsure_band, keep_images=keep, max_pixels=a.max_pixels,
                      max_bytes=None if a.max_mb is None else int(a.max_mb * 2**20),
-                     include_hidden=a.include_hidden, device=a.device)
+                     include_hidden=a.include_hidden, device=a.device, detector=a.detector)
     # Rows are streamed and flushed as they come; files are swapped in whole at the end.
     # '-' puts that file alone on stdout, so it can be piped.
     to_stdout = "-" in (a.csv_out, a.json_out)
@@ -727,7 +733,7 @@ def _predict_ray(a: argparse.Namespace) -> int:
                       partition_size=a.partition_size, threads=a.threads or 1,
                       backend=a.backend, tta=a.tta, detect=a.detect, largest=a.largest,
                       min_face=a.min_face, score_threshold=a.score_threshold,
-                      unsure_band=a.unsure_band)
+                      unsure_band=a.unsure_band, detector=a.detector)
     for path, fmt in ((a.csv_out, "csv"), (a.json_out, "json")):
         if path:  # one file from every partition, as the local engine writes it
             w = _row_writer(sys.stdout if path == "-" else path, fmt)
@@ -829,7 +835,7 @@ def _predict_tracks(a: argparse.Namespace) -> int:
     pred = Predictor(a.model, backend=a.backend, threads=a.threads, tta=a.tta, detect=a.detect,
                      min_face=a.min_face, score_threshold=a.score_threshold,
                      unsure_band=a.unsure_band, max_pixels=a.max_pixels,
-                     include_hidden=a.include_hidden, device=a.device)
+                     include_hidden=a.include_hidden, device=a.device, detector=a.detector)
     every = None if a.keyframes or a.detect_period else _video_every(a)
     to_stdout = "-" in (a.csv_out, a.json_out)
 

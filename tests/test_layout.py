@@ -166,6 +166,20 @@ def test_every_part_is_documented():
         assert f"`{p}/`" in doc, f"docs/ARCHITECTURE.md has no paragraph for {p}/"
 
 
+def test_every_shipped_detector_model_has_its_licence():
+    """weights/detector/: each ONNX is named at the top of a LICENSE file, which states its
+    sha256 where it gives one (the tools that convert them write both)."""
+    import hashlib
+
+    folder = PKG / "weights" / "detector"
+    licences = [p.read_text() for p in folder.glob("LICENSE*")]
+    for model in folder.glob("*.onnx"):
+        text = next((t for t in licences if t.startswith(model.name)), None)
+        assert text is not None and "Apache License" in text, f"{model.name} has no licence file"
+        if "ONNX sha256:" in text:
+            assert hashlib.sha256(model.read_bytes()).hexdigest() in text, model.name
+
+
 @pytest.fixture
 def toy(tmp_path: Path) -> Path:
     """A copy of the package's shape with one clean edge, to add faults to."""

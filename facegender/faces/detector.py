@@ -43,19 +43,19 @@ _NMS_IOU = 0.3  # MediaPipe's value for BlazeFace
 # the same face at 40%), so faces below 20% of the image get a second look at 40%.
 _REFINE_BELOW = 0.2
 _REFINE_FILL = 0.4
-# Face-quality gate. Below _SURE a detection must have its landmarks in or near its box, be
+# Face-quality gate. Below SURE_SCORE a detection must have its landmarks in or near its box, be
 # found again in its mirror image (a face is left-right symmetric to BlazeFace, texture that
 # happens to fire it is not), with its eyes, nose and mouth where the mirror image puts them or
 # with a face's colouring (brightness varies more than hue; smooth colour noise varies as much
 # in hue), and be found again with more of its surroundings in view (_CONTEXT_FILL). Measured
-# (benchmarks/face_gate.py) on the detections under _SURE that pass the mirror score: 106 in
+# (benchmarks/face_gate.py) on the detections under SURE_SCORE that pass the mirror score: 106 in
 # fairface540, 2,413 in kinfacew's 64 px crops, and 112 in 110 smooth colour-noise images
 # ("blobs": blurred or upsampled random noise that the mirror score alone let through, out of
 # 3,600 generated): the landmark-or-colour test keeps every real face and 15 noise detections,
 # the context look keeps 106 + 2,412 real faces and 6 noise detections, asking a noise-coloured
 # one for a sure context look (_CONTEXT_SURE) leaves 1. A weak detection coloured like noise
 # that still passes keeps its row but is answered unsure (looks_doubtful).
-_SURE = 0.8
+SURE_SCORE = 0.8
 _MIRROR_MIN = 0.57
 _LANDMARK_SLACK = 0.5  # landmarks may lie this many box sizes outside the box
 _MIRROR_AGREE = 0.15  # mean distance of eyes, nose, mouth to their mirror look, in box sizes
@@ -117,7 +117,7 @@ def _anchors() -> np.ndarray:
     return np.concatenate(out)  # (896, 2) in [0, 1]
 
 
-def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray
+def weighted_nms(boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray
                   ) -> list[tuple[np.ndarray, float, np.ndarray]]:
     """MediaPipe's weighted NMS: each kept face is the score-weighted mean of its overlapping
     candidates, which steadies boxes and landmarks compared with plain NMS."""
@@ -139,7 +139,7 @@ def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray
     return out
 
 
-def _axis_tiles(length: int, tile: int) -> list[int]:
+def axis_tiles(length: int, tile: int) -> list[int]:
     """Start offsets of tiles of `tile` px covering `length` px with at least 50% overlap."""
     if tile >= length:
         return [0]
@@ -151,14 +151,14 @@ def _axis_tiles(length: int, tile: int) -> list[int]:
 _MIRROR_LANDMARKS = [1, 0, 2, 3, 5, 4]
 
 
-def _window(b: np.ndarray, fill: float = _REFINE_FILL) -> tuple[float, float, float, float]:
+def context_window(b: np.ndarray, fill: float = _REFINE_FILL) -> tuple[float, float, float, float]:
     """The square around box b in which the face fills `fill` of the side."""
     cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
     half = max(b[2] - b[0], b[3] - b[1]) / fill / 2
     return cx - half, cy - half, cx + half, cy + half
 
 
-def _match(b: np.ndarray, boxes: np.ndarray, sc: np.ndarray) -> int | None:
+def match_box(b: np.ndarray, boxes: np.ndarray, sc: np.ndarray) -> int | None:
     """Index of the best-scoring box overlapping b by IoU > _NMS_IOU, or None."""
     if boxes.shape[0] == 0:
         return None
@@ -205,10 +205,10 @@ def _inside_share(window: tuple[float, float, float, float], size: tuple[int, in
 
 
 def looks_doubtful(score: float | None, crop: Image.Image) -> bool:
-    """A detection the gate let through but whose answer should be flagged unsure: under _SURE
+    """A detection the gate let through but whose answer should be flagged unsure: under SURE_SCORE
     and coloured like noise (hue varying as much as brightness in the middle of its crop). Real
     faces so lit exist, so the gate keeps them; their answer just is not a confident one."""
-    if score is None or score >= _SURE:
+    if score is None or score >= SURE_SCORE:
         return False
     w, h = crop.size
     return _hue_share(crop, np.array([0.0, 0.0, w, h])) >= _HUE_SHARE
@@ -306,7 +306,7 @@ class FaceDetector:
             return levels
 
         def count(levels: list[float]) -> int:
-            return sum(len(_axis_tiles(w, int(t))) * len(_axis_tiles(h, int(t))) for t in levels)
+            return sum(len(axis_tiles(w, int(t))) * len(axis_tiles(h, int(t))) for t in levels)
 
         smallest = float(min_face)
         levels = plan(smallest)
@@ -321,13 +321,13 @@ class FaceDetector:
                 self._warned = True
         for t in levels:
             t = int(t)
-            for y in _axis_tiles(h, t):
-                for x in _axis_tiles(w, t):
+            for y in axis_tiles(h, t):
+                for x in axis_tiles(w, t):
                     regions.append((x, y, min(x + t, w), min(y + t, h)))
         return regions
 
     # -- inference
-    def _run(self, image: Image.Image, regions: list[tuple[float, float, float, float]]
+    def run_windows(self, image: Image.Image, regions: list[tuple[float, float, float, float]]
              ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Letterbox each region to the model input -> per region the candidate boxes
         (x0, y0, x1, y1), scores and keypoints, in image pixels, above the threshold."""
@@ -410,7 +410,7 @@ class FaceDetector:
         boxes = np.concatenate([p[0] for p in parts])
         if boxes.shape[0] == 0:
             return []
-        merged = _weighted_nms(boxes, np.concatenate([p[1] for p in parts]),
+        merged = weighted_nms(boxes, np.concatenate([p[1] for p in parts]),
                                np.concatenate([p[2] for p in parts]))
         merged = [m for m in merged if m[0][2] > m[0][0] and m[0][3] > m[0][1]]
         mirrored: list = [None] * len(merged)
@@ -425,7 +425,7 @@ class FaceDetector:
         """Candidates of each region; tiles keep only the faces they see whole."""
         w, h = image.size
         parts = []
-        for (rx0, ry0, rx1, ry1), (boxes, sc, kps) in zip(regions, self._run(image, regions),
+        for (rx0, ry0, rx1, ry1), (boxes, sc, kps) in zip(regions, self.run_windows(image, regions),
                                                           strict=True):
             if (rx0, ry0, rx1, ry1) != (0, 0, w, h):
                 # A tile keeps only faces it sees whole and that are small for it: bigger or
@@ -442,12 +442,12 @@ class FaceDetector:
         return parts
 
     def _gate(self, image: Image.Image, merged: list, mirrored: list) -> list:
-        """The face-quality gate (see _SURE): a detection under _SURE must pass _plausible.
+        """The face-quality gate (see SURE_SCORE): a detection under SURE_SCORE must pass _plausible.
         Refine already looked at the mirror image of small faces: `mirrored` holds that look
         ((score, mirror landmarks, landmarks before refining), or None)."""
         out = []
         for (b, s, k), seen in zip(merged, mirrored, strict=True):
-            if s >= _SURE or self._plausible(image, b, k, seen):
+            if s >= SURE_SCORE or self._plausible(image, b, k, seen):
                 out.append((b, s, k))
         return out
 
@@ -467,18 +467,18 @@ class FaceDetector:
         noise_coloured = _hue_share(image, b) >= _HUE_SHARE
         if not agree and noise_coloured:
             return False
-        window = _window(b, _CONTEXT_FILL)
+        window = context_window(b, _CONTEXT_FILL)
         if _inside_share(window, image.size) < _CONTEXT_MIN_INSIDE:
             return True  # the face fills the image (a tight crop): no context to look at
-        boxes, sc, _ = self._run(image, [window])[0]
-        j = _match(b, boxes, sc)
+        boxes, sc, _ = self.run_windows(image, [window])[0]
+        j = match_box(b, boxes, sc)
         return j is not None and (not noise_coloured or sc[j] >= _CONTEXT_SURE)
 
     def _mirror_look(self, image: Image.Image, b: np.ndarray) -> tuple[float, np.ndarray | None]:
         """Best score of a detection at the same place in the mirrored window around box b,
         and its landmarks (mapped back to the image, right and left swapped back)."""
-        boxes, sc, kps = self._run_mirrored(image, _window(b))
-        j = _match(b, boxes, sc)
+        boxes, sc, kps = self._run_mirrored(image, context_window(b))
+        j = match_box(b, boxes, sc)
         return (float(sc[j]), kps[j]) if j is not None else (0.0, None)
 
     def _run_mirrored(self, image: Image.Image, window: tuple[float, float, float, float]
@@ -487,7 +487,7 @@ class FaceDetector:
         subject's right and left landmarks swapped back too)."""
         x0, y0, x1, y1 = (round(v) for v in window)
         win = image.crop((x0, y0, x1, y1)).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        ((boxes, sc, kps),) = self._run(win, [(0, 0, win.size[0], win.size[1])])
+        ((boxes, sc, kps),) = self.run_windows(win, [(0, 0, win.size[0], win.size[1])])
         boxes = np.stack([x1 - boxes[:, 2], boxes[:, 1] + y0, x1 - boxes[:, 0],
                           boxes[:, 3] + y0], 1) if len(sc) else boxes
         if len(sc):
@@ -508,16 +508,16 @@ class FaceDetector:
             return merged, mirrored
         # A face the gate would have to look at again is refined in its mirror image: one pass
         # both sharpens its box and checks it (see _gate).
-        flip = {i for i in todo if self.gate and merged[i][1] < _SURE}
+        flip = {i for i in todo if self.gate and merged[i][1] < SURE_SCORE}
         plain = [i for i in todo if i not in flip]
-        looks = dict(zip(plain, self._run(image, [_window(merged[i][0]) for i in plain]),
+        looks = dict(zip(plain, self.run_windows(image, [context_window(merged[i][0]) for i in plain]),
                          strict=True)) if plain else {}
-        looks.update({i: self._run_mirrored(image, _window(merged[i][0])) for i in flip})
+        looks.update({i: self._run_mirrored(image, context_window(merged[i][0])) for i in flip})
         out: list = list(merged)
         for i in todo:
             boxes, sc, kps = looks[i]
             out[i] = None  # a face not confirmed at the scale where it is found best is dropped
-            j = _match(merged[i][0], boxes, sc)
+            j = match_box(merged[i][0], boxes, sc)
             if j is not None and (i not in flip or sc[j] >= _MIRROR_MIN):
                 out[i] = (boxes[j], float(sc[j]), kps[j])
                 if i in flip:  # the gate compares these landmarks with the first look's

@@ -151,7 +151,8 @@ class Predictor:
     include_hidden, draft) may be given to `predict`/`iter_predict`; the constructor's values are the
     defaults (`self.options`). One Predictor may serve several threads at once. `device` (cpu,
     cuda, cuda:N) is where the classifier runs (infer/device.py). `strict` refuses a model
-    folder without an integrity record (otherwise it loads with a warning)."""
+    folder without an integrity record (otherwise it loads with a warning). `detector` (auto,
+    short, wide) picks the face detector per image (faces/wide.py: `choose`)."""
 
     tta = _option("tta")
     largest = _option("largest")
@@ -167,7 +168,16 @@ class Predictor:
                  max_pixels: int | None = None, keep_images: bool = False,
                  crop: dict[str, Any] | None = None, max_bytes: int | None = None,
                  include_hidden: bool = False, draft: bool = True, device: str | None = None,
-                 strict: bool = False):
+                 strict: bool = False, detector: str = "auto"):
+        from ..faces.wide import DETECTORS
+
+        if detector not in DETECTORS:
+            raise FaceGenderError(f"unknown face detector {detector!r}; choose from "
+                                  f"{', '.join(DETECTORS)}")
+        # Which face detector runs (faces/wide.py: choose): "short" (BlazeFace short-range,
+        # made for photos), "wide" (back-camera tiles, small faces of wide shots) or "auto".
+        self.detector_mode = detector
+        self._wide = None
         self.model_dir = modelfile.resolve_model_dir(model)
         self.config: ModelConfig = modelfile.load_config(self.model_dir)
         self.backend_name = backend
@@ -203,7 +213,7 @@ class Predictor:
     # settings (ONNX Runtime sessions are not shared across processes).
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["backend"] = state["_detector"] = None
+        state["backend"] = state["_detector"] = state["_wide"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -212,6 +222,25 @@ class Predictor:
                                     self.__dict__.get("device"))
         if self.detect:
             self._detector = self._make_detector()
+
+    def _wide_detector(self):
+        """The wide-shot detector, built on first use (a one-face photo never needs it)."""
+        if self._wide is None:
+            from ..faces.wide import WideFaceDetector
+
+            self._wide = WideFaceDetector(score_threshold=self.score_threshold,
+                                          threads=self.threads, min_face=self.min_face)
+        return self._wide
+
+    def _detect(self, img: Image.Image, video_frame: bool = False) -> list:
+        """Faces of `img` by the detector `detector_mode` picks for it (faces.wide.choose):
+        "auto" keeps a plain photo on short-range, so a one-face photo costs what it did."""
+        from ..faces.wide import choose
+
+        kind = choose(self.detector_mode, img.size, video_frame)
+        if kind == "short":
+            return self._detector.detect(img)
+        return self._wide_detector().detect(img, probe=kind == "probe")
 
     @property
     def labels(self) -> list[str]:
@@ -235,12 +264,13 @@ class Predictor:
 
         # A whole-image fallback (an input shaped like the training crops, no face found) has no
         # detector score, which is how _finish marks it face_source "whole_image".
-        found = find_faces(img, self._detector, self._policy, self.config.framing, largest)
+        detector = self._wide_detector() if self.detector_mode == "wide" else self._detector
+        found = find_faces(img, detector, self._policy, self.config.framing, largest)
         return [(tuple(float(v) for v in f.box), float(f.score) if src == "detector" else None,
                  crop) for f, crop, src in found]
 
-    def _faces_scaled(self, enc: EncodedImage, largest: bool = False, finest: int = 8
-                      ) -> list[tuple[tuple, float | None, Image.Image]]:
+    def _faces_scaled(self, enc: EncodedImage, largest: bool = False, finest: int = 8,
+                      video_frame: bool = False) -> list[tuple[tuple, float | None, Image.Image]]:
         """_faces from the least the image needs decoded. The detector sees it at 1/k with at
         least DETECT_SIDE px on the longer side; each crop comes from the coarsest scale in
         which it still has the model's input size on both sides, never coarser than that view
@@ -255,7 +285,7 @@ class Predictor:
             img = enc.decode(min(finest, enc.reduction_for(min_short=size)))
             return [((0.0, 0.0, float(enc.size[0]), float(enc.size[1])), None, img)]
         k_view = enc.reduction_for(min_long=DETECT_SIDE)
-        found = self._detector.detect(enc.decode(k_view))
+        found = self._detect(enc.decode(k_view), video_frame)
         if not found and looks_like_training_crop(enc.size, self.config.framing):
             # An input shaped like the training crops: padded detection, else the whole image.
             return self._faces(enc.decode(1), largest)
@@ -296,7 +326,8 @@ class Predictor:
             if self.detect and self.min_face is not None:
                 faces = self._faces(enc.decode(1), opts.largest)  # tiles search full size
             else:  # kept crops (--save-crops) are cut at full size
-                faces = self._faces_scaled(enc, opts.largest, 1 if opts.keep_images else 8)
+                video = isinstance(src, Sample) and "frame" in src.groups
+                faces = self._faces_scaled(enc, opts.largest, 1 if opts.keep_images else 8, video)
             res.width, res.height = enc.size  # only once the pixels decoded
         except ImageError as exc:
             res.error = exc.reason

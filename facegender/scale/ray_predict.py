@@ -142,7 +142,8 @@ def predict_ray(source: Any, out: str | Path, model: str | Path | None = None, *
                 partition_size: int = 1000, threads: int = 1, backend: str = "auto",
                 tta: bool | None = None, detect: bool | None = None, largest: bool = False,
                 min_face: int | None = None, score_threshold: float = 0.5,
-                unsure_band: float | None = None, progress: bool = True) -> RayPredictResult:
+                unsure_band: float | None = None, progress: bool = True,
+                detector: str = "auto") -> RayPredictResult:
     """Predict every face of `source` (anything predict reads: folders, tars, manifests,
     shards, lists) on `workers` Ray actors of `threads` threads each, into OUT/part-*.parquet.
     Rerun on the same `out` to finish a killed job: only missing partitions are done."""
@@ -155,7 +156,7 @@ def predict_ray(source: Any, out: str | Path, model: str | Path | None = None, *
     model_dir = str(modelfile.resolve_model_dir(model))
     options = {"backend": backend, "threads": threads, "tta": tta, "detect": detect,
                "largest": largest, "min_face": min_face, "score_threshold": score_threshold,
-               "unsure_band": unsure_band}
+               "unsure_band": unsure_band, "detector": detector}
     parts = plan_partitions(source, partition_size)
     # What shapes the rows must match on a restart; threads only change the speed.
     todo = check_plan(out, parts, {"model": model_dir,
