@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -30,8 +29,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 FAIRFACE = ROOT.parent / "shared" / "data" / "fairface540" / "fairface540.tar"
 W, H = 1280, 720
 

@@ -81,7 +81,6 @@ def convert(tflite: Path, out: Path, side: int) -> None:
             if a.ndim == 1 and a.size == 3 and a[0] == 1:
                 a[0] = 0
                 m.graph.initializer[i].CopyFrom(numpy_helper.from_array(a, t.name))
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from optimize_blazeface import optimize
 
     m = optimize(m)
