@@ -65,7 +65,7 @@ def progress_opt() -> Any:
 
 
 def device_opt(what: str) -> Any:
-    return opt("cpu", f"where {what} runs: cpu or a CUDA GPU (default: %(default)s)",
+    return opt(None, f"where {what} runs: cpu or a CUDA GPU (default: cpu)",
                type=device_name, metavar="cpu|cuda[:N]")
 
 
