@@ -148,8 +148,6 @@ def _print_table(rows: list[dict]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(x, width, strict=True)).rstrip())
 
 
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from .training.trainer import train
 

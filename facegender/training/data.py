@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import DataError, FaceGenderError
-from ..io.sources import Sample, read_source, stratified_limit, stratified_split
+from ..io.sources import (
+    Sample,
+    read_source,
+    require_both_classes,
+    stratified_limit,
+    stratified_split,
+)
 from .multisource import as_specs, gather, parse_drop
 
 
@@ -89,7 +95,8 @@ def train_val_sets(data: Any, val: Any = None, *, limit: int | None = None,
     """Training and validation faces from `data` (one source, or several with `by_source`:
     each ``PATH@WEIGHT`` optionally, `drop` rules applied, `val_limit` per source) and `val`.
     `val_fraction=None`: a source without a val split and no `val` is an error (nothing may be
-    held out of it). Raises DataError when no validation faces remain."""
+    held out of it). Raises DataError when a class is missing from training or no validation
+    faces remain."""
     if by_source:
         sets = _by_source(data, val, limit=limit, val_limit=val_limit,
                           val_fraction=0.1 if val_fraction is None else val_fraction, seed=seed,
@@ -97,6 +104,7 @@ def train_val_sets(data: Any, val: Any = None, *, limit: int | None = None,
     else:
         sets = _one_source(data, val, limit=limit, val_limit=val_limit,
                            val_fraction=val_fraction, seed=seed)
+    require_both_classes(sets.train, f"training data {data}")
     if not sets.val:
         raise DataError("no validation images: give --val or a larger source")
     sets.val_provenance["classes"] = dict(Counter(s.label for s in sets.val))
