@@ -158,8 +158,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if v is None:  # a torchrun process other than rank 0, which reports for the job
         return 130 if res.interrupted else 0
     if args.recipe in ("head", "tail"):
+        worst = "no group of 20+ faces" if v["worst_group"] is None \
+            else f"{v['worst_group']:.2%} {v['worst_group_name']}"
         print(f"model folder: {res.model_dir} (val accuracy {v['accuracy']:.2%}, worst group "
-              f"{v['worst_group']:.2%} {v['worst_group_name']}, ECE {v['ece']:.3f})")
+              f"{worst}, ECE {v['ece']:.3f})")
         return 0
     print(f"model folder: {res.model_dir} (best epoch {res.best_epoch}: val accuracy "
           f"{v['accuracy']:.2%}, balanced {v['balanced_accuracy']:.2%}, ECE "

@@ -75,13 +75,9 @@ def opt(default: Any, help: str, *flags: str, type: Callable | None = None,
             "cli": cli, "group": group, "deprecated": deprecated, "argparse": argparse_kwargs}
     if default is REQUIRED:
         return dataclasses.field(metadata=meta)
-    if isinstance(default, (list, dict, set)):
-        return dataclasses.field(default_factory=lambda: type_copy(default), metadata=meta)
+    if isinstance(default, (list, dict, set)):  # a fresh copy for every options object
+        return dataclasses.field(default_factory=default.copy, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
-
-
-def type_copy(value: Any) -> Any:
-    return value.copy()
 
 
 def fields(options: type) -> Iterator[dataclasses.Field]:

@@ -118,7 +118,7 @@ def min_face_opt() -> Any:
 
 # -- training ----------------------------------------------------------------------------------
 RECIPES = ["full", "head", "tail"]
-HEAD_RECIPES = {"head": None, "tail": None}
+HEAD_RECIPES = ("head", "tail")  # trained on a pretrained face backbone's stored features
 MONITORS = ["balanced_accuracy", "accuracy", "roc_auc", "loss", "worst_group", "worst_source"]
 
 

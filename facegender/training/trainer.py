@@ -85,7 +85,7 @@ def train(data: Any, out: Any, *, callbacks: Sequence[Callable[[int, dict], None
     if opts.recipe in HEAD_RECIPES:
         from .heads import HeadRecipe
 
-        return HeadRecipe(opts).run()
+        return HeadRecipe(opts.data, opts.out, opts).run()
     return FullRecipe(opts, callbacks).run()
 
 
