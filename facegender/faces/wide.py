@@ -30,6 +30,7 @@ from .detector import (
     match_box,
     weighted_nms,
 )
+from .kinds import DETECTORS
 
 MODEL = "blazeface_back.onnx"
 _INPUT = 256  # back-camera input side
@@ -42,7 +43,6 @@ _GRIDS = ((16, 2), (32, 6))
 TILE = 480
 REF_SIDE = 1280
 # Modes of --detector: short-range only, back-camera tiles only, or chosen per image.
-DETECTORS = ("auto", "short", "wide")
 # `auto` uses the wide-shot detector on video frames, and on stills whose short-range result
 # has no face of _BIG or more of the longer side when the still is wide (aspect >= _WIDE_ASPECT)
 # or large (longer side >= _LARGE px); a one-face photo keeps the short-range cost.

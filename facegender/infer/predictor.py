@@ -169,7 +169,7 @@ class Predictor:
                  crop: dict[str, Any] | None = None, max_bytes: int | None = None,
                  include_hidden: bool = False, draft: bool = True, device: str | None = None,
                  strict: bool = False, detector: str = "auto"):
-        from ..faces.wide import DETECTORS
+        from ..faces.kinds import DETECTORS
 
         if detector not in DETECTORS:
             raise FaceGenderError(f"unknown face detector {detector!r}; choose from "

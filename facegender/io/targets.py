@@ -149,6 +149,11 @@ def file_target(path: str | os.PathLike, what: str = "output",
     return Target(Path(os.path.realpath(given)), REPLACE)
 
 
+def as_inputs(data: Any) -> list[Any]:
+    """The inputs a call named, as a list (one path or several), for the checks above."""
+    return list(data) if isinstance(data, (list, tuple)) else [data] if data else []
+
+
 def folder_target(path: str | os.PathLike, what: str = "output folder",
                   inputs: Iterable[Any] = ()) -> Path:
     """A folder that output files go into: returned as given if it is a folder or does not

@@ -263,3 +263,21 @@ def write_text(target: str | os.PathLike, text: str) -> Path:
     with replacing(target) as tmp:
         tmp.write_text(safe_text(text), encoding="utf-8")
     return Path(target)
+
+
+def close_all(writers: list, partial: str | None) -> list[Path | None]:
+    """Close every writer; a closed stdout (| head) must not keep the files from closing."""
+    out = []
+    for w in writers:
+        try:
+            out.append(w.close(partial=partial))
+        except OSError:
+            if w.path is not None:
+                raise
+            out.append(None)
+    return out
+
+
+def raise_interrupt(signum: int, frame: Any) -> None:
+    """A SIGTERM handler: a scheduler's stop ends a run as Ctrl-C does (finished rows kept)."""
+    raise KeyboardInterrupt

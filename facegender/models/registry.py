@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 
 from ..errors import FaceGenderError, require
+from .archs import ARCHITECTURES, available
 
 torch = require("torch")
 nn = torch.nn
@@ -189,8 +190,9 @@ def arch_defaults(arch: str) -> dict:
     return {}
 
 
-def available() -> list[str]:
-    return sorted(REGISTRY) + ["timm:<any timm model name>"]
+# archs.py names what this builds without importing torch (the CLI's --arch); they must agree.
+if set(REGISTRY) != set(ARCHITECTURES):
+    raise AssertionError(f"models/archs.py and REGISTRY differ: {set(REGISTRY) ^ set(ARCHITECTURES)}")
 
 
 def build_model(arch: str, num_classes: int = 2, pretrained: bool = False) -> nn.Module:

@@ -36,9 +36,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import FaceGenderError, require
-from ..infer.export import FLOAT_STRIDE, in_float_front
+from ..infer.export import in_float_front
 from ..io.progress import progress_bar
-from ..io.targets import folder_target
+from ..io.targets import as_inputs, folder_target
+from ..options import build, signature, to_recipe
+from ..verbs import QatOptions
+from .data import train_val_sets
+from .recipe import Recipe, TrainResult, calibrate_on_val, command_line, predict_logits, write_history
 
 torch = require("torch")
 nn = torch.nn
@@ -312,97 +316,89 @@ def to_original(prepared: nn.Module, arch: str, num_classes: int) -> nn.Module:
 
 
 
-def finetune(
-    model: str | Path | None,
-    data: str | Path,
-    out: str | Path,
-    *,
-    val: str | Path | None = None,
-    epochs: int = 2,
-    lr: float = 1e-4,
-    batch_size: int = 64,
-    consistency: float = 2.0,
-    calib_size: int = 1000,
-    recalibrate_every: int | None = 200,
-    limit: int | None = None,
-    val_limit: int | None = None,
-    augment: str = "default",
-    workers: int | None = None,
-    threads: int | None = None,
-    seed: int = 0,
-    export_formats: tuple[str, ...] = ("onnx", "int8"),
-    float_stride: int = FLOAT_STRIDE,
-    progress: bool = True,
-) -> dict[str, Any]:
+def finetune(model: Any, data: Any, out: Any, *, export_formats: Sequence[str] | None = None,
+             **options: Any) -> TrainResult:
     """Quantization-aware fine-tuning of a model folder; writes a new model folder to `out`.
 
-    `data` supplies training faces (its 'train' split when it has one) and the calibration faces;
-    `val` (default: the source's own val split) picks nothing but is used to re-fit the
-    temperature and unsure band and to report accuracy and int8 agreement per epoch. The new
-    folder is then exported to `export_formats` with parity checks (see facegender.export).
-    `consistency` weighs the agreement term: the mean squared difference of the calibrated logit
-    margins with and without activation quantization. Activation ranges are re-calibrated every
-    `recalibrate_every` steps and after each epoch. `float_stride` is the INT8 export's fp32
-    front (export.float_nodes), left unquantized in the simulation too.
-    Returns {"model_dir", "history", "metrics", "export"}.
+    Options (defaults, ranges) are declared once in facegender.verbs.QatOptions; this
+    signature is built from it. `data` supplies training faces (its 'train' split when it has
+    one) and the calibration faces; `val` (default: the source's own val split) picks nothing but
+    is used to re-fit the temperature and unsure band and to report accuracy and int8 agreement
+    per epoch. The new folder is then exported (`export`: ONNX + INT8, or `export_formats`) with
+    parity checks (see facegender.export). `consistency` weighs the agreement term: the mean
+    squared difference of the calibrated logit margins with and without activation
+    quantization. Activation ranges are re-calibrated every `recalibrate_every` steps (0 or
+    None: once per epoch) and after each epoch. `float_stride` is the INT8 export's fp32 front
+    (export.float_nodes), left unquantized in the simulation too.
+    Returns a TrainResult (its `export` holds the exported files' figures).
     """
-    import copy
-    import csv
-    import math
-    import shutil
-    import sys
-    import time
+    opts = build(QatOptions, {"model": model, "data": data, "out": out, **options}, "finetune")
+    if export_formats is None:
+        export_formats = ("onnx", "int8") if opts.export else ()
+    return QatRecipe(opts, tuple(export_formats)).run()
 
-    from ..infer.export import calibration_batches, calibration_faces
-    from ..infer.export import export as export_model
-    from ..infer.preprocess import softmax
-    from ..models import modelfile
-    from ..models.card import write_card
-    from .augment import face_augmentation
-    from .torchdata import FaceDataset, default_workers, make_loader
-    from .trainer import _calibrate, _given_val, _predict_logits, _source_samples
 
-    out = folder_target(out, "model folder", [data])  # refused before any work if a file
-    if (out / modelfile.CONFIG_NAME).exists():
-        raise FaceGenderError(f"{out} already holds a model folder; choose another --out")
-    if threads:
-        torch.set_num_threads(threads)
-    if workers is None:
-        workers = default_workers()
-    src_dir = modelfile.resolve_model_dir(model)
-    net, cfg = modelfile.load_torch_model(src_dir)
-    cfg = copy.deepcopy(cfg)
+finetune.__signature__ = signature(finetune, QatOptions,  # type: ignore[attr-defined]
+                                   leading=("model", "data", "out"),
+                                   trailing={"export_formats": None})
 
-    train_s, own_val, prov = _source_samples(data, "train", limit, seed, "training data")
-    given = _given_val(data, val, own_val, val_limit, seed)
-    if given is None:
-        raise FaceGenderError(f"{data} has no val split: give val / --val (faces to re-fit the "
-                              "temperature and measure agreement on)")
-    val_s, vprov = given
-    # The very faces, batches and order export's INT8 calibration uses: the simulated ranges
-    # then are the ones ONNX Runtime will pick for the final weights.
-    x_cal = calibration_faces(data, cfg, calib_size)
 
-    torch.manual_seed(seed)
-    qnet = prepare(copy.deepcopy(net), float_stride, cfg.input_size)
-    val_ds = FaceDataset(val_s, cfg)
-    train_ds = FaceDataset(train_s, cfg, augment=face_augmentation(augment))
+class QatRecipe(Recipe):
+    """setup: the source model, prepared for simulated INT8, and its faces; fit: each step
+    trains both branches and their agreement, ranges re-observed as the weights move; finish:
+    re-fit the temperature, save, export."""
 
-    def recalibrate() -> None:
-        calibrate(qnet, [torch.from_numpy(b) for b in calibration_batches(x_cal)])
+    def __init__(self, opts: QatOptions, export_formats: tuple[str, ...]) -> None:
+        self.o, self.export_formats = opts, export_formats
+        self.out = folder_target(opts.out, "model folder", as_inputs(opts.data))  # before any work
+        self.skipped: dict[str, str] = {}
+        self.last_fp: dict = {}  # val logits of the latest fp32 pass: the final calibration
 
-    def margins(z):  # calibrated logit margin male - female, what the label is decided on
-        m, f = cfg.male_index, 1 - cfg.male_index
-        return (z[:, m] - z[:, f]) / cfg.temperature
+    def setup(self) -> None:
+        import copy
 
-    last_fp: dict = {}  # val logits of the latest fp32 pass: the final calibration reuses them
+        from ..infer.export import calibration_faces
+        from ..models import modelfile
+        from .augment import face_augmentation
+        from .torchdata import FaceDataset, default_workers
 
-    def measure() -> dict[str, float]:
+        o = self.o
+        if o.threads:
+            torch.set_num_threads(o.threads)
+        self.workers = default_workers() if o.workers is None else o.workers
+        self.src_dir = modelfile.resolve_model_dir(o.model)
+        net, cfg = modelfile.load_torch_model(self.src_dir)
+        self.cfg = cfg = copy.deepcopy(cfg)
+        self.sets = train_val_sets(o.data, o.val, limit=o.limit, val_limit=o.val_limit,
+                                   val_fraction=None, seed=o.seed)
+        # The very faces, batches and order export's INT8 calibration uses: the simulated ranges
+        # then are the ones ONNX Runtime will pick for the final weights.
+        self.x_cal = calibration_faces(o.data, cfg, o.calib_size)
+        torch.manual_seed(o.seed)
+        self.qnet = prepare(copy.deepcopy(net), o.float_stride, cfg.input_size)
+        self.val_ds = FaceDataset(self.sets.val, cfg)
+        self.train_ds = FaceDataset(self.sets.train, cfg, augment=face_augmentation(o.augment))
+
+    def recalibrate(self) -> None:
+        from ..infer.export import calibration_batches
+
+        calibrate(self.qnet, [torch.from_numpy(b) for b in calibration_batches(self.x_cal)])
+
+    def margins(self, z):  # calibrated logit margin male - female, what the label is decided on
+        m, f = self.cfg.male_index, 1 - self.cfg.male_index
+        return (z[:, m] - z[:, f]) / self.cfg.temperature
+
+    def measure(self) -> dict[str, float]:
+        """fp32 and simulated-int8 val figures of the current weights, and their agreement."""
+        from ..infer.preprocess import softmax
+
+        cfg, qnet = self.cfg, self.qnet
+        args = (self.val_ds, self.o.batch_size, self.workers, self.skipped, self.sets.val)
         set_mode(qnet, "off")
-        fp = _predict_logits(qnet, val_ds, batch_size, workers, skipped, val_s)
-        last_fp.update(fp)
+        fp = predict_logits(qnet, *args)
+        self.last_fp.update(fp)
         set_mode(qnet, "quant")
-        q = _predict_logits(qnet, val_ds, batch_size, workers, skipped, val_s)
+        q = predict_logits(qnet, *args)
         pf = softmax(fp["logits"], cfg.temperature)[:, cfg.male_index]
         pq = softmax(q["logits"], cfg.temperature)[:, cfg.male_index]
         y = fp["y"] == cfg.male_index
@@ -412,102 +408,120 @@ def finetune(
                 "max_abs_dp": float(np.abs(pf - pq).max()),
                 "mean_abs_dp": float(np.abs(pf - pq).mean())}
 
-    skipped: dict[str, str] = {}
-    recalibrate()
-    history = [{"epoch": 0, "train_loss": None, "consistency": None, **measure(),
-                "epoch_seconds": 0.0}]
-    print(f"before fine-tuning (simulated int8 vs fp32, {len(val_s)} val faces): "
-          f"agreement {history[0]['agreement']:.2%}, max|dp| {history[0]['max_abs_dp']:.3f}",
-          file=sys.stderr)
-    params = [p for p in qnet.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    steps = epochs * math.ceil(len(train_ds) / batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
-    ce = nn.CrossEntropyLoss(label_smoothing=cfg.recipe.get("label_smoothing", 0.0) or 0.0)
-    step = 0
-    for epoch in range(epochs):
-        torch.manual_seed(seed * 100_003 + epoch)
+    def fit(self) -> None:
+        import math
+        import sys
+
+        o = self.o
+        self.recalibrate()
+        self.history = [{"epoch": 0, "train_loss": None, "consistency": None, **self.measure(),
+                         "epoch_seconds": 0.0}]
+        print(f"before fine-tuning (simulated int8 vs fp32, {len(self.sets.val)} val faces): "
+              f"agreement {self.history[0]['agreement']:.2%}, max|dp| "
+              f"{self.history[0]['max_abs_dp']:.3f}", file=sys.stderr)
+        params = [p for p in self.qnet.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=0.0)
+        steps = o.epochs * math.ceil(len(self.train_ds) / o.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
+        self.ce = nn.CrossEntropyLoss(
+            label_smoothing=self.cfg.recipe.get("label_smoothing", 0.0) or 0.0)
+        self.step = 0
+        for epoch in range(o.epochs):
+            row = self._epoch(epoch)
+            self.history.append(row)
+            print(f"qat epoch {epoch + 1}/{o.epochs}: loss {row['train_loss']:.4f} consistency "
+                  f"{row['consistency']:.4f} | val acc {row['val_accuracy']:.4f} (int8 sim "
+                  f"{row['val_accuracy_int8']:.4f}) agreement {row['agreement']:.4f} max|dp| "
+                  f"{row['max_abs_dp']:.3f} | {row['epoch_seconds']:.0f} s", file=sys.stderr)
+            _save(self.qnet, self.cfg, self.out, self.history)
+
+    def _epoch(self, epoch: int) -> dict[str, Any]:
+        import time
+
+        from .torchdata import make_loader
+
+        o, qnet = self.o, self.qnet
+        torch.manual_seed(o.seed * 100_003 + epoch)
         qnet.train()
         t0 = time.perf_counter()
         tot = cons_tot = n = 0.0
-        loader = make_loader(train_ds, batch_size, True, workers, seed * 100_003 + epoch)
-        bar = progress_bar(loader, progress, f"qat epoch {epoch + 1}/{epochs}", unit="batch",
+        loader = make_loader(self.train_ds, o.batch_size, True, self.workers,
+                             o.seed * 100_003 + epoch)
+        bar = progress_bar(loader, o.progress, f"qat epoch {epoch + 1}/{o.epochs}", unit="batch",
                            leave=False)
         for x, y, _, failed in bar:
             for i, reason in failed:
-                skipped[train_s[i].ref] = reason
+                self.skipped[self.sets.train[i].ref] = reason
             if x is None:
                 continue
             set_mode(qnet, "quant")
             zq = qnet(x)
             set_mode(qnet, "off")
             zf = qnet(x)
-            cons = (margins(zq) - margins(zf)).pow(2).mean()
-            loss = ce(zq, y) + ce(zf, y) + consistency * cons
-            optimizer.zero_grad(set_to_none=True)
+            cons = (self.margins(zq) - self.margins(zf)).pow(2).mean()
+            loss = self.ce(zq, y) + self.ce(zf, y) + o.consistency * cons
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            if recalibrate_every and step % recalibrate_every == 0:
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            if o.recalibrate_every and self.step % o.recalibrate_every == 0:
                 # Ranges follow the weights, so the simulated error stays the one ONNX Runtime's
                 # calibration of these weights will produce (a small scale change reshuffles
                 # which values round up and down).
-                recalibrate()
+                self.recalibrate()
                 qnet.train()
             tot += loss.item() * len(y)
             cons_tot += cons.item() * len(y)
             n += len(y)
             bar.set_postfix(loss=f"{tot / n:.4f}", cons=f"{cons_tot / n:.4f}")
         seconds = time.perf_counter() - t0
-        recalibrate()
-        row = {"epoch": epoch + 1, "train_loss": tot / max(n, 1),
-               "consistency": cons_tot / max(n, 1), **measure(), "epoch_seconds": seconds}
-        history.append(row)
-        print(f"qat epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.4f} consistency "
-              f"{row['consistency']:.4f} | val acc {row['val_accuracy']:.4f} (int8 sim "
-              f"{row['val_accuracy_int8']:.4f}) agreement {row['agreement']:.4f} max|dp| "
-              f"{row['max_abs_dp']:.3f} | {seconds:.0f} s", file=sys.stderr)
-        _save(qnet, cfg, out, history)
+        self.recalibrate()
+        return {"epoch": epoch + 1, "train_loss": tot / max(n, 1),
+                "consistency": cons_tot / max(n, 1), **self.measure(), "epoch_seconds": seconds}
 
-    # The fine-tuned fp32 model is what ships: re-fit its temperature and unsure band on val
-    # (the last measure() ran exactly these weights without activation quantization).
-    final = to_original(qnet, cfg.arch, len(cfg.labels))
-    source_metrics = cfg.metrics
-    cfg.metrics = _calibrate(cfg, last_fp)
-    # A model fine-tuned again keeps the figures from before its first fine-tuning.
-    cfg.metrics["before_qat"] = source_metrics.get("before_qat") or {
-        "model": str(src_dir), "val": source_metrics.get("val")}
-    previous = cfg.recipe.get("qat")
-    cfg.recipe["qat"] = {
-        "command": "facegender qat " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["qat"]
-        else None,
-        "from": str(src_dir), "data": prov, "val": vprov, "epochs": epochs, "lr": lr,
-        "batch_size": batch_size, "consistency": consistency, "calib_faces": len(x_cal),
-        "recalibrate_every": recalibrate_every, "float_stride": float_stride,
-        "augment": augment, "seed": seed,
-        "weights": f"int8 per-channel symmetric [{W_QMIN}, {W_QMAX}] (reduce_range)",
-        "activations": f"uint8 per-tensor, Percentile {PERCENTILE}",
-        "seconds": round(sum(r["epoch_seconds"] for r in history), 1)}
-    if previous:
-        cfg.recipe["qat"]["previous"] = previous
-    modelfile.save_weights(final.state_dict(), out)
-    modelfile.save_config(cfg, out)
-    for name in (modelfile.HISTORY_NAME, "curves.png"):  # the base run's curves stay with it
-        if (src_dir / name).exists():
-            shutil.copy2(src_dir / name, out / name)
-    with open(out / QAT_HISTORY_NAME, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(history[-1]))
-        w.writeheader()
-        w.writerows(history)
-    write_card(out, cfg)
-    exported = export_model(out, export_formats, calib_data=data, calib_size=calib_size,
-                            parity_data=val if val is not None else data,
-                            parity_size=len(val_s), float_stride=float_stride) \
-        if export_formats else {}
-    return {"model_dir": out, "history": history, "metrics": cfg.metrics, "export": exported,
-            "skipped": sorted(skipped.items())}
+    def finish(self) -> TrainResult:
+        """The fine-tuned fp32 model is what ships: its temperature and unsure band re-fitted on
+        val (the last measure() ran exactly these weights without activation quantization)."""
+        import shutil
+
+        from ..infer.export import export as export_model
+        from ..models import modelfile
+        from ..models.card import write_card
+
+        o, cfg, out, src_dir = self.o, self.cfg, self.out, self.src_dir
+        final = to_original(self.qnet, cfg.arch, len(cfg.labels))
+        source_metrics = cfg.metrics
+        cfg.metrics = calibrate_on_val(cfg, self.last_fp)
+        # A model fine-tuned again keeps the figures from before its first fine-tuning.
+        cfg.metrics["before_qat"] = source_metrics.get("before_qat") or {
+            "model": str(src_dir), "val": source_metrics.get("val")}
+        previous = cfg.recipe.get("qat")
+        cfg.recipe["qat"] = {
+            "command": command_line("qat"), "from": str(src_dir),
+            "data": self.sets.train_provenance, "val": self.sets.val_provenance,
+            **to_recipe(o), "calib_faces": len(self.x_cal),
+            "weights": f"int8 per-channel symmetric [{W_QMIN}, {W_QMAX}] (reduce_range)",
+            "activations": f"uint8 per-tensor, Percentile {PERCENTILE}",
+            "seconds": round(sum(r["epoch_seconds"] for r in self.history), 1)}
+        if previous:
+            cfg.recipe["qat"]["previous"] = previous
+        modelfile.save_weights(final.state_dict(), out)
+        modelfile.save_config(cfg, out)
+        for name in (modelfile.HISTORY_NAME, "curves.png"):  # the base run's curves stay with it
+            if (src_dir / name).exists():
+                shutil.copy2(src_dir / name, out / name)
+        write_history(self.history, out, QAT_HISTORY_NAME)
+        write_card(out, cfg)
+        exported = export_model(out, self.export_formats, calib_data=o.data,
+                                calib_size=o.calib_size,
+                                parity_data=o.val if o.val is not None else o.data,
+                                parity_size=len(self.sets.val), float_stride=o.float_stride) \
+            if self.export_formats else {}
+        best = self.history[-1]
+        return TrainResult(out, best["epoch"], best["agreement"], cfg.metrics, self.history,
+                           sorted(self.skipped.items()), export=exported)
 
 
 QAT_HISTORY_NAME = "qat_history.csv"

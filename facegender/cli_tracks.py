@@ -1,0 +1,141 @@
+"""`facegender predict VIDEO --track`: the CLI's video path (tracks, frame and track rows, the
+screen-time summary, ASS subtitles, the annotated MP4). Kept apart from cli.py so the verb
+module stays short; its options are declared with predict's in verbs.py."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import FaceGenderError
+
+
+def video_every(args: argparse.Namespace) -> float:
+    """Seconds between the video frames predict classifies: --fps N is --every 1/N."""
+    return 1.0 / args.fps if args.fps else args.every
+
+
+def _chunks(rows: Any, n: int) -> Any:
+    """Lists of at most n rows from an iterator of rows."""
+    from itertools import islice
+
+    it = iter(rows)
+    while chunk := list(islice(it, n)):
+        yield chunk
+
+
+def _is_ass(spec: str) -> bool:
+    return Path(spec).suffix.lower() == ".ass"
+
+
+def _track_target(spec: str, video: str, n_videos: int) -> Path:
+    """Where a per-video export goes: PATH itself for one video, else one file per video."""
+    path, stem = Path(spec), Path(video).stem
+    if not _is_ass(spec):
+        return path / f"{stem}.ass"
+    return path if n_videos == 1 else path.with_name(f"{path.stem}_{stem}{path.suffix}")
+
+
+def predict_tracks(a: argparse.Namespace) -> int:
+    """`predict --track`: each video's faces as tracks, with their rows, summary and exports."""
+    import signal
+
+    from .infer.predictor import Predictor
+    from .infer.records import CSV_FIELDS, RECORD_FIELDS, flatten
+    from .infer.video_export import write_annotated_video, write_ass
+    from .infer.video_summary import SUMMARY_CSV_FIELDS, summarize_videos, summary_csv_row
+    from .infer.video_tracks import (
+        TRACK_COLUMNS,
+        TRACK_ROW_FIELDS,
+        frame_rows,
+        split_videos,
+        track_rows,
+        track_video,
+    )
+    from .io.files import display_name
+    from .io.targets import file_target, folder_target
+    from .io.writers import RowWriter, close_all, raise_interrupt, write_text
+
+    if a.keyframes and a.detect_period:
+        raise FaceGenderError("--keyframes and --detect-period choose frames differently: "
+                              "give one")
+    videos, others = split_videos(a.inputs, a.include_hidden)
+    if not videos:
+        raise FaceGenderError("--track: no video file among the inputs")
+    # (check_targets has refused every other output file that is an input or cannot be written)
+    if a.subtitles and _is_ass(a.subtitles):
+        file_target(a.subtitles, "--subtitles", a.inputs)
+    for folder in (a.annotate, a.subtitles if a.subtitles and not _is_ass(a.subtitles) else None):
+        if folder:
+            folder_target(folder, inputs=a.inputs).mkdir(parents=True, exist_ok=True)
+    pred = Predictor(a.model, backend=a.backend, threads=a.threads, tta=a.tta, detect=a.detect,
+                     min_face=a.min_face, score_threshold=a.score_threshold,
+                     unsure_band=a.unsure_band, max_pixels=a.max_pixels,
+                     include_hidden=a.include_hidden, device=a.device, detector=a.detector)
+    every = None if a.keyframes or a.detect_period else video_every(a)
+    to_stdout = "-" in (a.csv_out, a.json_out)
+
+    def frame_writer(target: Any, fmt: str) -> RowWriter:
+        if fmt == "csv":
+            return RowWriter(target, fmt, CSV_FIELDS + TRACK_COLUMNS, csv_row=lambda r: {
+                **flatten(r, digits=1), **{k: r[k] for k in TRACK_COLUMNS}})
+        return RowWriter(target, fmt, RECORD_FIELDS + TRACK_COLUMNS)
+
+    writers = [frame_writer(sys.stdout, a.format)] if a.format in ("csv", "json") \
+        and not to_stdout else []
+    writers += [frame_writer(sys.stdout if p == "-" else p, f)
+                for p, f in ((a.csv_out, "csv"), (a.json_out, "json")) if p]
+    tracks_out = RowWriter(a.tracks_csv, "csv", TRACK_ROW_FIELDS) if a.tracks_csv else None
+    done, stopped = [], None
+    old_term = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        for path in videos:
+            v = track_video(pred, path, every=every, period=a.detect_period,
+                            keyframes=a.keyframes, min_frames=a.min_track,
+                            batch_size=a.batch_size)
+            done.append(v)
+            for chunk in _chunks(frame_rows(v), 1000):  # a long video's rows never all in memory
+                for w in writers:
+                    w.write(chunk)
+            if tracks_out:
+                tracks_out.write(list(track_rows(v)))
+            if a.subtitles and v.times:
+                write_ass(v, _track_target(a.subtitles, path, len(videos)))
+            if a.annotate and v.times:
+                write_annotated_video(v, Path(a.annotate) / f"{Path(path).stem}.tracks.mp4")
+            labels = [v.labels[t.id] for t in v.tracks]
+            print(f"{display_name(path)}: " + (f"failed: {v.error}" if v.error and not v.times
+                  else f"{len(v.times)} frames, {len(v.tracks)} tracks ("
+                  + ", ".join(f"{sum((lb.label == k and not lb.unsure) for lb in labels)} {k}"
+                              for k in ("female", "male"))
+                  + f", {sum(lb.unsure for lb in labels)} unsure)"
+                  + (f"; {v.error}" if v.error else "")), file=sys.stderr)
+    except KeyboardInterrupt:
+        stopped = f"interrupted after {len(done)} videos"
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    close_all(writers + ([tracks_out] if tracks_out else []), stopped)
+    summary = summarize_videos(done)
+    if a.summary:
+        write_text(a.summary, json.dumps(summary, indent=2) + "\n")
+    if a.timeline:
+        from .report.video_html import write_timeline
+
+        write_timeline(done, a.timeline, summary)
+    if a.summary_csv:
+        with RowWriter(a.summary_csv, "csv", SUMMARY_CSV_FIELDS) as w:
+            w.write([summary_csv_row(s) for s in summary["videos"]]
+                    + [summary_csv_row({**summary["total"], "path": "TOTAL"})])
+    if a.format == "table" and not to_stdout:
+        print(json.dumps(summary["total"] if len(done) > 1 else summary["videos"][0]
+                         if done else {}, indent=2))
+    left = [str(x) if isinstance(x, (str, Path)) else s.ref for x in others
+            for s in ([x] if isinstance(x, (str, Path)) else x.samples)]
+    for x in left[:20]:
+        print(f"  not a video, left out by --track: {display_name(str(x))}", file=sys.stderr)
+    if stopped:
+        return 130
+    return 1 if any(v.error and not v.times for v in done) else 0
