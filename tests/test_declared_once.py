@@ -130,7 +130,10 @@ DIFFERENT_ON_PURPOSE = {
 CLI_ONLY = {
     "evaluate": {"json"}, "serve": {"max_upload_mb", "cors_origin"}, "shard": {"maxsize_mb"},
     "predict": {"every", "format", "csv_out", "json_out", "save_crops", "annotate", "max_mb",
-                "engine", "out", "ray_address", "ray_workers", "partition_size"},
+                "engine", "out", "ray_address", "ray_workers", "partition_size",
+                # predict --track's own outputs and frame choice (Python: facegender.track)
+                "track", "fps", "keyframes", "detect_period", "min_track", "tracks_csv",
+                "summary", "summary_csv", "timeline", "subtitles"},
     "export": {"model"}, "benchmark": {"model"}, "qat": {"export"},
 }
 

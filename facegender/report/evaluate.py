@@ -159,6 +159,7 @@ def evaluate(
     min_group: int = 30,
     progress: bool = False,
     device: str | None = None,
+    strict: bool = False,
 ) -> EvalResult:
     """Evaluate `model` (default: the shipped model) on labelled `data`.
 
@@ -171,7 +172,8 @@ def evaluate(
     diagram, training curves, the per-group audit and a gallery of the `gallery` most confident
     errors of each kind with Grad-CAM overlays (see facegender.report). Groups under
     `min_group` faces are reported but flagged as too small to judge. `progress` draws a bar on
-    stderr when it is a terminal; `device` is where the classifier runs (cpu, cuda, cuda:N).
+    stderr when it is a terminal; `device` is where the classifier runs (cpu, cuda, cuda:N);
+    `strict` refuses a model folder without an integrity record.
     """
     if report and not isinstance(report, bool):
         out = report
@@ -182,7 +184,8 @@ def evaluate(
     if out is not None:  # a file there, or the data's own folder: refused before any work
         out = folder_target(out, "report folder" if report else "output folder", [data])
     pred = predictor or Predictor(model, backend=backend, detect=detect, tta=tta,
-                                  threads=threads, largest=True, device=device)
+                                  threads=threads, largest=True, device=device,
+                                  strict=strict)
     source = read_source(data, labelled=True)
     splits = source.splits()
     chosen = split or next((s for s in ("test", "val") if s in splits), None)

@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..errors import FaceGenderError, ImageError, require
 from ..faces import CropGeometry, crop_geometry
 from ..io.targets import folder_target
+from ..models import modelfile
 from ..models.modelfile import ModelConfig
 
 # Last convolutional block per registered architecture: the deepest layer that still has a
@@ -327,7 +328,7 @@ def explain(images: Any, model: str | Path | None = None, out: str | Path | None
             target: str | None = None, layer: str | None = None, threads: int | None = None,
             batch_size: int = 32, max_pixels: int | None = None,
             explainer: GradCamExplainer | None = None, progress: bool = False,
-            device: str | None = None) -> list[Explanation]:
+            device: str | None = None, strict: bool = False) -> list[Explanation]:
     """Grad-CAM for every face in `images` (paths, folders, globs, tars, manifests, PIL images,
     bytes or lists of them, as for predict).
 
@@ -340,11 +341,14 @@ def explain(images: Any, model: str | Path | None = None, out: str | Path | None
         `<name>_overlay.png` (heatmaps and boxes on the photo), plus explanations.json.
     progress: bars on stderr (finding faces, then Grad-CAM) when it is a terminal.
     device: where torch runs Grad-CAM (cpu, cuda, cuda:N).
+    strict: refuse a model folder without an integrity record (else it loads with a warning).
     Returns one Explanation per face, heatmap at the crop's size; an image that failed gives one
     entry with `error` set and no heatmap, an image without a face one with label 'no_face'.
     """
     if out is not None:  # a file there, or an input folder: refused before any work
         out = folder_target(out, "output folder", images if isinstance(images, list) else [images])
+    if strict and explainer is None:
+        modelfile.verify_files(model, strict=True)
     ex = explainer or GradCamExplainer(model, layer=layer, threads=threads, device=device)
     if target is not None and target not in ex.config.labels:
         raise FaceGenderError(f"target must be one of {ex.config.labels}, got {target!r}")

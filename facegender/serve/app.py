@@ -74,7 +74,8 @@ def create_app(model: str | Path | None = None, *, backend: str = "auto",
                cors_origins: tuple[str, ...] | list[str] = (),
                rate_limit: float = DEFAULT_RATE_LIMIT, per_client: int = DEFAULT_PER_CLIENT,
                body_timeout: float = DEFAULT_BODY_TIMEOUT,
-               idle_timeout: float = DEFAULT_IDLE_TIMEOUT, device: str | None = None) -> FastAPI:
+               idle_timeout: float = DEFAULT_IDLE_TIMEOUT, device: str | None = None,
+               strict: bool = False) -> FastAPI:
     """Build the service around one model folder (default: the packaged model).
 
     The model is loaded here, before any port is bound, so a bad model path fails at once.
@@ -90,7 +91,8 @@ def create_app(model: str | Path | None = None, *, backend: str = "auto",
     api_key = resolve_api_key(api_key)  # a weak key is refused here, before any work
     max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
     pool = PredictorPool(model, workers=workers, backend=backend, threads=threads, detect=detect,
-                         max_pixels=max_pixels, batch_size=batch_size, device=device)
+                         max_pixels=max_pixels, batch_size=batch_size, device=device,
+                         strict=strict)
     if warm_up:
         pool.warm_up()
     model_name = "default" if model in (None, "", "default") else pool.first.model_dir.name

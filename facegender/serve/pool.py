@@ -22,13 +22,13 @@ class PredictorPool:
 
     def __init__(self, model: str | Path | None, *, workers: int, backend: str,
                  threads: int | None, detect: bool | None, max_pixels: int, batch_size: int,
-                 device: str | None = None):
+                 device: str | None = None, strict: bool = False):
         self.workers = max(1, int(workers))
         # Split the cores between workers instead of letting each engine grab all of them.
         threads = threads or max(1, (os.cpu_count() or 1) // self.workers)
         self.batch_size = batch_size
         self.predictors = [Predictor(model, backend=backend, threads=threads, detect=detect,
-                                     max_pixels=max_pixels, device=device)
+                                     max_pixels=max_pixels, device=device, strict=strict)
                            for _ in range(self.workers)]
         self._free: queue.SimpleQueue[Predictor] = queue.SimpleQueue()
         for p in self.predictors:
