@@ -1,14 +1,17 @@
 """The model issue's accuracy table for several models side by side (default: the previous
 default model, fast and accurate).
 
-    python benchmarks/accuracy.py [MODEL ...] [--previous REV] [--celeba-limit N] [--[no-]tta] [--json OUT]
+    python benchmarks/accuracy.py [MODEL ...] [--previous REV] [--celeba-limit N] [--[no-]tta]
+        [--no-robustness] [--json OUT]
 
 MODEL: a model folder or a shipped name (fast, accurate). --previous REV adds the default model
 as it was at git revision REV (read from git history into a temporary folder; default: the
 commit before the two-model layout, 82f7c96); --previous none leaves it out.
 
-Sets (../shared/data): fairface540 (540 loose crops, detector + the model's crop policy),
-AAF test (3,185, the dataset's own split, never trained or calibrated on), celeba val (11,649
+Sets (../shared/data): fairface540 (540 loose crops, detector + the model's crop policy; by age,
+by race and by race x gender), AAF test (3,185, the dataset's own split, never trained or
+calibrated on), kinfacew test (558, by parent / child) and fiw test (590), both identity-disjoint
+from their train splits, celeba val (11,649
 tight crops; a model whose crop policy aligns on landmarks detects them, the others read the
 crops as they are), with the undisputed labels (attributes.csv `disputed` = 0) for accuracy and
 the worst gender x Young x Wearing_Lipstick group (groups under 30 faces not counted).
@@ -42,6 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 PREVIOUS = "82f7c96"  # last commit with the single shipped model (facegender/weights/default)
 MIN_GROUP = 30
+# Result keys of the sets every model is scored on, in table order.
+SETS = ("fairface", "aaf_test", "kinfacew_test", "fiw_test", "celeba_val")
 
 
 def previous_model(rev: str, dest: Path) -> Path:
@@ -109,7 +114,20 @@ def robustness(model: str | Path, tta: bool | None = None) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in same.items()}
 
 
-def measure(model: str | Path, celeba_limit: int | None, tta: bool | None = None) -> dict:
+def kin_set(name: str, model: str | Path, tta: bool | None) -> dict:
+    """kinfacew / fiw test split (never trained or calibrated on): accuracy, per `group`
+    (kinfacew: parent / child), female recall, ECE, confident calls, no-face count."""
+    r = evaluate(DATA / name / "labels.csv", model, split="test", detect=True, tta=tta)
+    y, p = r.y_male, r.p_male
+    group = np.array([s.groups.get("group", "") for s in r.samples])
+    return {"n": len(y), "no_face": len(r.no_face), "accuracy": acc(y, p),
+            "by_group": {g: acc(y, p, group == g) for g in sorted(set(group)) if g},
+            "female_recall": recall_female(y, p), "ece": expected_calibration_error(y, p, bins=10),
+            "confident_95": confident(y, p)}
+
+
+def measure(model: str | Path, celeba_limit: int | None, tta: bool | None = None,
+            with_robustness: bool = True) -> dict:
     cfg = modelfile.load_config(model)
     aligned = bool(cfg.crop.get("template"))
     out: dict = {"model": str(model), "arch": cfg.arch}
@@ -121,9 +139,13 @@ def measure(model: str | Path, celeba_limit: int | None, tta: bool | None = None
     age = np.array([s.groups.get("age_group") for s in ff.samples])
     groups = sorted({a for a in age if a != "0-2"}, key=lambda g: int(g.split("-")[0].rstrip("+")))
     old = np.isin(age, ["60-69", "70+"])
+    race = np.array([s.groups.get("race") for s in ff.samples])
     out["fairface"] = {
         "n": len(y), "no_face": len(ff.no_face), "accuracy": acc(y, p),
         "by_age": {g: acc(y, p, age == g) for g in ["0-2", *groups]},
+        "by_race": {r: acc(y, p, race == r) for r in sorted(set(race))},
+        "by_race_gender": {f"{r} {gn}": acc(y, p, (race == r) & (y == int(gn == "male")))
+                           for r in sorted(set(race)) for gn in ("female", "male")},
         "worst_age_3_up": min(acc(y, p, age == g) for g in groups),
         "female_recall": recall_female(y, p), "female_recall_60_up": recall_female(y, p, old),
         "ece": expected_calibration_error(y, p, bins=10), "confident_95": confident(y, p),
@@ -139,6 +161,8 @@ def measure(model: str | Path, celeba_limit: int | None, tta: bool | None = None
         "confident_95": confident(y, p),
     }
 
+    for name in ("kinfacew", "fiw"):
+        out[f"{name}_test"] = kin_set(name, model, tta)
     cel = evaluate(DATA / "celeba-gender" / "attributes.csv", model, split="val", detect=aligned,
                    limit=celeba_limit, tta=tta)
     y, p = cel.y_male, cel.p_male
@@ -155,9 +179,11 @@ def measure(model: str | Path, celeba_limit: int | None, tta: bool | None = None
     out["celeba_val"] = {
         "n": len(y), "no_face": len(cel.no_face), "detect": aligned, "accuracy": acc(y, p),
         "accuracy_undisputed": acc(y, p, undisputed), "worst_group": counted[worst],
+        "ece_undisputed": expected_calibration_error(y[undisputed], p[undisputed], bins=10),
+        "confident_95_undisputed": confident(y[undisputed], p[undisputed]),
         "worst_group_name": worst, "groups": cell_acc,
     }
-    out["robustness_fairface"] = robustness(model, tta)
+    out["robustness_fairface"] = robustness(model, tta) if with_robustness else None
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
@@ -175,21 +201,29 @@ def table(results: list[tuple[str, dict]]) -> str:
         ("AAF test accuracy (3,185)", lambda r: _pct(r["aaf_test"]["accuracy"])),
         ("AAF test, under 13", lambda r: _pct(r["aaf_test"]["under_13"])),
         ("AAF test, 60+", lambda r: _pct(r["aaf_test"]["60_up"])),
+        ("kinfacew test accuracy (558)", lambda r: _pct(r["kinfacew_test"]["accuracy"])),
+        ("kinfacew test, children / parents",
+         lambda r: " / ".join(_pct(r["kinfacew_test"]["by_group"].get(g)) for g in ("child", "parent"))),
+        ("fiw test accuracy (590)", lambda r: _pct(r["fiw_test"]["accuracy"])),
         ("celeba val, undisputed labels", lambda r: _pct(r["celeba_val"]["accuracy_undisputed"])),
         ("celeba val, all labels", lambda r: _pct(r["celeba_val"]["accuracy"])),
         ("celeba val worst group (gender x Young x Lipstick)",
          lambda r: f"{_pct(r['celeba_val']['worst_group'])} ({r['celeba_val']['worst_group_name']})"),
-        ("ECE fairface540 / AAF test",
-         lambda r: f"{r['fairface']['ece']:.3f} / {r['aaf_test']['ece']:.3f}"),
-        ("accuracy when >= 95% confident, fairface540 (n)",
-         lambda r: f"{_pct(r['fairface']['confident_95'][0])} ({r['fairface']['confident_95'][1]})"),
-        ("accuracy when >= 95% confident, AAF test (n)",
-         lambda r: f"{_pct(r['aaf_test']['confident_95'][0])} ({r['aaf_test']['confident_95'][1]})"),
+        ("ECE fairface540 / AAF / kinfacew / fiw / celeba undisputed",
+         lambda r: " / ".join(f"{r[k]['ece']:.3f}" for k in SETS[:4])
+                   + f" / {r['celeba_val']['ece_undisputed']:.3f}"),
+        *[(f"accuracy when >= 95% confident, {label} (n)",
+           lambda r, k=k: f"{_pct(r[k]['confident_95'][0])} ({r[k]['confident_95'][1]})")
+          for k, label in zip(SETS[:4], ("fairface540", "AAF test", "kinfacew test", "fiw test"),
+                              strict=True)],
+        ("accuracy when >= 95% confident, celeba val undisputed (n)",
+         lambda r: f"{_pct(r['celeba_val']['confident_95_undisputed'][0])} "
+                   f"({r['celeba_val']['confident_95_undisputed'][1]})"),
         ("same label after JPEG q75 / WebP / halved (fairface540)",
-         lambda r: " / ".join(_pct(r["robustness_fairface"][k]) for k in ("jpeg75", "webp", "halved"))),
-        ("no face found: fairface540 / AAF test / celeba val",
-         lambda r: f"{r['fairface']['no_face']} / {r['aaf_test']['no_face']} / "
-                   f"{r['celeba_val']['no_face']}"),
+         lambda r: "not run" if r["robustness_fairface"] is None else
+         " / ".join(_pct(r["robustness_fairface"][k]) for k in ("jpeg75", "webp", "halved"))),
+        ("no face found: fairface540 / AAF test / kinfacew / fiw / celeba val",
+         lambda r: " / ".join(str(r[k]["no_face"]) for k in SETS)),
     ]
     head = "| set | " + " | ".join(name for name, _ in results) + " |"
     lines = [head, "|" + " --- |" * (len(results) + 1)]
@@ -198,6 +232,13 @@ def table(results: list[tuple[str, dict]]) -> str:
               "| age | " + " | ".join(n for n, _ in results) + " |", "|" + " --- |" * (len(results) + 1)]
     for g in results[0][1]["fairface"]["by_age"]:
         lines.append(f"| {g} | " + " | ".join(_pct(r["fairface"]["by_age"][g]) for _, r in results) + " |")
+    for key, title in (("by_race", "race"), ("by_race_gender", "race x gender (recall)")):
+        lines += ["", f"fairface540 by {title}:", "",
+                  f"| {title} | " + " | ".join(n for n, _ in results) + " |",
+                  "|" + " --- |" * (len(results) + 1)]
+        for g in results[0][1]["fairface"][key]:
+            lines.append(f"| {g} | " + " | ".join(_pct(r["fairface"][key][g]) for _, r in results)
+                         + " |")
     return "\n".join(lines)
 
 
@@ -211,6 +252,8 @@ def main() -> int:
                     help="force flip test-time augmentation (face + mirror image averaged) on or "
                          "off for every model (default: as each model's config says)")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--no-robustness", dest="robustness", action="store_false",
+                    help="skip the fairface540 re-save check (three more passes over it)")
     a = ap.parse_args()
     models = a.models or [m for m in ("fast", "accurate")
                           if (modelfile.WEIGHTS_DIR / m / modelfile.CONFIG_NAME).is_file()]
@@ -220,7 +263,7 @@ def main() -> int:
             if a.previous != "none" else []
         named += [(str(m), m) for m in models]
         for name, model in named:
-            r = measure(model, a.celeba_limit, a.tta)
+            r = measure(model, a.celeba_limit, a.tta, a.robustness)
             print(f"{name}: measured in {r['seconds']} s", file=sys.stderr)
             results.append((name, r))
     print(table(results))
