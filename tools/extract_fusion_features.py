@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
 
-def sets(celeba_train: int, celeba_val: int, seed: int = 0) -> list[tuple[str, list[Sample]]]:
+def sets(celeba_train: int, celeba_val: int, seed: int = 0, aaf_train: int | None = None
+         ) -> list[tuple[str, list[Sample]]]:
     """(name, samples) in extraction order."""
     def split(spec: Path, name: str, limit: int | None = None) -> list[Sample]:
         s = [x for x in read_source(spec).samples if x.split == name]
@@ -39,7 +40,8 @@ def sets(celeba_train: int, celeba_val: int, seed: int = 0) -> list[tuple[str, l
         ("fairface540", read_source(DATA / "fairface540" / "labels.csv").samples),
         ("kinfacew", read_source(DATA / "kinfacew" / "labels.csv").samples),
         ("fiw", read_source(DATA / "fiw" / "labels.csv").samples),
-        ("aaf", read_source(DATA / "aaf" / "labels.csv").samples),
+        ("aaf-test", split(DATA / "aaf" / "labels.csv", "test")),
+        ("aaf-train", split(DATA / "aaf" / "labels.csv", "train", aaf_train)),
         ("celeba-val", split(cel, "val", celeba_val)),
         ("celeba-train", stratified_limit([s for s in split(cel, "train")
                                            if s.groups.get("disputed") != "1"], celeba_train, seed)),
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", default="runs/fusion-store")
     ap.add_argument("--celeba-train", type=int, default=10000)
     ap.add_argument("--celeba-val", type=int, default=2000)
+    ap.add_argument("--aaf-train", type=int, default=5000)
     ap.add_argument("--views", type=int, default=2)
     ap.add_argument("--celeba-train-views", type=int, default=1)
     ap.add_argument("--only", nargs="*", help="set names to extract (default: all)")
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     net, wid = fusion_net()
     encode = ort_encoder(net, Path(a.cache), a.threads)
     cfg = ModelConfig(arch="faceres_fusion", **fusion_config_fields())
-    for name, samples in sets(a.celeba_train, a.celeba_val):
+    for name, samples in sets(a.celeba_train, a.celeba_val, aaf_train=a.aaf_train):
         if a.only and name not in a.only:
             continue
         samples = samples[:a.limit] if a.limit else samples
