@@ -99,7 +99,7 @@ def build(head_file: Path, dest: Path) -> Path:
                            "group) cell alike (kinfacew parent/child, AAF age group, CelebA Young)"},
         data={"train": {"source": sorted(head["train"]), "images": sum(head["train"].values()),
                         "classes": head["train"]},
-              "val": {"source": "celeba-gender val (subset), stratified 10% of AAF train, "
+              "val": {"source": "celeba-gender val (subset), "
                                 "identity-disjoint 15% of kinfacew and fiw train",
                       "images": sum(head["val"].values())}},
         metrics={"val": head.get("val_metrics", {})},
