@@ -65,13 +65,17 @@ def arrays(samples: list[Sample], store: dict, views: int = 1):
     return f, np.array([s.label == "male" for s in kept], int), kept
 
 
-def fit_weights(samples: list[Sample], source: list[str]) -> np.ndarray:
-    """Every source the same total; inside a source every (label, group) cell the same share."""
+def fit_weights(samples: list[Sample], source: list[str], scale: dict[str, float] | None = None
+                ) -> np.ndarray:
+    """Every source the same total (times `scale`); inside a source every (label, group) cell
+    the same share."""
     cells = [(src, s.label, s.groups.get(GROUP_KEY[src]) if GROUP_KEY[src] else None)
              for s, src in zip(samples, source, strict=True)]
     n_cell = Counter(cells)
     n_cells_in = Counter(c[0] for c in n_cell)
-    return np.array([1.0 / (n_cell[c] * n_cells_in[c[0]]) for c in cells]) * len(samples) / len(n_cells_in)
+    scale = scale or {}
+    return np.array([scale.get(c[0], 1.0) / (n_cell[c] * n_cells_in[c[0]]) for c in cells]
+                    ) * len(samples) / len(n_cells_in)
 
 
 def splits(store: dict, seed: int = 0, val_sources: tuple[str, ...] = ("celeba", "kinfacew", "fiw")
@@ -113,24 +117,29 @@ def logits_of(kind: str, f: np.ndarray, head=None) -> np.ndarray:
     return f[..., cols] @ w + b
 
 
-def columns(spec: str) -> np.ndarray:
+def columns(spec: str) -> tuple[np.ndarray, np.ndarray]:
+    """Feature indices of "block+block*factor+...", and each column's factor: a block scaled by
+    f < 1 after standardisation carries an L2 penalty 1 / f^2 times the others'."""
     sl = feature_slices()
-    idx = []
-    for name in spec.split("+"):
+    idx, scale = [], []
+    for item in spec.split("+"):
+        name, _, factor = item.partition("*")
         s = sl[name]
         idx += list(range(s.start, s.stop))
-    return np.array(idx)
+        scale += [float(factor or 1.0)] * (s.stop - s.start)
+    return np.array(idx), np.array(scale)
 
 
-def fit_head(f: np.ndarray, y: np.ndarray, w: np.ndarray, cols: np.ndarray, c: float):
-    """Logistic regression on standardised features (both views of each face), folded back to
-    raw features: (weights (d,), bias, cols)."""
+def fit_head(f: np.ndarray, y: np.ndarray, w: np.ndarray, spec: tuple, c: float):
+    """Logistic regression on standardised (and block-scaled) features of every stored view,
+    folded back to raw features: (weights (d,), bias, cols)."""
     from sklearn.linear_model import LogisticRegression
 
+    cols, factor = spec
     x = f[:, :, cols].reshape(-1, len(cols))
     yy = np.repeat(y, f.shape[1])
     ww = np.repeat(w, f.shape[1])
-    mu, sd = x.mean(0), x.std(0) + 1e-6
+    mu, sd = x.mean(0), (x.std(0) + 1e-6) / factor
     lr = LogisticRegression(C=c, max_iter=3000)
     lr.fit((x - mu) / sd, yy, sample_weight=ww)
     coef = lr.coef_[0] / sd
@@ -160,6 +169,7 @@ HEADS = {
     "faceres_desc": "faceres_descriptor",
     "desc+logits": "faceres_descriptor+faceres_logit+accurate_logit+cydral_logit",
     "all": "faceres_descriptor+faceres_logit+dlib_features+accurate_logit+cydral_logit",
+    "all-dlib/3": "faceres_descriptor+faceres_logit+dlib_features*0.33+accurate_logit+cydral_logit",
 }
 
 
@@ -222,6 +232,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--heads", nargs="*", default=list(HEADS))
     ap.add_argument("--out", type=Path, help="write the chosen head (json) here")
     ap.add_argument("--choose", default="all", help="head whose fit --out writes")
+    ap.add_argument("--tta", action="store_true", help="also score face + mirror image averaged "
+                    "(where the store holds mirror images: its first faces of fairface540 and "
+                    "kinfacew)")
+    ap.add_argument("--source-weight", nargs="*", default=[], metavar="SOURCE=W",
+                    help="scale a source's total weight in the fit (default 1 each)")
     ap.add_argument("--val-sources", nargs="*", default=["celeba", "kinfacew", "fiw"])
     ap.add_argument("--select", choices=["worst", "mean"], default="worst",
                     help="C by the worst source's val accuracy (default) or their mean")
@@ -232,10 +247,12 @@ def main(argv: list[str] | None = None) -> None:
     f_va, y_va, s_va = arrays(sp["val"], store)
     tests = {k: arrays(v, store) for k, v in sp.items() if k.startswith("test:")}
     tests = {k: (f, y, s) for k, (f, y, s) in tests.items() if len(y)}
+    tests_tta = {k: arrays(sp[k], store, 2) for k in tests} if a.tta else tests
     print("train", dict(Counter(s.groups["source"] for s in s_tr)), "val",
           dict(Counter(s.groups["source"] for s in s_va)),
           "test", {k: len(v[1]) for k, v in tests.items()}, file=sys.stderr)
-    w_tr = fit_weights(s_tr, [s.groups["source"] for s in s_tr])
+    scale = {k: float(v) for k, v in (x.split("=") for x in a.source_weight)}
+    w_tr = fit_weights(s_tr, [s.groups["source"] for s in s_tr], scale)
     readers: dict[str, tuple] = {"accurate (today)": ("accurate", None),
                                  "faceres head": ("faceres", None)}
     for h in a.heads:
@@ -252,13 +269,13 @@ def main(argv: list[str] | None = None) -> None:
                 best = (val, c, head)
         readers[f"head {h} (C={best[1]})"] = ("head", best[2])
     results: dict[str, dict] = {}
-    for tta in (False,):  # the store holds one view of most faces; TTA: benchmarks/accuracy.py
+    for tta in (False, True) if a.tta else (False,):  # --tta: sets stored with mirror images
         for name, (kind, head) in readers.items():
             t, band = calibrate(s_va, logits_of(kind, f_va, head), y_va)
             key = f"{name}{' +TTA' if tta else ''} T={t:.2f}"
             results[key] = {k: score(y, logits_of(kind, f, head), t, tta)
-                            for k, (f, y, _) in tests.items()}
-            results[key]["val"] = score(y_va, logits_of(kind, f_va, head), t, tta)
+                            for k, (f, y, _) in tests_tta.items()}
+            results[key]["val"] = score(y_va, logits_of(kind, f_va, head), t, False)
             results[key]["_cal"] = (t, band, head)
     tests_v = {**tests, "val": (f_va, y_va, s_va)}
     report("all readers", {k: v for k, v in results.items()}, tests_v)
