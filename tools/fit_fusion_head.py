@@ -285,7 +285,11 @@ def main(argv: list[str] | None = None) -> None:
         full = np.zeros(sum(1 for _ in range(max(feature_slices().values(), key=lambda s: s.stop).stop)))
         full[cols] = w
         a.out.parent.mkdir(parents=True, exist_ok=True)
+        v = results[key]["val"]
+        val_metrics = {"accuracy": v["accuracy"], "ece_after_calibration": v["ece"],
+                       "per_class": {"female": {"recall": v["female_recall"]}}}
         a.out.write_text(json.dumps({"weights": full.tolist(), "bias": b, "temperature": t,
+                                     "val_metrics": val_metrics,
                                      "unsure_band": band, "reader": key,
                                      "train": dict(Counter(s.groups["source"] for s in s_tr)),
                                      "val": dict(Counter(s.groups["source"] for s in s_va))}))

@@ -53,6 +53,16 @@ FACERES = """- **Second backbone**: HSE FaceRes (A. V. Savchenko; research code
 """
 
 
+DLIB_PART = """- **First backbone**: the accurate model of 2026-12-04 (`dlib_resnet_cydral`), frozen: dlib's
+  face-recognition ResNet (Davis King, CC0; `dlib_face_recognition_resnet_model_v1.dat` from
+  PyPI `face-recognition-models` 0.3.0) with its last residual blocks and a gender head trained
+  here on celeba-gender + All-Age-Faces, plus dlib's gender classifier (Cydral Technology, CC0
+  1.0, `dnn_gender_classifier_v1`). It reads the centre of this model's crop, resampled to its
+  150 px get_face_chip (padding 0.25) framing inside the network; its gender logit and dlib's
+  classifier's logit feed the head.
+"""
+
+
 def training_framing(per_source: int = 50, seed: int = 0) -> dict:
     """faces.measure_framing on a seeded sample of each training source's images: all four are
     face crops, so prediction retries a crop-shaped input without a detected face on the padded
@@ -113,8 +123,9 @@ def build(head_file: Path, dest: Path) -> Path:
 
 def card(dest: Path, name: str, figures: dict) -> None:
     cfg = modelfile.load_config(dest)
-    extra = KIN_LICENCES + FACERES.format(package=PACKAGE, json=SHA256["models/faceres-deep.json"],
-                                          bin=SHA256["models/faceres-deep.bin"], license=LICENSE)
+    extra = KIN_LICENCES + DLIB_PART + FACERES.format(
+        package=PACKAGE, json=SHA256["models/faceres-deep.json"],
+        bin=SHA256["models/faceres-deep.bin"], license=LICENSE)
     write_model_card(dest, name, cfg, figures)
     text = (dest / modelfile.CARD_NAME).read_text()
     (dest / modelfile.CARD_NAME).write_text(text.replace(LICENCES, LICENCES + extra))
@@ -126,7 +137,16 @@ def main() -> int:
     ap.add_argument("--dest", type=Path, default=Path("runs/fusion-model"))
     ap.add_argument("--measure", action="store_true")
     ap.add_argument("--celeba-limit", type=int, default=2000)
+    ap.add_argument("--figures", type=Path, help="benchmarks/accuracy.py --json output to record "
+                    "and card (its only model) instead of measuring; the folder is not rebuilt")
     a = ap.parse_args()
+    if a.figures:
+        (figures,) = json.loads(a.figures.read_text()).values()
+        cfg = modelfile.load_config(a.dest)
+        cfg.metrics["held_out"] = figures
+        modelfile.save_config(_portable(cfg), a.dest)
+        card(a.dest, "accurate", figures)
+        return 0
     build(a.head, a.dest)
     if a.measure:
         figures = measure(a.dest, a.celeba_limit)
