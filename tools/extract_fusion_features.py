@@ -51,7 +51,9 @@ def sets(celeba_train: int, celeba_val: int, seed: int = 0, aaf_train: int | Non
 
 def fusion_net() -> tuple[FaceResFusion, str]:
     """The fused network (its head untrained) and an id of the weights its features come from."""
-    dlib, _ = load_torch_model(shipped_model_dir("accurate"))
+    dlib, cfg = load_torch_model(shipped_model_dir("accurate"))
+    if cfg.arch == "faceres_fusion":  # shipped since 2026-12-06: its dlib part is the earlier model
+        dlib = dlib.dlib
     net = FaceResFusion(load_faceres(), dlib).eval()
     from facegender.models.faceres import WEIGHTS_FILE
     wid = file_sha256(WEIGHTS_FILE)[:16] + "+" + file_sha256(

@@ -99,6 +99,8 @@ def training_framing(per_source: int = 50, seed: int = 0) -> dict:
 def build(head_file: Path, dest: Path) -> Path:
     head = json.loads(head_file.read_text())
     dlib, acc_cfg = modelfile.load_torch_model(modelfile.shipped_model_dir("accurate"))
+    if acc_cfg.arch == "faceres_fusion":  # shipped since 2026-12-06: its dlib part is the earlier model
+        dlib = dlib.dlib
     net = FaceResFusion(load_faceres(), dlib).eval()
     with torch.no_grad():
         net.head.weight.copy_(torch.tensor(head["weights"], dtype=torch.float32)[None])
