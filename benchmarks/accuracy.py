@@ -1,14 +1,17 @@
 """The held-out accuracy table (facegender.report.heldout) for several models side by side
 (default: the previous default model, fast and accurate).
 
-    python benchmarks/accuracy.py [MODEL ...] [--previous REV] [--celeba-limit N] [--[no-]tta] [--json OUT]
+    python benchmarks/accuracy.py [MODEL ...] [--previous REV] [--celeba-limit N] [--[no-]tta]
+        [--no-robustness] [--json OUT]
 
 MODEL: a model folder or a shipped name (fast, accurate). --previous REV adds the default model
 as it was at git revision REV (read from git history into a temporary folder; default: the
 commit before the two-model layout, 82f7c96); --previous none leaves it out.
 
-Sets (../shared/data): fairface540 (540 loose crops, detector + the model's crop policy),
-AAF test (3,185, the dataset's own split, never trained or calibrated on), celeba val (11,649
+Sets (../shared/data): fairface540 (540 loose crops, detector + the model's crop policy; by age,
+by race and by race x gender), AAF test (3,185, the dataset's own split, never trained or
+calibrated on), kinfacew test (558, by parent / child) and fiw test (590), both identity-disjoint
+from their train splits, celeba val (11,649
 tight crops; a model whose crop policy aligns on landmarks detects them, the others read the
 crops as they are), with the undisputed labels (attributes.csv `disputed` = 0) for accuracy and
 the worst gender x Young x Wearing_Lipstick group (groups under 30 faces not counted).
@@ -63,6 +66,8 @@ def main() -> int:
                     help="force flip test-time augmentation (face + mirror image averaged) on or "
                          "off for every model (default: as each model's config says)")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--no-robustness", dest="robustness", action="store_false",
+                    help="skip the fairface540 re-save check (three more passes over it)")
     a = ap.parse_args()
     models = a.models or [m for m in ("fast", "accurate")
                           if (modelfile.WEIGHTS_DIR / m / modelfile.CONFIG_NAME).is_file()]
@@ -72,7 +77,7 @@ def main() -> int:
             if a.previous != "none" else []
         named += [(str(m), m) for m in models]
         for name, model in named:
-            r = measure(model, DATA, a.celeba_limit, a.tta)
+            r = measure(model, DATA, a.celeba_limit, a.tta, a.robustness)
             print(f"{name}: measured in {r['seconds']} s", file=sys.stderr)
             results.append((name, r))
     print(table(results))

@@ -132,7 +132,7 @@ def test_shipped_models_predict_example_photo_without_torch(venv_bin: Path, tmp_
                           capture_output=True, text=True, cwd=tmp_path)
     assert info.returncode == 0 and "site-packages" in json.loads(info.stdout)["path"]
     if model:
-        assert json.loads(info.stdout)["arch"].startswith("dlib_resnet")
+        assert json.loads(info.stdout)["arch"] == "faceres_fusion"
 
 
 @pytest.mark.slow

@@ -441,9 +441,21 @@ def require_both_classes(samples: list[Sample], what: str) -> Counter:
     return counts
 
 
+IDENTITY_COLUMN = "identity"  # manifest column naming the person (kinfacew, fiw): never split
+
+
 def stratified_split(samples: list[Sample], fraction: float, seed: int
                      ) -> tuple[list[Sample], list[Sample]]:
-    """Seeded split that keeps the class ratio in both parts."""
+    """Seeded split that keeps the class ratio in both parts. Faces whose manifest names their
+    person (an ``identity`` column) keep that person on one side: validation drawn this way is
+    identity-disjoint from training."""
+    if any(IDENTITY_COLUMN in s.groups for s in samples):
+        return _identity_split(samples, fraction, seed)
+    return _face_split(samples, fraction, seed)
+
+
+def _face_split(samples: list[Sample], fraction: float, seed: int
+                ) -> tuple[list[Sample], list[Sample]]:
     rng = random.Random(seed)
     by_label: dict[str | None, list[Sample]] = {}
     for s in samples:
@@ -458,9 +470,36 @@ def stratified_split(samples: list[Sample], fraction: float, seed: int
     return keep, held
 
 
+def _identity_split(samples: list[Sample], fraction: float, seed: int
+                    ) -> tuple[list[Sample], list[Sample]]:
+    """Whole persons, drawn per class (a person's majority label) until the class's share of
+    faces is held out; a face without an identity is a person of its own."""
+    rng = random.Random(seed)
+    persons: dict[str, list[Sample]] = {}
+    for i, s in enumerate(samples):
+        persons.setdefault(str(s.groups.get(IDENTITY_COLUMN, f"\0{i}")), []).append(s)
+    by_label: dict[str | None, list[list[Sample]]] = {}
+    for faces in persons.values():
+        label = Counter(s.label for s in faces).most_common(1)[0][0]
+        by_label.setdefault(label, []).append(faces)
+    keep, held = [], []
+    for label in sorted(by_label, key=str):
+        group = by_label[label][:]
+        rng.shuffle(group)
+        target = round(sum(len(f) for f in group) * fraction)
+        taken = 0
+        for faces in group:
+            if taken < target and len(group) > 1:
+                held += faces
+                taken += len(faces)
+            else:
+                keep += faces
+    return keep, held
+
+
 def stratified_limit(samples: list[Sample], limit: int | None, seed: int) -> list[Sample]:
     """At most `limit` samples, seeded, with the class ratio kept."""
     if not limit or limit >= len(samples):
         return samples
-    _, chosen = stratified_split(samples, limit / len(samples), seed)
+    _, chosen = _face_split(samples, limit / len(samples), seed)
     return chosen

