@@ -24,13 +24,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+from extract_fusion_features import sets  # noqa: E402
 
 from facegender.io.sources import Sample, stratified_split
 from facegender.models.fusion import feature_slices
 from facegender.report.metrics import expected_calibration_error
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from extract_fusion_features import sets  # noqa: E402
 
 GROUP_KEY = {"kinfacew": "group", "aaf": "age_group", "celeba": "Young", "fiw": None}
 

@@ -21,16 +21,13 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT / "tools"))
-
-from accuracy import measure, table  # noqa: E402
-from make_shipped_model import LICENCES, _portable, halve_weights, write_model_card  # noqa: E402
+from make_shipped_model import LICENCES, halve_weights, portable_config, write_model_card  # noqa: E402
 
 from facegender.infer.export import export, format_export_summary  # noqa: E402
 from facegender.models import modelfile  # noqa: E402
 from facegender.models.faceres import LICENSE, PACKAGE, SHA256, load_faceres  # noqa: E402
 from facegender.models.fusion import FEATURE_LAYOUT, FaceResFusion, fusion_config_fields  # noqa: E402
+from facegender.report.heldout import measure, table  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 
@@ -129,7 +126,7 @@ def build(head_file: Path, dest: Path) -> Path:
                       "images": sum(head["val"].values())}},
         metrics={"val": head.get("val_metrics", {})},
     )
-    modelfile.save_config(_portable(cfg), dest)
+    modelfile.save_config(portable_config(cfg), dest)
     res = export(dest, ["onnx"], parity_data=DATA / "celeba-gender" / "val.tar", parity_size=200)
     print(format_export_summary(res))
     print(f"{dest}: {sum(p.stat().st_size for p in dest.iterdir()) / 1e6:.1f} MB")
@@ -159,12 +156,12 @@ def main() -> int:
         (figures,) = json.loads(a.figures.read_text()).values()
         cfg = modelfile.load_config(a.dest)
         cfg.metrics["held_out"] = figures
-        modelfile.save_config(_portable(cfg), a.dest)
+        modelfile.save_config(portable_config(cfg), a.dest)
         card(a.dest, "accurate", figures)
         return 0
     build(a.head, a.dest)
     if a.measure:
-        figures = measure(a.dest, a.celeba_limit)
+        figures = measure(a.dest, DATA, a.celeba_limit)
         cfg = modelfile.load_config(a.dest)
         cfg.metrics["held_out"] = figures
         modelfile.save_config(cfg, a.dest)

@@ -76,7 +76,7 @@ CYDRAL = """- **Weights**: dlib's gender classifier `dnn_gender_classifier_v1` (
 """
 
 
-def _portable(cfg: modelfile.ModelConfig) -> modelfile.ModelConfig:
+def portable_config(cfg: modelfile.ModelConfig) -> modelfile.ModelConfig:
     """Paths as a user of the repository sees them, not as this machine mounts them."""
     text = json.dumps(cfg.to_dict()).replace(str(DATA), "../shared/data")
     text = text.replace(str(ROOT) + "/", "").replace(str(ROOT), ".")
@@ -133,7 +133,7 @@ def measure_and_card(dest: Path, name: str) -> dict:
     figures = measure(dest, DATA)
     cfg = modelfile.load_config(dest)
     cfg.metrics["held_out"] = figures
-    cfg = _portable(cfg)
+    cfg = portable_config(cfg)
     modelfile.save_config(cfg, dest)
     write_model_card(dest, name, cfg, figures)
     print(table([(name, figures)]))
@@ -148,7 +148,7 @@ def build(run: Path, name: str, dest: Path, int8: bool, half: bool = False,
     for f in KEEP:
         if (run / f).exists():
             shutil.copy2(run / f, dest / f)
-    cfg = _portable(modelfile.load_config(dest))
+    cfg = portable_config(modelfile.load_config(dest))
     cfg.recipe["packaged_by"] = f"python tools/make_shipped_model.py RUN --name {name}" + (
         " --half" if half else "") + (" --tta" if tta else "")
     cfg.tta = tta
