@@ -43,7 +43,7 @@ def main() -> None:
         quantize_int8,
     )
     from facegender.models import modelfile
-    from facegender.training.quantaware import act_quants, calibrate, prepare, set_mode, to_original
+    from facegender.training.quantaware import act_quants, observe_ranges, prepare, set_mode, to_original
 
     torch.set_num_threads(2)
     if a.float_stride is None:
@@ -53,7 +53,7 @@ def main() -> None:
     x_cal = calibration_faces(celeba / "train.tar", cfg, a.n_calib)
     x_val = calibration_faces(celeba / "val.tar", cfg, a.n_val, seed=3)
     sim = prepare(copy.deepcopy(net), a.float_stride, cfg.input_size)
-    calibrate(sim, [torch.from_numpy(b) for b in calibration_batches(x_cal)])
+    observe_ranges(sim, [torch.from_numpy(b) for b in calibration_batches(x_cal)])
     tmp = Path(tempfile.mkdtemp())
     export_onnx_graph(to_original(sim, cfg.arch, len(cfg.labels)), torch.from_numpy(x_cal[:2]),
                  tmp / "fp32.onnx", 18)

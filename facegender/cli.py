@@ -331,11 +331,7 @@ def cmd_qat(args: argparse.Namespace) -> int:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from .infer.bench import benchmark, format_table
 
-    data = args.data
-    if data is None:
-        default = Path.cwd().parent / "shared" / "data" / "celeba-gender" / "val.tar"
-        data = default if default.is_file() else None
-    rows = benchmark(args.model, data, args.n_eval,
+    rows = benchmark(args.model, args.data, args.n_eval,
                      backends=args.backends, photo=args.photo,
                      threads=args.threads)
     print(format_table(rows))

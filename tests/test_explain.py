@@ -123,8 +123,9 @@ def test_target_layer_table_covers_registry():
         hook.remove()
         # The deepest map that is still spatial: 3x3 (stride 32 at 96 px; alexnet 5x5 before its
         # last pool), dlib's 4x4 at 150; dlib's gender classifier pools a 32 px chip only twice,
-        # its last convolution sees 16x16.
-        lo, hi = (16, 16) if arch == "cydral_gender" else (3, 5)
+        # its last convolution sees 16x16; FaceRes takes 224 px, stride 32: 7x7.
+        lo, hi = {"cydral_gender": (16, 16), "faceres": (7, 7),
+                  "faceres_fusion": (7, 7)}.get(arch, (3, 5))
         assert len(seen[-1]) == 4 and lo <= seen[-1][-1] <= hi, (arch, seen[-1])
     with pytest.raises(FaceGenderError, match="no layer"):
         target_layer(build_model("resnet18", 2), "resnet18", "nope.3")

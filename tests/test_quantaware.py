@@ -21,8 +21,8 @@ from facegender.models.registry import build_model  # noqa: E402
 from facegender.training.quantaware import (  # noqa: E402
     W_QMAX,
     act_quants,
-    calibrate,
     fold_batchnorm,
+    observe_ranges,
     prepare,
     set_mode,
     to_original,
@@ -72,7 +72,7 @@ def test_quant_points_match_onnxruntime(net, x, tmp_path, stride, points):
 
 def test_simulation_switches_and_weights_lie_on_the_int8_grid(net, x):
     q = prepare(copy.deepcopy(net))
-    calibrate(q, [x[:20], x[20:]])
+    observe_ranges(q, [x[:20], x[20:]])
     with torch.no_grad():
         z_quant = q(x)
         set_mode(q, "off")
@@ -131,7 +131,7 @@ def test_simulated_int8_tracks_onnxruntime(trained_model, celeba, tmp_path):
     x_cal = calibration_faces(celeba / "train.tar", cfg, 100)
     x_val = calibration_faces(celeba / "val.tar", cfg, 200, seed=5)  # held-out faces
     q = prepare(copy.deepcopy(net))
-    calibrate(q, [torch.from_numpy(b) for b in calibration_batches(x_cal)])
+    observe_ranges(q, [torch.from_numpy(b) for b in calibration_batches(x_cal)])
     fp32, int8 = tmp_path / "f.onnx", tmp_path / "q.onnx"
     export_onnx_graph(to_original(q, cfg.arch, 2), torch.from_numpy(x_cal[:2]), fp32, 18)
     quantize_int8(fp32, int8, x_cal, tmp_path, float_stride=0)

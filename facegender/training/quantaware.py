@@ -270,7 +270,7 @@ def set_mode(model: nn.Module, mode: str) -> None:
         q.mode = mode
 
 
-def calibrate(model: nn.Module, batches: Sequence) -> None:
+def observe_ranges(model: nn.Module, batches: Sequence) -> None:
     """Activation ranges from `batches` of preprocessed faces, as ONNX Runtime's calibrator
     computes them from the same faces (two passes: value ranges, then histograms)."""
     model.eval()
@@ -379,10 +379,10 @@ class QatRecipe(Recipe):
         self.val_ds = FaceDataset(self.sets.val, cfg)
         self.train_ds = FaceDataset(self.sets.train, cfg, augment=face_augmentation(o.augment))
 
-    def recalibrate(self) -> None:
+    def reobserve_ranges(self) -> None:
         from ..infer.export import calibration_batches
 
-        calibrate(self.qnet, [torch.from_numpy(b) for b in calibration_batches(self.x_cal)])
+        observe_ranges(self.qnet, [torch.from_numpy(b) for b in calibration_batches(self.x_cal)])
 
     def margins(self, z):  # calibrated logit margin male - female, what the label is decided on
         m, f = self.cfg.male_index, 1 - self.cfg.male_index
@@ -413,7 +413,7 @@ class QatRecipe(Recipe):
         import sys
 
         o = self.o
-        self.recalibrate()
+        self.reobserve_ranges()
         self.history = [{"epoch": 0, "train_loss": None, "consistency": None, **self.measure(),
                          "epoch_seconds": 0.0}]
         print(f"before fine-tuning (simulated int8 vs fp32, {len(self.sets.val)} val faces): "
@@ -470,14 +470,14 @@ class QatRecipe(Recipe):
                 # Ranges follow the weights, so the simulated error stays the one ONNX Runtime's
                 # calibration of these weights will produce (a small scale change reshuffles
                 # which values round up and down).
-                self.recalibrate()
+                self.reobserve_ranges()
                 qnet.train()
             tot += loss.item() * len(y)
             cons_tot += cons.item() * len(y)
             n += len(y)
             bar.set_postfix(loss=f"{tot / n:.4f}", cons=f"{cons_tot / n:.4f}")
         seconds = time.perf_counter() - t0
-        self.recalibrate()
+        self.reobserve_ranges()
         return {"epoch": epoch + 1, "train_loss": tot / max(n, 1),
                 "consistency": cons_tot / max(n, 1), **self.measure(), "epoch_seconds": seconds}
 
