@@ -23,6 +23,7 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -228,6 +229,19 @@ def _hue_share(image: Image.Image, b: np.ndarray) -> float:
     return float(np.hypot(ycc[..., 1].std(), ycc[..., 2].std()) / (ycc[..., 0].std() + 1.0))
 
 
+def detector_session(model_path: Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime session for a detector graph: `threads` (default one) intra-op threads,
+    idle threads sleeping instead of spin-waiting (they would only burn the cores that decode
+    and classify)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads or 1)
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+
+
 class FaceDetector:
     """Finds faces in RGB images; ``detect`` returns them sorted by score, best first.
 
@@ -270,17 +284,11 @@ class FaceDetector:
         if not self.model_path.is_file():
             raise FaceGenderError(f"face detector model not found: {self.model_path} (an "
                                   "incomplete facegender install, or a wrong model_path)")
-        import onnxruntime as ort
 
         # One thread by default: a 128 px pass is too small to split (2 threads were no faster),
         # and the Predictor runs one detection per core in its own threads. Idle threads sleep
         # instead of spin-waiting, which only burns the cores that decode and classify.
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or 1)
-        opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(self.model_path), opts,
-                                             providers=["CPUExecutionProvider"])
+        self._session = detector_session(self.model_path, threads)
         self._input = self._session.get_inputs()[0].name
         self._warned = False
 

@@ -27,6 +27,7 @@ from .detector import (
     FaceDetector,
     axis_tiles,
     context_window,
+    detector_session,
     match_box,
     weighted_nms,
 )
@@ -94,14 +95,8 @@ class WideFaceDetector:
         if not self.model_path.is_file():
             raise FaceGenderError(f"wide-shot face detector model not found: {self.model_path}"
                                   " (an incomplete facegender install, or a wrong model_path)")
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()  # one thread: the Predictor detects in a thread per core
-        opts.intra_op_num_threads = int(threads or 1)
-        opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(self.model_path), opts,
-                                             providers=["CPUExecutionProvider"])
+        # one thread by default: the Predictor detects in a thread per core
+        self._session = detector_session(self.model_path, threads)
         self._input = self._session.get_inputs()[0].name
         # Short-range without its tiles: the probe of `detect(probe=True)` and the gate.
         self._short = FaceDetector(threads=threads, score_threshold=score_threshold,
