@@ -83,13 +83,16 @@ def test_int8_close_to_torch(exported, val_faces, p_torch):
     # |dp| 0.012, max 0.15-0.27, label agreement 98.9-99.8% over 500-2,000 val faces), so only
     # faces already near the threshold flip; that model calls ~17% of faces "unsure" anyway.
     # The bounds leave room for the model CI trains afresh, not for a broken quantization
-    # (a wrong scale or class order lands near 50% agreement).
+    # (a wrong scale or class order lands near 50% agreement). Mean |dp| depends on that model:
+    # two tiny models trained on the same faces, differing only by float noise in training
+    # (2026-12-06: same data and seed, one import more or less before training), gave 0.009
+    # and 0.047 on 300 val faces, with 99.3% and 98.3% label agreement.
     folder, res = exported
     x, y, _ = val_faces
     p_int8 = Predictor(folder, backend="int8", detect=False).classify_arrays(x)
     p_ref = p_torch
     assert np.mean((p_int8 >= 0.5) == (p_ref >= 0.5)) >= 0.97
-    assert np.abs(p_int8 - p_ref).mean() < 0.03
+    assert np.abs(p_int8 - p_ref).mean() < 0.06
     assert abs(np.mean((p_int8 >= 0.5) == y) - np.mean((p_ref >= 0.5) == y)) <= 0.02
     assert res["int8"]["parity"]["agreement"] >= 0.97
     par = res["int8"]["parity"]
