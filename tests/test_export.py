@@ -85,7 +85,7 @@ def test_int8_close_to_torch(exported, val_faces, p_torch):
     # The bounds leave room for the model CI trains afresh, not for a broken quantization
     # (a wrong scale or class order lands near 50% agreement). Mean |dp| depends on that model:
     # two tiny models trained on the same faces, differing only by float noise in training
-    # (2026-12-06: same data and seed, one import more or less before training), gave 0.009
+    # (2026-12-06: same faces, seed and loop; only trainer.py's imports differed), gave 0.009
     # and 0.047 on 300 val faces, with 99.3% and 98.3% label agreement.
     folder, res = exported
     x, y, _ = val_faces
