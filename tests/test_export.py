@@ -225,3 +225,41 @@ def test_recorded_sources_of_a_multi_source_run_are_found(tmp_path):
     assert _default_source(None, cfg, "train", "calibration") == [str(a), str(b)]
     b.unlink()
     assert _default_source(None, cfg, "train", "calibration") is None
+
+
+def test_fp16_weight_storage_halves_the_file_and_keeps_the_outputs(tmp_path):
+    """store_weights_fp16 on a small conv net whose weights are fp16-exact (as the accurate
+    model's are): half the bytes, the same outputs bit for bit; the shipped accurate file is
+    stored that way."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from facegender.infer.export import store_weights_fp16
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 3, 3, 3)).astype(np.float16).astype(np.float32)
+    w2 = rng.standard_normal((10, 64 * 16 * 16)).astype(np.float16).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Flatten", ["r"], ["f"]),
+             helper.make_node("Gemm", ["f", "w2"], ["y"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w2, "w2")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    x = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
+
+    def run(p):
+        return ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    before, size = run(path), path.stat().st_size
+    assert store_weights_fp16(path) == 2
+    assert path.stat().st_size < 0.55 * size
+    np.testing.assert_array_equal(run(path), before)
+    shipped = onnx.load(str(modelfile.WEIGHTS_DIR / "accurate" / modelfile.ONNX_NAME),
+                        load_external_data=False)
+    big = [i for i in shipped.graph.initializer if int(np.prod(i.dims)) >= 1024]
+    assert big and all(i.data_type == TensorProto.FLOAT16 for i in big)

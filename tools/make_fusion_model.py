@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 from make_shipped_model import LICENCES, halve_weights, portable_config, write_model_card  # noqa: E402
 
-from facegender.infer.export import export, format_export_summary  # noqa: E402
+from facegender.infer.export import export, format_export_summary, store_weights_fp16  # noqa: E402
 from facegender.models import modelfile  # noqa: E402
 from facegender.models.faceres import LICENSE, PACKAGE, SHA256, load_faceres  # noqa: E402
 from facegender.models.fusion import FEATURE_LAYOUT, FaceResFusion, fusion_config_fields  # noqa: E402
@@ -129,6 +129,10 @@ def build(head_file: Path, dest: Path) -> Path:
     modelfile.save_config(portable_config(cfg), dest)
     res = export(dest, ["onnx"], parity_data=DATA / "celeba-gender" / "val.tar", parity_size=200)
     print(format_export_summary(res))
+    # the weights are fp16 already (halve_weights): store them so in the ONNX file too (half the
+    # size, same outputs and speed: ONNX Runtime folds the casts at load), then re-seal
+    store_weights_fp16(dest / modelfile.ONNX_NAME)
+    modelfile.save_config(modelfile.load_config(dest), dest)
     print(f"{dest}: {sum(p.stat().st_size for p in dest.iterdir()) / 1e6:.1f} MB")
     return dest
 

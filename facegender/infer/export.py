@@ -363,6 +363,37 @@ def export_onnx_graph(net: Any, example: Any, out: Path, opset: int) -> str:
     return exporter
 
 
+def store_weights_fp16(path: str | Path, min_elements: int = 1024) -> int:
+    """Rewrite an fp32 ONNX file so each float weight of at least `min_elements` values is
+    stored in float16 and cast back to float32 by the graph: the file halves, while ONNX Runtime
+    folds the casts when it loads the model, so it computes in float32 at the same speed. For
+    models whose weights are float16 already (a fp16 safetensors file), nothing is lost.
+    Returns the number of weights converted; the file is replaced through a temporary file."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    path = Path(path)
+    model = onnx.load(str(path))
+    graph, casts, done = model.graph, [], 0
+    for init in list(graph.initializer):
+        if init.data_type != onnx.TensorProto.FLOAT or int(np.prod(init.dims)) < min_elements:
+            continue
+        half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16),
+                                       f"{init.name}__fp16")
+        graph.initializer.remove(init)
+        graph.initializer.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [init.name], to=onnx.TensorProto.FLOAT,
+                                      name=f"{init.name}__cast"))
+        done += 1
+    for node in reversed(casts):  # before every consumer: the graph stays topologically sorted
+        graph.node.insert(0, node)
+    onnx.checker.check_model(model)
+    tmp = path.with_name(f".{path.name}.fp16")
+    onnx.save(model, str(tmp))
+    tmp.replace(path)
+    return done
+
+
 def quantize_int8(fp32: Path, out: Path, x_cal: np.ndarray, tmpdir: Path,
                   options: dict[str, Any] | None = None,
                   float_stride: int = FLOAT_STRIDE) -> tuple[list[str], int]:
