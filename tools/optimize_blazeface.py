@@ -34,6 +34,21 @@ def _ceil(c: int) -> int:
     return -(-c // BLOCK) * BLOCK
 
 
+def make_batch_dynamic(m: onnx.ModelProto) -> onnx.ModelProto:
+    """A tflite2onnx BlazeFace graph with a symbolic batch dim: the inputs/outputs get "N" and
+    the Reshapes' fixed 1 becomes 0 ("copy the input's dim", ONNX Reshape since opset 5)."""
+    del m.graph.value_info[:]  # stale batch-1 intermediate shapes
+    for v in list(m.graph.input) + list(m.graph.output):
+        v.type.tensor_type.shape.dim[0].dim_param = "N"
+    for i, t in enumerate(m.graph.initializer):
+        if t.name.startswith("TFLITE2ONNX_Vector_int64"):
+            a = numpy_helper.to_array(t).copy()
+            if a.ndim == 1 and a.size == 3 and a[0] == 1:
+                a[0] = 0
+                m.graph.initializer[i].CopyFrom(numpy_helper.from_array(a, t.name))
+    return m
+
+
 def optimize(model: onnx.ModelProto) -> onnx.ModelProto:
     g = model.graph
     inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
