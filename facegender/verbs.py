@@ -291,7 +291,20 @@ class CalibrateOptions:
 
 # -- prediction, evaluation, explanation -------------------------------------------------------
 @dataclass(kw_only=True)
-class EvaluateOptions:
+class ClassifierOptions:
+    """How evaluate and predict run the classifier on the faces they find (declared once for
+    both; each verb's own options follow in its class)."""
+
+    backend: str = backend_opt()
+    threads: int | None = engine_threads_opt()
+    batch_size: int = batch_size_opt()
+    tta: bool | None = tta_opt()
+    device: str | None = device_opt(GPU_CLASSIFIER)
+    detect: bool | None = detect_opt()
+
+
+@dataclass(kw_only=True)
+class EvaluateOptions(ClassifierOptions):
     """`facegender evaluate` / `val` (report/evaluate.py's evaluate)."""
 
     data: Any = opt(REQUIRED, "labelled source (as for train)", "data")
@@ -309,17 +322,11 @@ class EvaluateOptions:
                        type=ZERO_OR_MORE)
     min_group: int = opt(30, "groups with fewer faces are flagged too small to judge", type=COUNT)
     json: bool = opt(False, "print all metrics as JSON", action="store_true")
-    backend: str = backend_opt()
-    threads: int | None = engine_threads_opt()
-    batch_size: int = batch_size_opt()
-    tta: bool | None = tta_opt()
-    device: str | None = device_opt(GPU_CLASSIFIER)
-    detect: bool | None = detect_opt()
     progress: bool = progress_opt()
 
 
 @dataclass(kw_only=True)
-class PredictOptions:
+class PredictOptions(ClassifierOptions):
     """`facegender predict` (infer/predictor.py's Predictor and iter_predict; the output options
     are the CLI's own). A new flag is one line here."""
 
@@ -362,12 +369,6 @@ class PredictOptions:
                               "process that decodes and detects in a thread per core (default: "
                               "processes, one per core, for 200+ image files of 1 MB or less, "
                               "else threads)", type=COUNT, metavar="N")
-    backend: str = backend_opt()
-    threads: int | None = engine_threads_opt()
-    batch_size: int = batch_size_opt()
-    tta: bool | None = tta_opt()
-    device: str | None = device_opt(GPU_CLASSIFIER)
-    detect: bool | None = detect_opt()
     engine: str = opt("local", "local: this process; ray: a pool of Ray workers, one model each, "
                       "writing OUT/part-*.parquet (rerun to finish a killed job)",
                       choices=["local", "ray"], group=SCALE_OUT)
