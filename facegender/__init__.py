@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .lazy import lazy_names
 from .version import __version__
 
 if TYPE_CHECKING:  # what editors and type checkers see: the real functions
@@ -85,18 +86,7 @@ _DEFERRED = {"train": ("training.trainer", "train"), "qat": ("training.quantawar
 globals().update({name: _Deferred(name, *where) for name, where in _DEFERRED.items()})
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from importlib import import_module
-
-        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'facegender' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = ["train", "qat", "evaluate", "predict", "explain", "info", "load", "Predictor", "ImageResult",

@@ -15,13 +15,15 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "facegender"
 
 # What each part may import from the package (besides itself). Keep in step with
-# docs/ARCHITECTURE.md; the base modules (errors, labels, version, options) are open to everyone.
-BASE = {"errors", "labels", "version", "options"}
+# docs/ARCHITECTURE.md; the base modules (errors, labels, version, options, lazy) are open to
+# everyone.
+BASE = {"errors", "labels", "version", "options", "lazy"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "labels": {"errors"},
     "version": set(),
     "options": {"errors"},
+    "lazy": set(),
     # each verb's options, declared once (models: the architecture names; infer: --device's check;
     # faces: the detector names)
     "verbs": BASE | {"models", "infer", "faces"},
@@ -45,7 +47,7 @@ ENTRY_POINTS = {"facegender.serve.__main__": {"cli"}}
 # Parts whose modules must not import torch when they are imported (prediction and serving run
 # on ONNX Runtime); torch may still be imported inside functions that train, explain or export.
 TORCH_FREE = {"io", "faces", "infer", "serve", "scale", "report", "errors", "labels", "version", "cli",
-              "cli_tracks", "__init__", "__main__", "options", "verbs"}
+              "cli_tracks", "__init__", "__main__", "options", "verbs", "lazy"}
 TORCH_MODULES = ("torch", "torchvision", "timm", "pytorch_grad_cam", "onnxscript")
 TORCH_FREE_MODELS = {"facegender.models.modelfile", "facegender.models.card",
                      "facegender.models.info", "facegender.models", "facegender.models.dlib_format",
@@ -168,7 +170,7 @@ def test_prediction_modules_do_not_import_torch():
 def test_every_part_is_documented():
     doc = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
     parts = {p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
-    assert parts == set(ALLOWED) - {"errors", "labels", "version", "options", "verbs", "cli",
+    assert parts == set(ALLOWED) - {"errors", "labels", "version", "options", "lazy", "verbs", "cli",
                                     "cli_tracks",
                                     "__init__", "__main__"}
     for p in parts:

@@ -7,7 +7,7 @@ Imports `errors` and `io` only; never torch. The names below are imported on fir
 
 from __future__ import annotations
 
-from typing import Any
+from ..lazy import lazy_names
 
 _LAZY = {"CropGeometry": "crop", "CropPolicy": "crop", "crop_face": "crop",
          "crop_geometry": "crop", "detect_and_crop": "crop", "eye_angle": "crop",
@@ -17,15 +17,4 @@ _LAZY = {"CropGeometry": "crop", "CropPolicy": "crop", "crop_face": "crop",
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from importlib import import_module
-
-        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'facegender.faces' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
