@@ -69,51 +69,29 @@ def test_arch_choices_come_from_the_registry(capsys):
     assert build_parser().parse_args(["train", "d", "-o", "o", "--arch", "timm:x"]).arch == "timm:x"
 
 
+# The Python functions each verb calls, whose keywords its options feed: "module:attribute".
+API_OF = {
+    "train": ["training.trainer:train"], "qat": ["training.quantaware:finetune"],
+    "evaluate": ["report.evaluate:evaluate"], "explain": ["report.explainer:explain"],
+    "export": ["infer.export:export"], "benchmark": ["infer.bench:benchmark"],
+    "shard": ["io.shards:write_shards"], "calibrate": ["training.calibrate:calibrate"],
+    "predict": ["infer.predictor:Predictor.__init__", "infer.predictor:Predictor.iter_predict"],
+    "serve": ["serve.app:serve", "serve.app:create_app"], "info": ["models.info:info"],
+}
+
+
 def _api(verb: str) -> list:
     """The Python functions a verb calls, whose keywords its options feed."""
-    if verb == "train":
-        from facegender.training.trainer import train
+    from importlib import import_module
 
-        return [train]
-    if verb == "qat":
-        from facegender.training.quantaware import finetune
-
-        return [finetune]
-    if verb == "evaluate":
-        from facegender.report.evaluate import evaluate
-
-        return [evaluate]
-    if verb == "explain":
-        from facegender.report.explainer import explain
-
-        return [explain]
-    if verb == "export":
-        from facegender.infer.export import export
-
-        return [export]
-    if verb == "benchmark":
-        from facegender.infer.bench import benchmark
-
-        return [benchmark]
-    if verb == "shard":
-        from facegender.io.shards import write_shards
-
-        return [write_shards]
-    if verb == "calibrate":
-        from facegender.training.calibrate import calibrate
-
-        return [calibrate]
-    if verb == "predict":
-        from facegender.infer.predictor import Predictor
-
-        return [Predictor.__init__, Predictor.iter_predict]
-    if verb == "serve":
-        from facegender.serve.app import create_app, serve
-
-        return [serve, create_app]
-    from facegender.models.info import info
-
-    return [info]
+    out = []
+    for where in API_OF[verb]:
+        module, attr = where.split(":")
+        value = import_module(f"facegender.{module}")
+        for part in attr.split("."):
+            value = getattr(value, part)
+        out.append(value)
+    return out
 
 
 # Where the CLI and the Python API mean to differ, and why (anything else must agree).

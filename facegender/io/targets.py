@@ -23,7 +23,8 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -176,23 +177,37 @@ def folder_target(path: str | os.PathLike, what: str = "output folder",
     return Path(given)
 
 
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename a finished temporary file over `path`, with the mode open() would have given it
+    (mkstemp makes files 0600): the one last step of every temp-file-then-rename output."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+@contextmanager
+def temp_beside(path: Path) -> Iterator[Path]:
+    """A temporary file beside `path`, published over it when the block ends without error and
+    removed otherwise, so a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp",
+                               dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        publish(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def replace_file(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Write one output file inside an output folder: `write(temp_path)` fills a temporary file
     beside `path`, which is then renamed over it, so a link or a FIFO planted at that name is
     replaced, never followed or blocked on."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)  # mkstemp makes the file 0600; give it the mode open() would
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with temp_beside(path) as tmp:
+        write(str(tmp))
     return path
 
 

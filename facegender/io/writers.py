@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .files import safe_text
-from .targets import STREAM, TargetError, file_target, open_stream
+from .targets import STREAM, TargetError, file_target, open_stream, publish, temp_beside
 
 PARTIAL_PREFIX = "PARTIAL OUTPUT"
 
@@ -188,10 +188,7 @@ class RowWriter:
             return self.path
         os.fsync(self._fh.fileno())
         self._fh.close()
-        umask = os.umask(0)  # mkstemp makes the file 0600; give it the mode open() would
-        os.umask(umask)
-        os.chmod(self._tmp, 0o666 & ~umask)
-        os.replace(self._tmp, self.path)
+        publish(self._tmp, self.path)
         return self.path
 
     def discard(self) -> None:
@@ -232,18 +229,8 @@ def replacing(target: str | os.PathLike) -> Iterator[Path]:
     if where.how == STREAM:
         raise TargetError(f"{target}: is a pipe or a device; this output is written whole, "
                           "give a file name")
-    path = where.path
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp",
-                               dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with temp_beside(where.path) as tmp:
+        yield tmp
 
 
 def write_text(target: str | os.PathLike, text: str) -> Path:
