@@ -358,13 +358,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from .training.calibrate import calibrate
 
     res = calibrate(args.model, args.data, args.out, views=args.views, limit=args.limit, drop=args.drop,
-                    backend=args.backend, threads=args.threads, seed=args.seed, progress=args.progress)
+                    backend=args.backend, threads=args.threads, seed=args.seed,
+                    whole_image_only=args.whole_image_only, progress=args.progress)
     b, n = res["before"], res["after"]
     print(f"{res['model']}: {res['faces']} faces x {res['views']} views from "
           f"{', '.join(res['sources'])} ({res['skipped']} without a face)")
     for key in ("temperature", "unsure_band", "ece_clean", "ece_degraded"):
         if key in n:
             print(f"  {key:12s} {b[key]} -> {n[key]}")
+    if "whole_image" in n:
+        bw, nw = b["whole_image"], n["whole_image"]
+        print(f"  whole-image reads: temperature {bw['temperature']} -> {nw['temperature']}, "
+              f"ECE {bw['ece']} -> {nw['ece']}")
     return 0
 
 

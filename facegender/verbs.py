@@ -286,6 +286,9 @@ class CalibrateOptions:
     backend: str = opt("auto", "onnx, int8, torch or auto (default)")
     threads: int | None = threads_opt("engine threads (default: all)")
     seed: int = opt(0, "seed for the views and the draw", type=ZERO_OR_MORE)
+    whole_image_only: bool = opt(False, "fit only the temperature of whole-image reads (crops "
+                                 "the detector finds no face in), keeping the rest",
+                                 action="store_true")
     progress: bool = progress_opt()
 
 

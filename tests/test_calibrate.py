@@ -72,3 +72,59 @@ def test_calibrate_repairs_a_model_and_keeps_its_weights(trained_model, tmp_path
 def test_shipped_models_are_never_recalibrated_in_place():
     with pytest.raises(FaceGenderError, match="--out"):
         calibrate("fast", SOURCES)
+
+
+# A fiw test crop (112 x 112) BlazeFace finds no face in, even padded: read whole.
+WHOLE_CROP = "test/female/F0238_MID3_P02525_face1.jpg"
+FOUND_CROP = "test/male/F0109_MID1_P01122_face1.jpg"
+
+
+def _crop_model(tmp_path):
+    """The fast model with square crops inside its framing (as kinfacew and fiw crops are)."""
+    from facegender.models.modelfile import WEIGHTS_DIR
+
+    model = tmp_path / "fast"
+    shutil.copytree(WEIGHTS_DIR / "fast", model)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["framing"]["image_aspect"] = [0.72, 1.0]
+    (model / "config.json").write_text(json.dumps(cfg))
+    return model
+
+
+def test_whole_image_reads_take_their_own_temperature(tmp_path):
+    from conftest import extract_members
+
+    from facegender import Predictor
+
+    need_data()
+    model = _crop_model(tmp_path)
+    crops = extract_members(DATA / "fiw" / "fiw.tar", [WHOLE_CROP, FOUND_CROP], tmp_path / "in")
+
+    def read() -> list:
+        return [r.faces[0] for r in Predictor(model, largest=True).predict(crops)]
+
+    whole, found = read()
+    assert (whole.face_source, found.face_source) == ("whole_image", "detector")
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["whole_image_temperature"] = 100.0  # whole reads all but undecided; found faces as before
+    (model / "config.json").write_text(json.dumps(cfg))
+    whole2, found2 = read()
+    assert abs(whole2.prob_male - 0.5) < 0.01 < abs(whole.prob_male - 0.5)
+    assert found2.prob_male == pytest.approx(found.prob_male, abs=1e-6)
+    assert whole2.unsure  # a whole-image read is never a confident answer
+
+
+def test_calibrate_fits_whole_image_reads_alone(tmp_path):
+    need_data()
+    model = _crop_model(tmp_path)
+    before = json.loads((model / "config.json").read_text())
+    out = tmp_path / "out"
+    res = calibrate(model, [str(DATA / "fiw" / "labels.csv")], out, views=1, limit=40,
+                    threads=1, whole_image_only=True, progress=False)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["whole_image_temperature"] == res["after"]["whole_image"]["temperature"] > 0
+    assert res["before"]["whole_image"]["temperature"] == before["temperature"]
+    assert res["after"]["whole_image"]["ece"] <= res["before"]["whole_image"]["ece"] + 0.02
+    assert (cfg["temperature"], cfg["unsure_band"]) == (before["temperature"],
+                                                          before["unsure_band"])
+    assert "whole-image reads" in cfg["recipe"]["calibration_whole_image"]

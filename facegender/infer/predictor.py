@@ -247,13 +247,20 @@ class Predictor:
         return self.config.labels
 
     # -- core
-    def classify_arrays(self, x: np.ndarray, tta: bool | None = None) -> np.ndarray:
-        """Preprocessed NCHW batch -> calibrated p(male) per face (flip TTA when enabled)."""
+    def classify_arrays(self, x: np.ndarray, tta: bool | None = None,
+                        whole: np.ndarray | None = None) -> np.ndarray:
+        """Preprocessed NCHW batch -> calibrated p(male) per face (flip TTA when enabled).
+        `whole`: a mask of the faces read as the whole image, which take the model's
+        whole-image temperature where it has one."""
+        t: float | np.ndarray = self.config.temperature
+        if whole is not None and self.config.whole_image_temperature and np.any(whole):
+            t = np.where(whole, self.config.whole_image_temperature, t)
         if not (self.options.tta if tta is None else tta):
-            return softmax(self.backend(x), self.config.temperature)[:, self.config.male_index]
+            return softmax(self.backend(x), t)[:, self.config.male_index]
         # Mirror the width axis; classes keep their order, so probabilities average directly.
         # One engine call on faces + mirrors: at batch 1 that saves a call's fixed cost.
-        probs = softmax(self.backend(np.concatenate([x, x[..., ::-1]])), self.config.temperature)
+        probs = softmax(self.backend(np.concatenate([x, x[..., ::-1]])),
+                        np.tile(t, 2) if np.ndim(t) else t)
         return ((probs[:len(x)] + probs[len(x):]) / 2)[:, self.config.male_index]
 
     def _faces(self, img: Image.Image, largest: bool = False
@@ -346,8 +353,11 @@ class Predictor:
                 opts: PredictOptions | None = None) -> list[ImageResult]:
         opts = opts or self.options
         arrays = [a for _, faces in prepared for _, _, a, _ in faces]
-        p_all = np.concatenate([self.classify_arrays(np.stack(arrays[i:i + batch_size]), opts.tta)
-                                for i in range(0, len(arrays), batch_size)]) if arrays else []
+        whole = np.array([score is None for _, faces in prepared for _, score, _, _ in faces])
+        p_all = np.concatenate([
+            self.classify_arrays(np.stack(arrays[i:i + batch_size]), opts.tta,
+                                 whole[i:i + batch_size])
+            for i in range(0, len(arrays), batch_size)]) if arrays else []
         k = 0
         thr = self.config.threshold
         for res, faces in prepared:

@@ -23,8 +23,10 @@ def to_array(img: Image.Image, cfg: ModelConfig) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits.astype(np.float64) / max(float(temperature), 1e-6)
+def softmax(logits: np.ndarray, temperature: float | np.ndarray = 1.0) -> np.ndarray:
+    """Class probabilities of (N, C) logits divided by `temperature` (one, or one per row)."""
+    t = np.maximum(np.asarray(temperature, dtype=np.float64), 1e-6)
+    z = logits.astype(np.float64) / (t[:, None] if t.ndim else t)
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)

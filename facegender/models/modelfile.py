@@ -100,6 +100,8 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "threshold": {**_NUMBER, "exclusiveMinimum": 0, "exclusiveMaximum": 1},
         "temperature": {**_NUMBER, "exclusiveMinimum": 0, "maximum": 1000},
         "unsure_band": {**_NUMBER, "minimum": 0, "maximum": 0.5},
+        "whole_image_temperature": {"type": ["number", "null"], "exclusiveMinimum": 0,
+                                    "maximum": 1000},
         "tta": {"type": "boolean"},
         "recipe": {"type": "object"},
         "data": {"type": "object"},
@@ -134,6 +136,10 @@ class ModelConfig:
     threshold: float = 0.5  # p(male) >= threshold -> male
     temperature: float = 1.0  # logits are divided by this before softmax (calibration)
     unsure_band: float = 0.0  # |p(male) - 0.5| < band -> flagged unsure
+    # The temperature of faces read as the whole image (face_source "whole_image": a crop the
+    # detector found no face in is framed unlike the policy's crops, so its logits are scaled
+    # apart); None: `temperature`.
+    whole_image_temperature: float | None = None
     # Classify each face and its mirror image and average, unless the caller says otherwise:
     # a model whose benchmark is better that way carries it, as it carries its crop policy.
     tta: bool = False

@@ -88,8 +88,23 @@ class ViewMaker:
         return found[0][1] if found else None
 
     def __call__(self, s: Sample) -> np.ndarray | None:
-        return face_views(decode_bytes(s.read_bytes(), s.ref), self.face, self.cfg, self.views,
-                          self.seed, s.ref)
+        return self.of(decode_bytes(s.read_bytes(), s.ref), s.ref)
+
+    def of(self, img: Image.Image, ref: str) -> np.ndarray | None:
+        return face_views(img, self.face, self.cfg, self.views, self.seed, ref)
+
+
+def reads_whole_images(cfg: modelfile.ModelConfig) -> bool:
+    """Does prediction ever read a whole image as the face with this model (faces.framing: a
+    model trained on face crops, given an input shaped like them with no face found)?"""
+    return bool(cfg.crop.get("detect")) and cfg.framing.get("kind") == "face_crops"
+
+
+def whole_views(img: Image.Image, cfg: modelfile.ModelConfig) -> np.ndarray:
+    """(2, C, H, W): the whole image as the model's input, and its mirror image, as prediction
+    reads a crop the detector finds no face in (face_source "whole_image")."""
+    a = to_array(img.convert("RGB"), cfg)
+    return np.stack([a, np.ascontiguousarray(a[:, :, ::-1])])
 
 
 def face_views(img: Image.Image, find: Callable[[Image.Image], Image.Image | None],
@@ -113,10 +128,14 @@ def face_views(img: Image.Image, find: Callable[[Image.Image], Image.Image | Non
 def calibrate(model: str | Path, data: str | Path | Sequence[str | Path], out: str | Path | None
               = None, *, views: int = 3, limit: int | None = 3000, drop: Sequence[str] = (),
               val_fraction: float = 0.1, backend: str = "auto", threads: int | None = None,
-              seed: int = 0, progress: bool = True) -> dict[str, Any]:
+              seed: int = 0, whole_image_only: bool = False, progress: bool = True
+              ) -> dict[str, Any]:
     """Re-fit a model's temperature and unsure band on the validation faces of `data` (each
     source's val split, else a stratified `val_fraction` of its train split; never a test split;
-    at most `limit` faces a source), `views` views of each, every source weighted alike.
+    at most `limit` faces a source), `views` views of each, every source weighted alike. A model
+    that reads whole crops when the detector finds no face (`reads_whole_images`) also gets its
+    own temperature for those reads, fitted on the same images read whole (and mirrored);
+    `whole_image_only` fits that one alone and keeps the rest of the calibration.
 
     Writes the model folder to `out` (a copy; the weights are untouched) or, when `out` is None,
     updates `model` in place (refused for the models shipped in the package). Returns the old
@@ -130,35 +149,33 @@ def calibrate(model: str | Path, data: str | Path | Sequence[str | Path], out: s
         raise FaceGenderError(f"{src_dir} is a model shipped in the package: give --out DIR "
                               "for the recalibrated copy")
     cfg = modelfile.load_config(src_dir)
+    whole = reads_whole_images(cfg)
+    if whole_image_only and not whole:
+        raise FaceGenderError(f"{src_dir} never reads a whole image as the face (it is not a "
+                              "model of face crops): nothing to calibrate for whole-image reads")
     rules = parse_drop(drop)
     split = gather(as_specs(data), drop=rules, val_fraction=val_fraction, val_per_source=limit,
                    limit=None, seed=seed)
     val = [s for s in split.val if not dropped(s, rules)]
     engine = make_backend(src_dir, backend, threads)
-    make_views = ViewMaker(cfg, views, seed, threads)
-    logits, kept, skipped = [], [], {}
-    for s in progress_bar(val, progress, "calibrate", unit="face"):
-        try:
-            x = make_views(s)
-        except (ImageError, OSError) as exc:
-            skipped[s.ref] = getattr(exc, "reason", None) or str(exc)
-            continue
-        if x is None:
-            skipped[s.ref] = "no face found"
-            continue
-        logits.append(np.asarray(engine(x), dtype=np.float64))
-        kept.append(s)
-    if not kept:
-        raise FaceGenderError("no face found in any validation image: nothing to calibrate on")
-    z = np.stack(logits)  # (faces, views, classes)
+    z, zw, kept, skipped = _validation_logits(val, engine, ViewMaker(cfg, views, seed, threads),
+                                              cfg if whole else None, progress)
     male = cfg.male_index
     y = np.array([cfg.labels.index(s.label) for s in kept])
     weights = balanced_weights(kept, ["source"], 1.0)
-    before, after = refit_calibration(cfg, z, y, weights, male, seed)
     sources = sorted({s.groups.get("source", "") for s in kept})
-    cfg.recipe = {**(cfg.recipe or {}), "calibration": (
-        f"temperature and unsure band on {views} views of each validation face (face, mirror, "
-        f"degraded), sources weighted alike: {', '.join(sources)}; {len(kept)} faces")}
+    if whole_image_only:
+        before, after = {}, {}
+    else:
+        before, after = refit_calibration(cfg, z, y, weights, male, seed)
+        cfg.recipe = {**(cfg.recipe or {}), "calibration": (
+            f"temperature and unsure band on {views} views of each validation face (face, mirror, "
+            f"degraded), sources weighted alike: {', '.join(sources)}; {len(kept)} faces")}
+    if whole:
+        before["whole_image"], after["whole_image"] = refit_whole_image(cfg, zw, y, weights, seed)
+        cfg.recipe = {**(cfg.recipe or {}), "calibration_whole_image": (
+            f"temperature of whole-image reads on the same {len(kept)} validation images read "
+            "whole and mirrored, sources weighted alike")}
     dest = Path(out) if out is not None else src_dir
     if out is not None:
         if dest.exists() and any(dest.iterdir()):
@@ -169,6 +186,48 @@ def calibrate(model: str | Path, data: str | Path | Sequence[str | Path], out: s
               "sources": sources, "before": before, "after": after}
     (dest / "calibration.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _validation_logits(val: list[Sample], engine: Callable[[np.ndarray], np.ndarray],
+                       make_views: ViewMaker, whole_cfg: modelfile.ModelConfig | None,
+                       progress: bool):
+    """Logits (faces, views, classes) of each validation face found, those of the whole images
+    read whole (faces, 2, classes; empty unless `whole_cfg` is given), the samples kept and
+    {ref: reason} for those skipped."""
+    logits, whole, kept, skipped = [], [], [], {}
+    for s in progress_bar(val, progress, "calibrate", unit="face"):
+        try:
+            img = decode_bytes(s.read_bytes(), s.ref)
+            x = make_views.of(img, s.ref)
+        except (ImageError, OSError) as exc:
+            skipped[s.ref] = getattr(exc, "reason", None) or str(exc)
+            continue
+        if x is None:
+            skipped[s.ref] = "no face found"
+            continue
+        logits.append(np.asarray(engine(x), dtype=np.float64))
+        if whole_cfg is not None:
+            whole.append(np.asarray(engine(whole_views(img, whole_cfg)), dtype=np.float64))
+        kept.append(s)
+    if not kept:
+        raise FaceGenderError("no face found in any validation image: nothing to calibrate on")
+    return np.stack(logits), np.stack(whole) if whole else np.empty((0, 2, 2)), kept, skipped
+
+
+def refit_whole_image(cfg: modelfile.ModelConfig, zw: np.ndarray, y: np.ndarray,
+                      weights: np.ndarray, seed: int = 0) -> tuple[dict[str, float], dict[str, float]]:
+    """Set cfg.whole_image_temperature from whole-image logits zw (faces, views, classes);
+    returns it with the ECE of those reads (view 0), before and after."""
+    male = cfg.male_index
+
+    def state() -> dict[str, float]:
+        t = cfg.whole_image_temperature or cfg.temperature
+        ece = expected_calibration_error((y == male).astype(int), softmax(zw[:, 0], t)[:, male])
+        return {"temperature": t, "ece": round(float(ece), 4)}
+
+    before = state()
+    cfg.whole_image_temperature = fit_calibration(zw, y, weights, male, seed)[0]
+    return before, state()
 
 
 def refit_calibration(cfg: modelfile.ModelConfig, z: np.ndarray, y: np.ndarray,
