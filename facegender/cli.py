@@ -166,21 +166,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return predict_tracks(args)
     import signal
 
-    from .cli_tracks import video_every
+    from .cli_tracks import predictor_from, video_every
     from .infer.annotate import save_outputs
-    from .infer.predictor import Predictor
     from .infer.table import Table
     from .io.files import display_name
     from .io.progress import FirstFew, count
     from .io.writers import close_all, raise_interrupt
 
     keep = bool(args.save_crops or args.annotate)
-    pred = Predictor(args.model, backend=args.backend, threads=args.threads, tta=args.tta, detect=args.detect,
-                     largest=args.largest, min_face=args.min_face, score_threshold=args.score_threshold,
-                     unsure_band=args.unsure_band, keep_images=keep, max_pixels=args.max_pixels,
-                     max_bytes=None if args.max_mb is None else int(args.max_mb * 2**20),
-                     include_hidden=args.include_hidden, device=args.device,
-                     detector=args.detector)
+    pred = predictor_from(args, keep_images=keep)
     # Rows are streamed and flushed as they come; files are swapped in whole at the end.
     # '-' puts that file alone on stdout, so it can be piped.
     to_stdout = "-" in (args.csv_out, args.json_out)
@@ -298,7 +292,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
           max_pixels=args.max_pixels, max_pending=args.max_pending, api_key=args.api_key,
           no_auth=args.no_auth, cors_origins=tuple(args.cors_origin), rate_limit=args.rate_limit,
           per_client=args.per_client, body_timeout=args.body_timeout,
-          idle_timeout=args.idle_timeout, device=args.device)
+          idle_timeout=args.idle_timeout, device=args.device, strict=args.strict,
+          detector=args.detector, max_video_frames=args.max_video_frames)
     return 0
 
 

@@ -1,6 +1,7 @@
 """`facegender predict VIDEO --track`: the CLI's video path (tracks, frame and track rows, the
-screen-time summary, ASS subtitles, the annotated MP4). Kept apart from cli.py so the verb
-module stays short; its options are declared with predict's in verbs.py."""
+screen-time summary, ASS subtitles, the annotated MP4), and the Predictor every predict path
+builds from the same flags (`predictor_from`). Kept apart from cli.py so the verb module stays
+short; its options are declared with predict's in verbs.py."""
 
 from __future__ import annotations
 
@@ -16,6 +17,29 @@ from .errors import FaceGenderError
 def video_every(args: argparse.Namespace) -> float:
     """Seconds between the video frames predict classifies: --fps N is --every 1/N."""
     return 1.0 / args.fps if args.fps else args.every
+
+
+def predictor_options(args: argparse.Namespace, **overrides: Any) -> dict[str, Any]:
+    """Predictor's keywords from predict's flags: every flag named like a keyword of
+    Predictor.__init__ (derived from its signature, so the two cannot drift); --max-mb is
+    max_bytes. `overrides` win (keep_images for --save-crops / --annotate)."""
+    import inspect
+
+    from .infer.predictor import Predictor
+
+    names = [p.name for p in inspect.signature(Predictor.__init__).parameters.values()
+             if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    kw = {k: getattr(args, k) for k in names if hasattr(args, k)}
+    if getattr(args, "max_mb", None) is not None:
+        kw["max_bytes"] = int(args.max_mb * 2**20)
+    return {**kw, **overrides}
+
+
+def predictor_from(args: argparse.Namespace, **overrides: Any) -> Any:
+    """The Predictor predict's flags describe (predictor_options), loaded from --model."""
+    from .infer.predictor import Predictor
+
+    return Predictor(args.model, **predictor_options(args, **overrides))
 
 
 def _chunks(rows: Any, n: int) -> Any:
@@ -43,7 +67,6 @@ def predict_tracks(a: argparse.Namespace) -> int:
     """`predict --track`: each video's faces as tracks, with their rows, summary and exports."""
     import signal
 
-    from .infer.predictor import Predictor
     from .infer.records import CSV_FIELDS, RECORD_FIELDS, flatten
     from .infer.video_export import write_annotated_video, write_ass
     from .infer.video_summary import SUMMARY_CSV_FIELDS, summarize_videos, summary_csv_row
@@ -71,10 +94,7 @@ def predict_tracks(a: argparse.Namespace) -> int:
     for folder in (a.annotate, a.subtitles if a.subtitles and not _is_ass(a.subtitles) else None):
         if folder:
             folder_target(folder, inputs=a.inputs).mkdir(parents=True, exist_ok=True)
-    pred = Predictor(a.model, backend=a.backend, threads=a.threads, tta=a.tta, detect=a.detect,
-                     min_face=a.min_face, score_threshold=a.score_threshold,
-                     unsure_band=a.unsure_band, max_pixels=a.max_pixels,
-                     include_hidden=a.include_hidden, device=a.device, detector=a.detector)
+    pred = predictor_from(a)
     every = None if a.keyframes or a.detect_period else video_every(a)
     to_stdout = "-" in (a.csv_out, a.json_out)
 
