@@ -10,14 +10,13 @@ import io
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 pytest.importorskip("fastapi")
 pytest.importorskip("python_multipart")
 av = pytest.importorskip("av")
 
+from clips import encode_clip, two_people  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from facegender.infer.records import RECORD_FIELDS  # noqa: E402
@@ -25,38 +24,7 @@ from facegender.infer.video_tracks import TRACK_COLUMNS, TRACK_ROW_FIELDS  # noq
 from facegender.serve.app import create_app  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-W, H, FPS, SECONDS, SIDE = 320, 180, 10, 3, 110
-
-
-def encode_clip(frames: list[Image.Image], rate: int = FPS) -> bytes:
-    """H.264 MP4 bytes of `frames`, made in memory."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        s = out.add_stream("libx264", rate=rate)
-        s.width, s.height, s.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
-        s.options = {"crf": "16", "preset": "veryfast"}
-        for img in frames:
-            for packet in s.encode(av.VideoFrame.from_image(img)):
-                out.mux(packet)
-        for packet in s.encode():
-            out.mux(packet)
-    return buf.getvalue()
-
-
-def two_people(seconds: int = SECONDS) -> list[Image.Image]:
-    """A woman (left, drifting right) and a man (right) on a gradient, every frame."""
-    woman = Image.open(EXAMPLES / "fairface_0027.jpg").convert("RGB").resize((SIDE, SIDE))
-    man = Image.open(EXAMPLES / "fairface_0010.jpg").convert("RGB").resize((SIDE, SIDE))
-    y, x = np.mgrid[0:H, 0:W]
-    bg = Image.fromarray(np.stack([40 + x * 0.3, 80 + y * 0.5, 140 + 0 * x], -1)
-                         .clip(0, 255).astype(np.uint8))
-    frames = []
-    for i in range(FPS * seconds):
-        img = bg.copy()
-        img.paste(woman, (10 + i, 30))
-        img.paste(man, (195, 40))
-        frames.append(img)
-    return frames
+W, H = 320, 180
 
 
 @pytest.fixture(scope="module")
