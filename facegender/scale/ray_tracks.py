@@ -248,7 +248,7 @@ def _run(ray, todo: list[Partition], model_dir: str, out: Path, options: dict[st
     arenas = {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}  # see ray_predict
     ds = ds.map_batches(VideoTracker, batch_size=1, num_cpus=options["threads"],
                         runtime_env={"env_vars": arenas},
-                        compute=ray.data.ActorPoolStrategy(size=workers),
+                        compute=ray.data.ActorPoolStrategy(size=min(workers, len(todo))),
                         fn_constructor_kwargs={"model": model_dir, "out": str(out),
                                                "options": options, "sampling": sampling,
                                                "batch_size": batch_size})
