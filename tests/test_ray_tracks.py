@@ -130,11 +130,11 @@ def test_timeline_survives_json(videos):
 
 def test_cli_engine_ray_track(ray_address, videos, tmp_path, capsys):
     out = tmp_path / "out"
-    files = {k: tmp_path / k for k in ("frames.csv", "tracks.csv", "summary.csv")}
+    files = {k: tmp_path / k for k in ("frames.csv", "tracks.csv", "summary.csv", "t.html")}
     code = main(["predict", str(videos / "a.mp4"), str(videos / "b.mp4"), "--engine", "ray",
                  "--track", "--every", str(EVERY), "--out", str(out), "-q", "--csv",
                  str(files["frames.csv"]), "--tracks-csv", str(files["tracks.csv"]),
-                 "--summary-csv", str(files["summary.csv"])])
+                 "--summary-csv", str(files["summary.csv"]), "--timeline", str(files["t.html"])])
     assert code == 0, capsys.readouterr().err
     with open(files["frames.csv"], newline="") as f:
         frames = list(csv.DictReader(f))
@@ -143,3 +143,5 @@ def test_cli_engine_ray_track(ray_address, videos, tmp_path, capsys):
         assert sorted(t["label"] for t in csv.DictReader(f)) == ["female", "female", "male"]
     assert files["summary.csv"].read_text() == (out / "summary.csv").read_text()
     assert "2 videos in" in capsys.readouterr().err
+    # the timeline, drawn from the tracks rebuilt from each video's JSON: a face per track
+    assert files["t.html"].read_text().count('<image href="data:image/jpeg;base64,') == 3

@@ -176,8 +176,10 @@ async def _handle(service: Service, request: Request, query: dict[str, Any]) -> 
         raise ApiError(400, "no_photo", "no photo in the request: add one or more files "
                                         "(field 'files')")
     o = _options(query, options)
-    videos = {id(u): plan_video(u.name, u.data, o["every"]) for u in uploads
-              if u.data is not None and is_video(u.data)}
+    sent = [u for u in uploads if u.data is not None and is_video(u.data)]
+    # Probing reads the containers (a packet walk when the headers give no length): off the loop.
+    videos = {id(u): await run_in_threadpool(plan_video, u.name, u.data, o["every"])
+              for u in sent}
     check_video_frames(list(videos.values()), o["every"], service.max_video_frames)
     photos = [u for u in uploads if u.data is not None and id(u) not in videos]
     try:
