@@ -2,8 +2,9 @@
 
 The public API maps 1:1 onto the CLI verbs: `train`, `evaluate`, `predict`, `explain`, `qat`,
 `export`, `benchmark`, `info`, `shard`, `calibrate` (`serve` lives in `facegender.serve`; `predict --engine
-ray` is `predict_ray`). Nothing here imports torch: the verbs that need torch or Ray import
-their module on first use, and `help()` / `inspect.signature` show their real parameters.
+ray` is `predict_ray`, with `--track` `track_ray`). Nothing here imports torch: the verbs that
+need torch or Ray import their module on first use, and `help()` / `inspect.signature` show
+their real parameters.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # what editors and type checkers see: the real functions
     from .report.evaluate import evaluate
     from .report.explainer import explain
     from .scale.ray_predict import predict_ray
+    from .scale.ray_tracks import track_ray
     from .training.calibrate import calibrate
     from .training.quantaware import finetune as qat
     from .training.trainer import train
@@ -82,7 +84,8 @@ class _Deferred:
 _DEFERRED = {"train": ("training.trainer", "train"), "qat": ("training.quantaware", "finetune"),
              "calibrate": ("training.calibrate", "calibrate"), "export": ("infer.export", "export"),
              "benchmark": ("infer.bench", "benchmark"), "shard": ("io.shards", "write_shards"),
-             "predict_ray": ("scale.ray_predict", "predict_ray")}
+             "predict_ray": ("scale.ray_predict", "predict_ray"),
+             "track_ray": ("scale.ray_tracks", "track_ray")}
 globals().update({name: _Deferred(name, *where) for name, where in _DEFERRED.items()})
 
 
@@ -91,4 +94,4 @@ __getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 __all__ = ["train", "qat", "evaluate", "predict", "explain", "info", "load", "Predictor", "ImageResult",
            "export", "benchmark", "shard", "calibrate", "predict_ray", "track", "summarize_tracks",
-           "__version__"]
+           "track_ray", "__version__"]

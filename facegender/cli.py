@@ -166,21 +166,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return predict_tracks(args)
     import signal
 
-    from .cli_tracks import video_every
+    from .cli_tracks import predictor_from, video_every
     from .infer.annotate import save_outputs
-    from .infer.predictor import Predictor
     from .infer.table import Table
     from .io.files import display_name
     from .io.progress import FirstFew, count
     from .io.writers import close_all, raise_interrupt
 
     keep = bool(args.save_crops or args.annotate)
-    pred = Predictor(args.model, backend=args.backend, threads=args.threads, tta=args.tta, detect=args.detect,
-                     largest=args.largest, min_face=args.min_face, score_threshold=args.score_threshold,
-                     unsure_band=args.unsure_band, keep_images=keep, max_pixels=args.max_pixels,
-                     max_bytes=None if args.max_mb is None else int(args.max_mb * 2**20),
-                     include_hidden=args.include_hidden, device=args.device,
-                     detector=args.detector)
+    pred = predictor_from(args, keep_images=keep)
     # Rows are streamed and flushed as they come; files are swapped in whole at the end.
     # '-' puts that file alone on stdout, so it can be piped.
     to_stdout = "-" in (args.csv_out, args.json_out)
@@ -249,6 +243,8 @@ def _predict_ray(args: argparse.Namespace) -> int:
         raise FaceGenderError("--engine ray writes Parquet partitions: give --out DIR")
     if args.save_crops or args.annotate:
         raise FaceGenderError("--save-crops / --annotate run with the local engine only")
+    if args.track or args.keyframes or args.detect_period:
+        return _track_ray(args)
     res = predict_ray(args.inputs if len(args.inputs) > 1 else args.inputs[0], args.out, args.model,
                       workers=args.ray_workers, ray_address=args.ray_address, batch_size=args.batch_size,
                       partition_size=args.partition_size, threads=args.threads or 1,
@@ -264,6 +260,43 @@ def _predict_ray(args: argparse.Namespace) -> int:
           f"this run: {res.images} images, {res.rows} rows, {res.failed} failed, "
           f"{res.seconds:.1f} s", file=sys.stderr)
     return 1 if res.failed else 0
+
+
+def _track_ray(args: argparse.Namespace) -> int:
+    """predict --engine ray --track: one Ray task per video into --out (scale/ray_tracks.py);
+    --csv / --json / --tracks-csv / --summary / --summary-csv / --timeline from its files."""
+    from .cli_tracks import frame_writer, predictor_options, say_left_out, video_every, write_summaries
+    from .infer.video_tracks import TRACK_ROW_FIELDS
+    from .io.writers import RowWriter
+    from .scale.ray_tracks import read_frames, read_tracks, track_ray
+
+    if args.subtitles:
+        raise FaceGenderError("--subtitles runs with the local engine only")
+    if args.keyframes and args.detect_period:
+        raise FaceGenderError("--keyframes and --detect-period choose frames differently: "
+                              "give one")
+    opts = predictor_options(args)
+    res = track_ray(args.inputs, args.out, args.model, workers=args.ray_workers,
+                    ray_address=args.ray_address, batch_size=args.batch_size,
+                    threads=opts.pop("threads") or 1,
+                    every=None if args.keyframes or args.detect_period else video_every(args),
+                    period=args.detect_period, keyframes=args.keyframes,
+                    min_frames=args.min_track, progress=args.progress,
+                    **opts)
+    for path, fmt in ((args.csv_out, "csv"), (args.json_out, "json")):
+        if path:  # one file from every video, as the local engine writes it
+            with frame_writer(sys.stdout if path == "-" else path, fmt) as w:
+                w.write(list(read_frames(args.out)))
+    if args.tracks_csv:
+        with RowWriter(args.tracks_csv, "csv", TRACK_ROW_FIELDS) as w:
+            w.write(list(read_tracks(args.out)))
+    write_summaries(args, res.tracked, res.summary)
+    say_left_out(res.left_out)
+    print(f"{res.videos} videos in {args.out} ({res.skipped_videos} already there); this run: "
+          f"{len(res.workers)} tracked, {res.failed} failed, {res.seconds:.1f} s; summary: "
+          f"{Path(args.out) / 'summary.csv'}", file=sys.stderr)
+    failed = res.summary["total"]["failed"]
+    return 1 if failed else 0
 
 
 def row_writer(target: Any, fmt: str):
@@ -298,7 +331,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
           max_pixels=args.max_pixels, max_pending=args.max_pending, api_key=args.api_key,
           no_auth=args.no_auth, cors_origins=tuple(args.cors_origin), rate_limit=args.rate_limit,
           per_client=args.per_client, body_timeout=args.body_timeout,
-          idle_timeout=args.idle_timeout, device=args.device)
+          idle_timeout=args.idle_timeout, device=args.device, strict=args.strict,
+          detector=args.detector, max_video_frames=args.max_video_frames)
     return 0
 
 

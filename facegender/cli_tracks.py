@@ -1,6 +1,7 @@
 """`facegender predict VIDEO --track`: the CLI's video path (tracks, frame and track rows, the
-screen-time summary, ASS subtitles, the annotated MP4). Kept apart from cli.py so the verb
-module stays short; its options are declared with predict's in verbs.py."""
+screen-time summary, ASS subtitles, the annotated MP4), and the Predictor every predict path
+builds from the same flags (`predictor_from`). Kept apart from cli.py so the verb module stays
+short; its options are declared with predict's in verbs.py."""
 
 from __future__ import annotations
 
@@ -16,6 +17,29 @@ from .errors import FaceGenderError
 def video_every(args: argparse.Namespace) -> float:
     """Seconds between the video frames predict classifies: --fps N is --every 1/N."""
     return 1.0 / args.fps if args.fps else args.every
+
+
+def predictor_options(args: argparse.Namespace, **overrides: Any) -> dict[str, Any]:
+    """Predictor's keywords from predict's flags: every flag named like a keyword of
+    Predictor.__init__ (derived from its signature, so the two cannot drift); --max-mb is
+    max_bytes. `overrides` win (keep_images for --save-crops / --annotate)."""
+    import inspect
+
+    from .infer.predictor import Predictor
+
+    names = [p.name for p in inspect.signature(Predictor.__init__).parameters.values()
+             if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    kw = {k: getattr(args, k) for k in names if hasattr(args, k)}
+    if getattr(args, "max_mb", None) is not None:
+        kw["max_bytes"] = int(args.max_mb * 2**20)
+    return {**kw, **overrides}
+
+
+def predictor_from(args: argparse.Namespace, **overrides: Any) -> Any:
+    """The Predictor predict's flags describe (predictor_options), loaded from --model."""
+    from .infer.predictor import Predictor
+
+    return Predictor(args.model, **predictor_options(args, **overrides))
 
 
 def _chunks(rows: Any, n: int) -> Any:
@@ -39,16 +63,54 @@ def _track_target(spec: str, video: str, n_videos: int) -> Path:
     return path if n_videos == 1 else path.with_name(f"{path.stem}_{stem}{path.suffix}")
 
 
+def frame_writer(target: Any, fmt: str) -> Any:
+    """A RowWriter of tracked frame rows: the face record and its track's columns."""
+    from .infer.records import CSV_FIELDS, RECORD_FIELDS, flatten
+    from .infer.video_tracks import TRACK_COLUMNS
+    from .io.writers import RowWriter
+
+    if fmt == "csv":
+        return RowWriter(target, fmt, CSV_FIELDS + TRACK_COLUMNS, csv_row=lambda r: {
+            **flatten(r, digits=1), **{k: r[k] for k in TRACK_COLUMNS}})
+    return RowWriter(target, fmt, RECORD_FIELDS + TRACK_COLUMNS)
+
+
+def write_summaries(a: argparse.Namespace, videos: list[Any],
+                    summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """--summary, --summary-csv and --timeline of tracked videos (their summary is computed
+    unless given); the summary."""
+    from .infer.video_summary import SUMMARY_CSV_FIELDS, summarize_videos, summary_csv_rows
+    from .io.writers import RowWriter, write_text
+
+    summary = summarize_videos(videos) if summary is None else summary
+    if a.summary:
+        write_text(a.summary, json.dumps(summary, indent=2) + "\n")
+    if a.timeline:
+        from .report.video_html import write_timeline
+
+        write_timeline(videos, a.timeline, summary)
+    if a.summary_csv:
+        with RowWriter(a.summary_csv, "csv", SUMMARY_CSV_FIELDS) as w:
+            w.write(summary_csv_rows(summary))
+    return summary
+
+
+def say_left_out(others: list[Any]) -> None:
+    """Name (on stderr, the first 20) the inputs --track leaves out: they are no videos."""
+    from .io.files import display_name
+
+    left = [str(x) if isinstance(x, (str, Path)) else s.ref for x in others
+            for s in ([x] if isinstance(x, (str, Path)) else x.samples)]
+    for x in left[:20]:
+        print(f"  not a video, left out by --track: {display_name(str(x))}", file=sys.stderr)
+
+
 def predict_tracks(a: argparse.Namespace) -> int:
     """`predict --track`: each video's faces as tracks, with their rows, summary and exports."""
     import signal
 
-    from .infer.predictor import Predictor
-    from .infer.records import CSV_FIELDS, RECORD_FIELDS, flatten
     from .infer.video_export import write_annotated_video, write_ass
-    from .infer.video_summary import SUMMARY_CSV_FIELDS, summarize_videos, summary_csv_row
     from .infer.video_tracks import (
-        TRACK_COLUMNS,
         TRACK_ROW_FIELDS,
         frame_rows,
         split_videos,
@@ -57,7 +119,7 @@ def predict_tracks(a: argparse.Namespace) -> int:
     )
     from .io.files import display_name
     from .io.targets import file_target, folder_target
-    from .io.writers import RowWriter, close_all, raise_interrupt, write_text
+    from .io.writers import RowWriter, close_all, raise_interrupt
 
     if a.keyframes and a.detect_period:
         raise FaceGenderError("--keyframes and --detect-period choose frames differently: "
@@ -71,18 +133,9 @@ def predict_tracks(a: argparse.Namespace) -> int:
     for folder in (a.annotate, a.subtitles if a.subtitles and not _is_ass(a.subtitles) else None):
         if folder:
             folder_target(folder, inputs=a.inputs).mkdir(parents=True, exist_ok=True)
-    pred = Predictor(a.model, backend=a.backend, threads=a.threads, tta=a.tta, detect=a.detect,
-                     min_face=a.min_face, score_threshold=a.score_threshold,
-                     unsure_band=a.unsure_band, max_pixels=a.max_pixels,
-                     include_hidden=a.include_hidden, device=a.device, detector=a.detector)
+    pred = predictor_from(a)
     every = None if a.keyframes or a.detect_period else video_every(a)
     to_stdout = "-" in (a.csv_out, a.json_out)
-
-    def frame_writer(target: Any, fmt: str) -> RowWriter:
-        if fmt == "csv":
-            return RowWriter(target, fmt, CSV_FIELDS + TRACK_COLUMNS, csv_row=lambda r: {
-                **flatten(r, digits=1), **{k: r[k] for k in TRACK_COLUMNS}})
-        return RowWriter(target, fmt, RECORD_FIELDS + TRACK_COLUMNS)
 
     writers = [frame_writer(sys.stdout, a.format)] if a.format in ("csv", "json") \
         and not to_stdout else []
@@ -118,24 +171,11 @@ def predict_tracks(a: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, old_term)
     close_all(writers + ([tracks_out] if tracks_out else []), stopped)
-    summary = summarize_videos(done)
-    if a.summary:
-        write_text(a.summary, json.dumps(summary, indent=2) + "\n")
-    if a.timeline:
-        from .report.video_html import write_timeline
-
-        write_timeline(done, a.timeline, summary)
-    if a.summary_csv:
-        with RowWriter(a.summary_csv, "csv", SUMMARY_CSV_FIELDS) as w:
-            w.write([summary_csv_row(s) for s in summary["videos"]]
-                    + [summary_csv_row({**summary["total"], "path": "TOTAL"})])
+    summary = write_summaries(a, done)
     if a.format == "table" and not to_stdout:
         print(json.dumps(summary["total"] if len(done) > 1 else summary["videos"][0]
                          if done else {}, indent=2))
-    left = [str(x) if isinstance(x, (str, Path)) else s.ref for x in others
-            for s in ([x] if isinstance(x, (str, Path)) else x.samples)]
-    for x in left[:20]:
-        print(f"  not a video, left out by --track: {display_name(str(x))}", file=sys.stderr)
+    say_left_out(others)
     if stopped:
         return 130
     return 1 if any(v.error and not v.times for v in done) else 0

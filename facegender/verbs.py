@@ -121,6 +121,13 @@ def largest_opt() -> Any:
     return opt(False, "only the largest face per image", action="store_true")
 
 
+def detector_opt(where: str = "") -> Any:
+    return opt("auto", "face detector: short (BlazeFace short-range, for photos), wide "
+               "(back-camera BlazeFace over tiles: faces from ~24 px in 720p wide shots, ~3-4x "
+               "the detector's CPU a frame) or auto (wide on video frames and on wide or large "
+               f"images without a big face){where}", choices=DETECTORS)
+
+
 def min_face_opt() -> Any:
     return opt(None, "also search tiles for faces down to this many pixels (slower; default: "
                "one pass, faces down to ~1/7 of the image side)", type=Number(int, 8))
@@ -349,10 +356,7 @@ class PredictOptions(ClassifierOptions):
     min_face: int | None = min_face_opt()
     score_threshold: float = opt(0.5, "minimum face-detector confidence (default: %(default)s)",
                                  type=PROBABILITY)
-    detector: str = opt("auto", "face detector: short (BlazeFace short-range, for photos), wide "
-                        "(back-camera BlazeFace over tiles: faces from ~24 px in 720p wide shots, "
-                        "~3-4x the detector's CPU a frame) or auto (wide on video frames and on "
-                        "wide or large images without a big face)", choices=DETECTORS)
+    detector: str = detector_opt()
     save_crops: str | None = opt(None, "write each face crop the classifier saw to DIR",
                                  metavar="DIR")
     annotate: str | None = opt(None, "write each photo with face boxes and labels drawn to DIR",
@@ -454,6 +458,11 @@ class ServeOptions:
                                  "default 50 MP)", type=COUNT)
     max_pending: int = opt(64, "requests in flight before 503 + Retry-After (default: "
                            "%(default)s)", type=COUNT)
+    detector: str = detector_opt("; a request may choose its own with detector=")
+    max_video_frames: int = opt(600, "most video frames one request may have classified, its "
+                                "videos' length over their sampling interval (413 above; "
+                                "default: %(default)s, 10 minutes at one frame a second)",
+                                type=COUNT)
     api_key: str | None = opt(None, "require this key on every route but /healthz (X-API-Key, "
                               "Bearer, or the password of HTTP Basic, which the page's browser "
                               "asks for once); at least 16 characters, not one repeated; "

@@ -156,4 +156,10 @@ def summary_csv_row(s: dict[str, Any]) -> dict[str, Any]:
     return {k: flat.get(k) for k in SUMMARY_CSV_FIELDS}
 
 
+def summary_csv_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """summarize_videos' result as CSV rows: one per video, then the TOTAL row."""
+    return ([summary_csv_row(s) for s in summary["videos"]]
+            + [summary_csv_row({**summary["total"], "path": "TOTAL"})])
+
+
 summarize_tracks = summarize_videos  # the public API's name (facegender.summarize_tracks)

@@ -94,16 +94,17 @@ def _sampling(every: float | None, period: int | None, keyframes: bool) -> str:
 def track_video(predictor: Predictor, path: str | Path, *, every: float | None = None,
                 period: int | None = None, keyframes: bool = False,
                 min_frames: int = MIN_FRAMES, batch_size: int = 64,
-                workers: int | None = None) -> VideoTracks:
+                workers: int | None = None, data: bytes | None = None) -> VideoTracks:
     """Detect, classify and track the faces of one video. Frames: one every `every` seconds
     (default 1), or every `period`-th frame (rows for all frames, tracked between), or the
-    keyframes only. A video that cannot be read comes back with `error` set, not raised."""
+    keyframes only. A video that cannot be read comes back with `error` set, not raised.
+    `data`: the video's bytes in memory (an upload; `path` then only names it)."""
     path = str(path)
     if every is None and period is None and not keyframes:
         every = 1.0
     out = VideoTracks(path, sampling=_sampling(every, period, keyframes), period=period)
     try:
-        stream = VideoStream(path, every=every, period=period, keyframes=keyframes)
+        stream = VideoStream(path, every=every, period=period, keyframes=keyframes, data=data)
     except FaceGenderError as exc:
         out.error = str(exc).split(": ", 1)[-1] if str(exc).startswith(path) else str(exc)
         return out

@@ -32,6 +32,27 @@ def is_video_path(spec: object) -> bool:
     return isinstance(spec, (str, Path)) and has_video_suffix(spec) and Path(spec).is_file()
 
 
+def video_container(data: bytes) -> str | None:
+    """The video container that bytes announce by their first bytes (mp4 for MP4/MOV/3GP,
+    matroska for MKV/WebM, avi, mpeg, mpegts), or None: what an upload is, whatever its name
+    or content type say. ISO files of an image brand (HEIC, AVIF) are images, not videos."""
+    from .images import _HEIF_BRANDS
+
+    if data[4:8] == b"ftyp":
+        return None if data[8:12] in _HEIF_BRANDS | {b"avif", b"avis"} else "mp4"
+    if data[4:8] in (b"moov", b"mdat", b"wide", b"free"):  # QuickTime without ftyp
+        return "mp4"
+    if data.startswith(b"\x1a\x45\xdf\xa3"):
+        return "matroska"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return "avi"
+    if data.startswith((b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")):
+        return "mpeg"
+    if len(data) > 376 and data[0] == data[188] == data[376] == 0x47:
+        return "mpegts"
+    return None
+
+
 def _open(path: str):
     av = require("av", "video")
     try:

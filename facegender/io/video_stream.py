@@ -39,12 +39,20 @@ class VideoInfo:
     duration: float
 
 
-def probe_video(path: str) -> VideoInfo:
+def _opened(path: str, data: bytes | None) -> Any:
+    """The container of a file, or of bytes in memory (`data`, named `path`): an upload is
+    decoded where it is, never written to disk."""
+    av = require("av", "video")
+    return av.open(path if data is None else io.BytesIO(data))
+
+
+def probe_video(path: str, data: bytes | None = None) -> VideoInfo:
     """The first video stream's size, rate and duration; DataError naming the file and the
-    reason when it cannot be read, has no video stream, or a stream of 0x0 pixels."""
+    reason when it cannot be read, has no video stream, or a stream of 0x0 pixels. `data`:
+    the video's bytes in memory, `path` then only names it."""
     av = require("av", "video")
     try:
-        with av.open(path) as container:
+        with _opened(path, data) as container:
             if not container.streams.video:
                 raise DataError(f"{path}: no video stream in the file")
             s = container.streams.video[0]
@@ -80,21 +88,23 @@ class FrameSample(Sample):
 class VideoStream:
     """Iterate FrameSamples of the chosen frames of one video (groups: frame, timestamp).
 
-    Exactly one of `every` (seconds), `period` (frames) or `keyframes` chooses frames. After
+    Exactly one of `every` (seconds), `period` (frames) or `keyframes` chooses frames; `data`
+    holds the video's bytes when it is in memory (`path` then names it). After
     (or during) iteration `times` maps every decoded frame number to its time, `error` holds the
     reason decoding stopped early or skipped corrupt packets (the frames decoded are kept),
     and `frames` counts the decoded frames."""
 
     def __init__(self, path: str, *, every: float | None = None, period: int | None = None,
-                 keyframes: bool = False) -> None:
+                 keyframes: bool = False, data: bytes | None = None) -> None:
         if sum(x is not None and x is not False for x in (every, period, keyframes or None)) != 1:
             raise DataError("choose frames by exactly one of every, period or keyframes")
         if every is not None and not every > 0:
             raise DataError(f"every must be > 0 seconds, got {every}")
         if period is not None and period < 1:
             raise DataError(f"period must be >= 1 frame, got {period}")
-        self.info = probe_video(path)
+        self.info = probe_video(path, data)
         self.path, self.every, self.period, self.keyframes = path, every, period, keyframes
+        self.data = data  # the video's bytes when it is in memory (an upload), else None
         self.times: dict[int, float] = {}
         self.frames = 0
         self.bad_packets = 0
@@ -106,7 +116,7 @@ class VideoStream:
         them in a row decoding stops, and `error` says so."""
         av = require("av", "video")
         rate = self.info.rate
-        with av.open(self.path) as container:
+        with _opened(self.path, self.data) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"  # frame threads inside the decoder
             # Frames no other frame refers to (most B-frames) are not decoded when the frames

@@ -1,7 +1,8 @@
 """The work of a batch-prediction job, cut into partitions that are written whole or not at all.
 
 A shard is one partition (its worker reads it in one pass); any other source is listed here
-and cut into runs of `partition_size` images. Each partition's result is one Parquet file,
+and cut into runs of `partition_size` images; a video to track is one partition of its own
+(`plan_videos`). Each partition's result is one Parquet file,
 ``part-NNNNN.parquet``, renamed into place only when complete, and ``_plan.json`` records
 what each partition holds (a digest of its inputs) and the options that shape the rows. A job
 restarted on the same folder checks that the plan is the same, skips the partitions whose file
@@ -13,7 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,8 +144,28 @@ def plan_partitions(inputs: Any, partition_size: int = 1000) -> list[Partition]:
     return parts
 
 
-def check_plan(out: Path, parts: list[Partition], options: dict[str, Any]) -> list[Partition]:
-    """Write OUT/_plan.json, or check it against an earlier run's; the partitions still to do."""
+def plan_videos(videos: Sequence[str]) -> list[Partition]:
+    """One partition per video file, in order: a video's frames are linked into tracks, so
+    one task must see all of them. The digest notes the file's size and time of change, so a
+    rerun over a video replaced since is refused as another job."""
+    parts = []
+    for path in videos:
+        try:
+            st = Path(path).stat()
+            stamp: list[Any] = [str(path), st.st_size, st.st_mtime_ns]
+        except OSError:  # gone since it was listed: its task gives its error row
+            stamp = [str(path), None, None]
+        parts.append(Partition(len(parts), _digest(stamp), items=[{"ref": str(path),
+                                                                   "path": str(path)}]))
+    if not parts:
+        raise DataError("--track: no video file among the inputs")
+    return parts
+
+
+def check_plan(out: Path, parts: list[Partition], options: dict[str, Any],
+               done_name: Callable[[int], str] = part_name) -> list[Partition]:
+    """Write OUT/_plan.json, or check it against an earlier run's; the partitions still to do
+    (those whose file `done_name(index)`, written last, is not in OUT yet)."""
     plan = {"options": options, "partitions": [[p.index, p.digest] for p in parts]}
     path = out / PLAN_NAME
     if path.exists():
@@ -162,4 +183,4 @@ def check_plan(out: Path, parts: list[Partition], options: dict[str, Any]) -> li
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(plan))
         tmp.replace(path)
-    return [p for p in parts if not (out / part_name(p.index)).exists()]
+    return [p for p in parts if not (out / done_name(p.index)).exists()]

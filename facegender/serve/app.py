@@ -1,19 +1,22 @@
-"""HTTP service: `POST /v1/predict`, `GET /v1/model`, `GET /healthz`, offline `/docs`, and an
-upload page at `/`. This module builds the app (`create_app`), holds the bind rule
-(`check_bind`) and launches it (`serve`); the parts live beside it, one concern each:
-schemas.py (response and error shapes), bodies.py (reading and parsing request bodies in
-memory), pool.py (the Predictors, one per worker thread), routes.py (the APIRouter and the
-`Service` state its routes share), pages.py (the upload page and offline docs) and guard.py
-(API key, origins, per-client limits).
+"""HTTP service: `POST /v1/predict` (photos, and videos tracked as predict --track does),
+`GET /v1/model`, `GET /healthz`, offline `/docs`, and an upload page at `/`. This module builds
+the app (`create_app`), holds the bind rule (`check_bind`) and launches it (`serve`); the parts
+live beside it, one concern each: schemas.py (response and error shapes), bodies.py (reading
+and parsing request bodies in memory), pool.py (the Predictors, one per worker thread),
+videos.py (telling a video upload from a photo, its limits and its result), routes.py (the
+APIRouter and the `Service` state its routes share), pages.py (the upload page and offline
+docs) and guard.py (API key, origins, per-client limits).
 
 Every refusal has one JSON shape, `{"status", "code", "message", "errors"}` (`errors`: per
 option or per image details, often empty), validation errors and unknown routes included:
-  400  no image in the request, malformed or too deeply nested JSON, bad option value
+  400  no image in the request, malformed or too deeply nested JSON, bad option value, a
+       video that cannot be read (bad_video: its name and the reason)
   401  API key missing or wrong (when the server has one; /healthz stays open)
   403  a request from another web site (an Origin that is not this server or --cors-origin)
   408  the body did not arrive in time (`body_timeout` in all, `idle_timeout` between chunks)
-  413  request body over `max_upload_bytes` (base64 JSON counts at its encoded size), or more
-       than `max_files` images in one request
+  413  request body over `max_upload_bytes` (base64 JSON counts at its encoded size), more
+       than `max_files` images in one request, or videos that would have more than
+       `max_video_frames` frames classified (video_too_long)
   415  a body that is neither multipart/form-data nor JSON
   429  one client over its rate (`rate_limit`/s), with `per_client` requests in flight, or
        with 5 wrong API keys within a minute (guard.AUTH_FAILURES)
@@ -62,6 +65,7 @@ DEFAULT_RATE_LIMIT = 50.0  # requests a second per client address (bursts of twi
 # Predictor ~165 req/s, two ~280 (one thread decodes while the other runs the model) for 8 MB
 # more; three or four no better.
 DEFAULT_WORKERS = 2
+DEFAULT_MAX_VIDEO_FRAMES = 600  # a request's videos: 10 minutes at one frame a second
 
 __all__ = ["PredictResponse", "check_bind", "create_app", "is_loopback", "serve"]
 
@@ -75,7 +79,8 @@ def create_app(model: str | Path | None = None, *, backend: str = "auto",
                rate_limit: float = DEFAULT_RATE_LIMIT, per_client: int = DEFAULT_PER_CLIENT,
                body_timeout: float = DEFAULT_BODY_TIMEOUT,
                idle_timeout: float = DEFAULT_IDLE_TIMEOUT, device: str | None = None,
-               strict: bool = False) -> FastAPI:
+               strict: bool = False, detector: str = "auto",
+               max_video_frames: int = DEFAULT_MAX_VIDEO_FRAMES) -> FastAPI:
     """Build the service around one model folder (default: the packaged model).
 
     The model is loaded here, before any port is bound, so a bad model path fails at once.
@@ -86,20 +91,23 @@ def create_app(model: str | Path | None = None, *, backend: str = "auto",
     `rate_limit` (requests/s, 0: none) and `per_client` (in flight, 0: none) are per client
     address; `body_timeout` / `idle_timeout` bound how long a body may take to arrive.
     `device` (``cpu``, ``cuda[:N]``) is where the classifier runs, as for predict; an unusable
-    device fails here, before any port is bound.
+    device fails here, before any port is bound. `detector` is the face detector a request
+    gets unless it names one; `max_video_frames` bounds the frames one request's videos may
+    have classified (413 above).
     """
     api_key = resolve_api_key(api_key)  # a weak key is refused here, before any work
     max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
     pool = PredictorPool(model, workers=workers, backend=backend, threads=threads, detect=detect,
                          max_pixels=max_pixels, batch_size=batch_size, device=device,
-                         strict=strict)
+                         strict=strict, detector=detector)
     if warm_up:
         pool.warm_up()
     model_name = "default" if model in (None, "", "default") else pool.first.model_dir.name
     limits = {"max_upload_bytes": max_upload_bytes, "max_files": max_files,
               "max_pixels": max_pixels, "max_pending": max_pending,
               "body_timeout_s": body_timeout, "idle_timeout_s": idle_timeout,
-              "per_client": per_client, "rate_limit_per_s": rate_limit}
+              "per_client": per_client, "rate_limit_per_s": rate_limit,
+              "max_video_frames": max_video_frames}
 
     # No shutdown hook for the executor: its idle threads end with the process, and the app
     # stays usable across several TestClient/uvicorn runs.
@@ -111,7 +119,7 @@ def create_app(model: str | Path | None = None, *, backend: str = "auto",
     app.state.service = Service(
         pool=pool, model_name=model_name, summary=model_summary(pool.first, model_name, limits),
         max_upload_bytes=max_upload_bytes, max_files=max_files, max_pending=max_pending,
-        body_timeout=body_timeout, idle_timeout=idle_timeout)
+        body_timeout=body_timeout, idle_timeout=idle_timeout, max_video_frames=max_video_frames)
     app.add_middleware(Guard, api_key=api_key, cors_origins=tuple(cors_origins),
                        rate=rate_limit, burst=max(1, int(2 * rate_limit)), per_client=per_client)
     if cors_origins:  # only when asked: by default no other site may read the answers

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import binascii
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,8 @@ DEFAULT_BODY_TIMEOUT = 60.0  # seconds for a whole body (20 MB at 2.7 Mbit/s)
 DEFAULT_IDLE_TIMEOUT = 10.0  # seconds without a byte of the body
 MAX_JSON_DEPTH = 8  # {"images": [{"data": ...}]} needs 3
 MAX_JSON_NUMBER_DIGITS = 100
+# The request's options a JSON body may carry as keys (a form as fields, a URL as parameters).
+OPTIONS = ("tta", "largest", "track", "every", "detector")
 
 
 @dataclass
@@ -48,6 +51,26 @@ def parse_bool(name: str, value: Any) -> bool:
         return False
     raise ApiError(400, "invalid_option",
                    f"option '{name}' must be true or false, not {str(value)[:40]!r}")
+
+
+def parse_every(value: Any) -> float:
+    """The `every` option: seconds between a video's classified frames, a number > 0."""
+    try:
+        every = float(value)
+    except (TypeError, ValueError):
+        every = math.nan
+    if not (every > 0 and math.isfinite(every)):
+        raise ApiError(400, "invalid_option",
+                       f"option 'every' must be a number of seconds > 0, not {str(value)[:40]!r}")
+    return every
+
+
+def parse_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    s = str(value).strip().lower()
+    if s not in choices:
+        raise ApiError(400, "invalid_option", f"option '{name}' must be one of "
+                                              f"{', '.join(choices)}, not {str(value)[:40]!r}")
+    return s
 
 
 def _too_large(limit: int) -> HTTPException:
@@ -225,4 +248,4 @@ def parse_json(body: bytes, max_files: int) -> tuple[list[Upload], dict[str, Any
             uploads.append(Upload(name=name, data=_decode_base64(item["data"])))
         except (binascii.Error, ValueError):
             uploads.append(Upload(name=name, data=None, error="data is not valid base64"))
-    return uploads, {k: doc[k] for k in ("tta", "largest") if k in doc}
+    return uploads, {k: doc[k] for k in OPTIONS if k in doc}

@@ -20,12 +20,23 @@ except ImportError as _exc:  # the service is an extra: say which one
     raise MissingDependency(f"'{_exc.name}' is not installed; install the server with: "
                             "pip install \"facegender[serve]\"") from _exc
 
+from ..faces.kinds import DETECTORS
 from ..infer.predictor import ImageResult, Predictor
 from ..infer.records import image_record
-from .bodies import Disconnected, parse_bool, parse_json, parse_multipart, read_body
+from ..io.video import DEFAULT_EVERY
+from .bodies import (
+    Disconnected,
+    parse_bool,
+    parse_choice,
+    parse_every,
+    parse_json,
+    parse_multipart,
+    read_body,
+)
 from .pages import PAGE_CSP, STATIC_DIR, docs_page
 from .pool import PredictorPool
 from .schemas import ERROR_RESPONSES, REQUEST_BODY, ApiError, PredictResponse, error_response
+from .videos import check_video_frames, is_video, plan_video, video_json
 
 log = logging.getLogger("facegender.serve")
 
@@ -36,7 +47,8 @@ PARSE_INLINE_BYTES = 1024 * 1024
 @dataclass
 class Service:
     """One service's state, shared by its routes. `pending` counts the requests admitted now
-    (being read, queued or predicted); only the event loop's thread changes it."""
+    (being read, queued or predicted); only the event loop's thread changes it.
+    `max_video_frames`: the frames one request's videos may have classified."""
 
     pool: PredictorPool
     model_name: str
@@ -46,6 +58,7 @@ class Service:
     max_pending: int
     body_timeout: float
     idle_timeout: float
+    max_video_frames: int
     pending: int = field(default=0)
 
 
@@ -88,18 +101,31 @@ async def predict(
     tta: bool | None = Query(None, description="also classify each face mirrored and "
                              "average (default: as the model's config says)"),
     largest: bool = Query(False, description="only the largest face of each photo"),
+    track: bool = Query(True, description="videos: link faces across frames into tracks, one "
+                        "label per track, with the screen-time summary (false: the sampled "
+                        "frames' faces only)"),
+    every: float = Query(DEFAULT_EVERY, gt=0, description="videos: seconds between the "
+                         "classified frames"),
+    detector: str | None = Query(None, description="face detector: " + ", ".join(DETECTORS)
+                                 + " (default: the server's --detector)"),
 ) -> JSONResponse:
-    """Send photos as multipart/form-data (field `files`, repeatable; `file` also works) or as
-    JSON `{"images": [{"name": "a.jpg", "data": "<base64>"}]}`. Each photo gets one result in
-    request order; a file that cannot be used gets an `error` and the others still succeed.
-    Options `tta` and `largest` may be query parameters, form fields or JSON keys."""
+    """Send photos or videos as multipart/form-data (field `files`, repeatable; `file` also
+    works) or as JSON `{"images": [{"name": "a.jpg", "data": "<base64>"}]}`. Each file gets one
+    result in request order; a photo that cannot be used gets an `error` and the others still
+    succeed. A video (told by its bytes: MP4/MOV, MKV/WebM, AVI, MPEG) is tracked: its result
+    has every sampled frame's faces with their `track_id`, the `tracks` and the `summary`; a
+    video that cannot be read is refused (400), and more frames than the server's limit (413).
+    Options `tta`, `largest`, `track`, `every` and `detector` may be query parameters, form
+    fields or JSON keys."""
     service = _service(request)
     if service.pending >= service.max_pending:
         return error_response(503, "busy", "server busy, try again shortly",
                               headers={"Retry-After": "1"})
     service.pending += 1
+    query = {"tta": tta, "largest": largest, "track": track, "every": every,
+             "detector": detector}
     try:
-        return await _handle(service, request, tta, largest)
+        return await _handle(service, request, query)
     except Disconnected as exc:
         # One line, no traceback: a client going away is not the server's fault.
         client = request.client.host if request.client else "?"
@@ -110,8 +136,21 @@ async def predict(
         service.pending -= 1
 
 
-async def _handle(service: Service, request: Request, tta: bool | None, largest: bool
-                  ) -> JSONResponse:
+def _options(query: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The request's options: a form field or JSON key over the query parameter."""
+    out = dict(query)
+    for name in ("tta", "largest", "track"):
+        if name in given:
+            out[name] = parse_bool(name, given[name])
+    if "every" in given:
+        out["every"] = parse_every(given["every"])
+    if out["detector"] is not None or "detector" in given:
+        out["detector"] = parse_choice("detector", given.get("detector", out["detector"]),
+                                       DETECTORS)
+    return out
+
+
+async def _handle(service: Service, request: Request, query: dict[str, Any]) -> JSONResponse:
     ctype = request.headers.get("content-type", "")
     media = ctype.split(";", 1)[0].strip().lower()
     body = await read_body(request, service.max_upload_bytes, service.body_timeout,
@@ -136,18 +175,26 @@ async def _handle(service: Service, request: Request, tta: bool | None, largest:
     if not uploads:
         raise ApiError(400, "no_photo", "no photo in the request: add one or more files "
                                         "(field 'files')")
-    tta = parse_bool("tta", options["tta"]) if "tta" in options else tta
-    largest = parse_bool("largest", options["largest"]) if "largest" in options else largest
-    good = [u for u in uploads if u.data is not None]
+    o = _options(query, options)
+    sent = [u for u in uploads if u.data is not None and is_video(u.data)]
+    # Probing reads the containers (a packet walk when the headers give no length): off the loop.
+    videos = {id(u): await run_in_threadpool(plan_video, u.name, u.data, o["every"])
+              for u in sent}
+    check_video_frames(list(videos.values()), o["every"], service.max_video_frames)
+    photos = [u for u in uploads if u.data is not None and id(u) not in videos]
     try:
-        results = iter(await service.pool.predict([u.data for u in good], tta, largest)
-                       if good else [])
+        results = iter(await service.pool.predict([u.data for u in photos], o["tta"],
+                                                  o["largest"], o["detector"]) if photos else [])
+        tracked = {}
+        for k, v in videos.items():  # the summary's bootstrap too runs off the event loop
+            found = await service.pool.track(v.name, v.data, o["every"], o["detector"])
+            tracked[k] = await run_in_threadpool(video_json, found, o["track"])
     except Exception as exc:  # a bug or the machine (memory), never the photo: those are per-image
         log.exception("prediction failed")
         raise ApiError(500, "internal_error", f"prediction failed ({type(exc).__name__})"
                        ) from None
-    out = [image_json(u.name, None, u.error) if u.data is None else
-           image_json(u.name, next(results)) for u in uploads]
+    out = [image_json(u.name, None, u.error) if u.data is None else tracked[id(u)]
+           if id(u) in tracked else image_json(u.name, next(results)) for u in uploads]
     return JSONResponse({"model": service.model_name, "results": out})
 
 
