@@ -56,7 +56,9 @@ def write_card(folder: Path, cfg: ModelConfig, extra_sections: str = "") -> Path
         f"unsure when |p - 0.5| < {cfg.unsure_band}"
         + ("; each face is classified with its mirror image and the two probabilities averaged "
            "(flip TTA, the model's default; `--no-tta` / `tta=False` turns it off)"
-           if cfg.tta else ""),
+           if cfg.tta else "")
+        + (f"; a crop read whole (no face detected in it, always unsure) has temperature "
+           f"{cfg.whole_image_temperature}" if cfg.whole_image_temperature else ""),
         "",
         *(_data_lines(d, m, r)),
         "## Recipe (reproduce)",
