@@ -168,3 +168,26 @@ def test_docs_page_renders_offline(browser, server):
     assert "/v1/predict" in page.inner_text("#swagger-ui")
     assert outside == []
     page.context.close()
+
+
+def test_video_upload_lists_people_and_screen_time(browser, server, tmp_path):
+    from clips import encode_clip, two_people
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(encode_clip(two_people()))  # a woman and a man, both on screen 3 s
+    outside: list[str] = []
+    page = _page(browser, server, 1100, outside)
+    page.set_input_files("#files", str(clip))
+    sync_api.expect(page.locator(".card.done, .card.failed")).to_have_count(1, timeout=30_000)
+    card = page.query_selector(".card")
+    assert "done" in (card.get_attribute("class") or ""), card.inner_text()
+    assert card.query_selector("video") is not None and card.query_selector(".box") is None
+    status = card.query_selector(".status").inner_text()
+    assert re.match(r"2 people tracked · 3\.0 s · 3 frames read \(every 1(\.0)? s\)", status), status
+    people = [li.inner_text() for li in card.query_selector_all(".face.track")]
+    assert len(people) == 2 and all(p.startswith("Person ") for p in people), people
+    assert all("on screen 3.0 s" in p for p in people), people
+    summary = card.query_selector(".summary").inner_text()
+    assert summary.startswith("On screen: women ") and "people: " in summary, summary
+    assert outside == []
+    page.context.close()

@@ -17,8 +17,9 @@ except ImportError as _exc:  # the service is an extra: say which one
 STATIC_DIR = Path(__file__).parent / "static"
 
 # The page may load only what this server sends: no CDN, fonts or trackers, even by accident.
-PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
-            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+            "style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; "
+            "base-uri 'none'; frame-ancestors 'none'")
 
 
 def docs_page(app: FastAPI) -> HTMLResponse:

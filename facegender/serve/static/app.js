@@ -55,14 +55,23 @@ function addFiles(fileList) {
 
 function updateCount() {
   $("#toolbar").hidden = state.total === 0;
-  $("#count").textContent = `${state.total} photo${state.total === 1 ? "" : "s"}`;
+  $("#count").textContent = `${state.total} file${state.total === 1 ? "" : "s"}`;
 }
 
 function makeCard(file) {
   const node = $("#card-tpl").content.firstElementChild.cloneNode(true);
   node.querySelector(".name").textContent = file.name || "pasted image";
-  const img = node.querySelector("img");
+  let img = node.querySelector("img");
   const url = URL.createObjectURL(file);
+  if ((file.type || "").startsWith("video/")) {
+    // A video is previewed as itself; its faces are listed as tracks, not drawn as boxes.
+    const video = document.createElement("video");
+    video.muted = true;
+    video.controls = true;
+    video.preload = "metadata";
+    img.replaceWith(video);
+    img = video;
+  }
   img.src = url;
   img.alt = file.name || "uploaded photo";
   img.addEventListener("error", () => {
@@ -90,7 +99,7 @@ function pump() {
 async function analyse({ file, card }) {
   const limit = state.limits && state.limits.max_upload_bytes;
   if (limit && file.size > limit - 4096) {
-    return fail(card, `This file is ${mb(file.size)}; the server accepts up to ${mb(limit)} per photo.`);
+    return fail(card, `This file is ${mb(file.size)}; the server accepts up to ${mb(limit)} per file.`);
   }
   const form = new FormData();
   form.append("files", file, file.name || "pasted.png");
@@ -111,7 +120,7 @@ async function analyse({ file, card }) {
   if (!response.ok || !body || !body.results) {
     // Every refusal has the API's one error shape: {status, code, message, errors}.
     const detail = body && typeof body.message === "string" ? body.message : response.statusText;
-    return fail(card, `The server refused this photo: ${detail}`);
+    return fail(card, `The server refused this file: ${detail}`);
   }
   render(card, body.results[0]);
 }
@@ -125,9 +134,51 @@ function fail(card, message) {
   s.classList.add("error");
 }
 
+function seconds(t) {
+  return t == null ? "–" : `${Number(t).toFixed(1)} s`;
+}
+
+// A video's result: one line per person (track) with its one label, and the screen time.
+function renderVideo(card, result) {
+  const tracks = result.tracks || [];
+  const sum = result.summary;
+  card.querySelector(".status").textContent =
+    `${tracks.length} ${tracks.length === 1 ? "person" : "people"} tracked · ` +
+    `${seconds(result.duration)} · ${result.frames} frames read (${result.sampling})`;
+  if (sum) {
+    const line = card.querySelector(".summary");
+    line.textContent =
+      `On screen: women ${seconds(sum.screen_time.female)}, men ${seconds(sum.screen_time.male)}` +
+      ` · people: ${sum.tracks.female} women, ${sum.tracks.male} men` +
+      (sum.unsure_share ? ` · ${pct(sum.unsure_share)} unsure` : "");
+    line.hidden = false;
+  }
+  const list = card.querySelector(".faces");
+  tracks.forEach((t) => {
+    const li = document.createElement("li");
+    li.className = `face track ${t.unsure ? "unsure" : t.label}`;
+    const head = document.createElement("div");
+    head.className = "face-head";
+    const label = document.createElement("strong");
+    label.textContent = `Person ${t.track_id}: ${t.unsure ? "unsure" : t.label}`;
+    const prob = document.createElement("span");
+    prob.className = "prob";
+    prob.textContent = pct(t.score);
+    head.append(label, prob);
+    const legend = document.createElement("div");
+    legend.className = "legend";
+    legend.textContent = `on screen ${seconds(t.seconds)} (${seconds(t.start)} – ` +
+      `${seconds(t.end)}) · ${t.frames} frame${t.frames === 1 ? "" : "s"}`;
+    li.append(head, legend);
+    list.append(li);
+  });
+  card.classList.add("done");
+}
+
 function render(card, result) {
   const status = card.querySelector(".status");
   if (result.error) return fail(card, `Couldn't use this file: ${result.error}.`);
+  if (Array.isArray(result.tracks)) return renderVideo(card, result);
   const faces = result.faces || [];
   status.textContent = faces.length
     ? `${faces.length} face${faces.length === 1 ? "" : "s"} · ${result.width}×${result.height}`
