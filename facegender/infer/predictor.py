@@ -315,7 +315,10 @@ class Predictor:
             return ImageResult(path=ref, error=src.reason, ignored=src.ignored), []
         res = ImageResult(path=ref, sample=src if isinstance(src, Sample) else None)
         try:
-            if isinstance(src, (Sample, bytes)):
+            pixels = src.read_image(opts.max_pixels) if isinstance(src, Sample) else None
+            if pixels is not None:  # decoded already (a video frame): not encoded again
+                enc = EncodedImage.from_image(pixels, ref)
+            elif isinstance(src, (Sample, bytes)):
                 data = (src.read_bytes(byte_cap(opts.max_pixels, opts.max_bytes))
                         if isinstance(src, Sample) else src)
                 enc = EncodedImage(data, ref, opts.max_pixels, opts.max_bytes, draft=opts.draft)

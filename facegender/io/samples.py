@@ -42,6 +42,12 @@ class Sample:
         return read_file(self.path, self.ref, cap=cap, offset=self.offset,
                          size=self.size if self.offset is not None else None)
 
+    def read_image(self, max_pixels: int | None = None) -> Any:
+        """The decoded upright RGB image (a PIL image) where the source holds pixels rather
+        than encoded bytes (a video frame: no encoding and decoding again), else None: read
+        `read_bytes`. Raises ImageError naming ref, as read_bytes."""
+        return None
+
 
 @dataclass
 class Skipped:
