@@ -17,6 +17,7 @@ best first. Which detector runs is chosen by ``choose_detector`` (``--detector``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -207,10 +208,14 @@ class WideFaceDetector:
         return weighted_nms(np.stack([b for b, _, _ in out]), np.array([s for _, s, _ in out]),
                              np.stack([k for _, _, k in out]))
 
-    def detect(self, image: Image.Image | np.ndarray, probe: bool = False) -> list[Face]:
+    def detect(self, image: Image.Image | np.ndarray, probe: bool = False,
+               scaled: Callable[[int, int], Image.Image | None] | None = None) -> list[Face]:
         """RGB PIL image (other modes are converted) or HxWx3 uint8 array -> faces, best first.
         probe: first one short-range pass (~2 ms); if it finds a big face it is sure of (a
-        portrait), that is the answer and the wide-shot passes are not run."""
+        portrait), that is the answer and the wide-shot passes are not run.
+        scaled: a faster way to the whole image at (width, height) than PIL's resize, where the
+        caller has one (a video frame: the decoder's scaler, 0.9 ms for 1080p against 7.7);
+        None, or its None, means PIL's."""
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise FaceGenderError(f"expected an HxWx3 uint8 RGB array, got {image.shape} "
@@ -229,8 +234,10 @@ class WideFaceDetector:
         if scale is None:
             parts = [self._whole_pass(image, (w, h))]
         else:  # the whole-image pass is made from the fine pass's smaller view
-            view = image.resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                                Image.BILINEAR, reducing_gap=2.0)
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            view = scaled(*size) if scaled is not None else None
+            if view is None or view.size != size:
+                view = image.resize(size, Image.BILINEAR, reducing_gap=2.0)
             parts = [self._whole_pass(view, (w, h)), self._fine_pass(view, (w, h))]
         boxes = np.concatenate([p[0] for p in parts])
         if not len(boxes):

@@ -48,6 +48,14 @@ class Sample:
         `read_bytes`. Raises ImageError naming ref, as read_bytes."""
         return None
 
+    def scaled(self, width: int, height: int) -> Any:
+        """After read_image: the image resized to width x height by the source's own, faster
+        scaler (a video decoder's), or None (then the caller resizes)."""
+        return None
+
+    def release(self) -> None:
+        """Drop what read_image kept for `scaled` (called once the image is detected)."""
+
 
 @dataclass
 class Skipped:

@@ -75,14 +75,26 @@ class FrameSample(Sample):
     def read_image(self, max_pixels: int | None = None) -> Image.Image:
         if self.picture is None:
             raise ImageError(self.ref, "the frame was already read")
-        img = frame_image(self.picture)
-        self.picture = None  # the frame's memory goes as soon as it is converted
-        return checked_pixels(img, self.ref, max_pixels)
+        # The decoded frame stays until release(), for `scaled`: the detector's view of it.
+        return checked_pixels(frame_image(self.picture), self.ref, max_pixels)
+
+    def scaled(self, width: int, height: int) -> Image.Image | None:
+        """The frame at width x height by libswscale (bilinear), straight from the decoded
+        frame: 0.9 ms for 1080p to 683x384 here, where PIL's resize of the RGB frame took 7.7."""
+        if self.picture is None:
+            return None
+        small = self.picture.reformat(width=width, height=height, format="rgb24",
+                                      interpolation="BILINEAR")
+        return Image.fromarray(small.to_ndarray())
+
+    def release(self) -> None:
+        self.picture = None  # the frame's memory goes as soon as it is detected
 
     def read_bytes(self, cap: int | None = None) -> bytes:
         """The frame as PPM (for a caller that wants bytes; the Predictor reads read_image)."""
         buf = io.BytesIO()
         self.read_image().save(buf, "PPM")
+        self.release()
         return buf.getvalue()
 
 
