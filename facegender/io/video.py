@@ -12,6 +12,7 @@ import io
 import logging
 import math
 import os
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -88,10 +89,36 @@ def read_video(path: str | Path, every: float = DEFAULT_EVERY,
     return SourceData(path, samples)
 
 
+_SCALERS = threading.local()  # per thread: one libswscale context kept for each output size
+
+
+def _reformat(picture: Any, width: int | None = None, height: int | None = None) -> Any:
+    """`picture` (a decoded PyAV frame) as packed RGB, at width x height if given, by this
+    thread's own reformatter. A frame's own reformat() makes a scaler, with a thread pool of
+    its own, on every call: 3-10 ms of CPU a 720p frame here, against 0.2 ms with one kept.
+    One thread each: frames are converted in parallel already (the Predictor's workers)."""
+    key = (width, height)
+    cache = getattr(_SCALERS, "cache", None)
+    if cache is None:
+        cache = _SCALERS.cache = {}
+    if key not in cache:
+        av = require("av", "video")
+        cache[key] = av.video.reformatter.VideoReformatter()
+    return cache[key].reformat(picture, width=width, height=height, format="rgb24",
+                               interpolation="BILINEAR", threads=1)
+
+
 def frame_image(picture: Any) -> Image.Image:
     """A decoded PyAV frame as an RGB PIL image: libswscale's conversion to packed RGB, then
     one copy (1.7 ms for 1080p here; PyAV's to_image took 13.6 ms for the same frame)."""
-    return Image.fromarray(picture.to_ndarray(format="rgb24"))
+    return Image.fromarray(_reformat(picture).to_ndarray())
+
+
+def frame_scaled(picture: Any, width: int, height: int) -> Image.Image:
+    """A decoded PyAV frame resized to width x height (bilinear) and converted to RGB in one
+    libswscale pass: 1-2.6 ms for 1080p to 683x384 here, where PIL's resize of the RGB frame
+    took 7.7."""
+    return Image.fromarray(_reformat(picture, width, height).to_ndarray())
 
 
 _SAID: set[float] = set()
