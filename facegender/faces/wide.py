@@ -5,14 +5,15 @@ faces of 20-60 px are the norm. The back-camera model (Apache-2.0, Google; conve
 tools/convert_mediapipe_detectors.py, shipped in ``weights/detector/``) was trained at 256 px and
 finds faces from about 17 px of its input. Scaled by 256/480 (0.53 at 720p), a frame's faces of
 about 24-32 px reach that size; the graph is convolutional with dynamic height and width, so the
-whole scaled frame (683x384, padded to multiples of 32) is searched in one pass, which sees what
-overlapping 480 px tiles saw (10 of them at 720p, each letterboxed to 256) for 40% of their
-pixels and the same answers. One letterboxed 256 px pass over the whole image finds the large
-faces. Measured by benchmarks/detection.py (recall by face size, the 4-face collage, face-free
-images).
+whole scaled frame (683x384, padded to multiples of 32) is searched in one pass: what overlapping
+480 px tiles letterboxed to 256 saw (10 of them at 720p), for 40% of their pixels and half the
+CPU, with the same recall (see _FINE_SHARE for the one difference). Short-range's letterboxed
+128 px pass over the whole image finds the large faces (an image that fits one tile: one
+back-camera 256 px pass). Measured by benchmarks/detection.py (recall by face size, the 4-face
+collage, face-free images) and docs/performance.md (Videos: speed).
 
 Same output as FaceDetector: ``Face`` records (box, score, six landmarks in LANDMARKS order)
-best first. Which detector runs is chosen by ``choose_detector`` (``--detector``).
+best first. Which detector runs is chosen by ``choose`` (``--detector``).
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ class WideFaceDetector:
             out.append((boxes[j], float(sc[j]), kps[j]))
         if len(out) < 2:
             return out
-        # Two candidates of one face (a tile's and the whole pass's) confirm as one box.
+        # Two candidates of one face (the fine pass's and the whole pass's) confirm as one.
         return weighted_nms(np.stack([b for b, _, _ in out]), np.array([s for _, s, _ in out]),
                              np.stack([k for _, _, k in out]))
 
@@ -214,7 +215,7 @@ class WideFaceDetector:
         probe: first one short-range pass (~2 ms); if it finds a big face it is sure of (a
         portrait), that is the answer and the wide-shot passes are not run.
         scaled: a faster way to the whole image at (width, height) than PIL's resize, where the
-        caller has one (a video frame: the decoder's scaler, 0.9 ms for 1080p against 7.7);
+        caller has one (a video frame: the decoder's scaler, 1-2.6 ms for 1080p against 7.7);
         None, or its None, means PIL's."""
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
