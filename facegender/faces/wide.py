@@ -132,7 +132,10 @@ class WideFaceDetector:
         """One pass over `pixels` (HxWx3 uint8, sides multiples of 32) -> boxes (x0, y0, x1, y1),
         scores, keypoints above the threshold, in image pixels: input pixel (u, v) is image
         pixel ((u - ox) * sx, (v - oy) * sy)."""
-        x = pixels.astype(np.float32).transpose(2, 0, 1)[None] * (1 / 127.5) - 1.0
+        # to [-1, 1] NCHW in one pass over the pixels (half the time of astype, then scale)
+        x = np.empty((1, 3, *pixels.shape[:2]), np.float32)
+        np.multiply(pixels.transpose(2, 0, 1), np.float32(1 / 127.5), out=x[0], casting="unsafe")
+        x -= 1.0
         raw, logits = self._session.run(None, {self._input: x})
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits[0, :, 0], -80, 80)))
         keep = np.nonzero(scores >= (self.score_threshold if threshold is None else threshold))[0]
