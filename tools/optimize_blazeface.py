@@ -49,6 +49,23 @@ def make_batch_dynamic(m: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
+def make_spatial_dynamic(m: onnx.ModelProto) -> onnx.ModelProto:
+    """The input's height and width symbolic ("H", "W"), the outputs' anchor count ("A"): the
+    graph is convolutional, its stride-2 pads are TF's SAME for even sides and its Reshapes
+    keep -1 for the anchors, so it runs unchanged on any side that is a multiple of 32 (one
+    pass over a whole frame instead of overlapping tiles; faces/wide.py). At 256x256 the
+    outputs are the same bytes as before."""
+    del m.graph.value_info[:]
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    for d, name in ((2, "H"), (3, "W")):
+        dims[d].ClearField("dim_value")
+        dims[d].dim_param = name
+    for v in m.graph.output:
+        v.type.tensor_type.shape.dim[1].ClearField("dim_value")
+        v.type.tensor_type.shape.dim[1].dim_param = "A"
+    return m
+
+
 def optimize(model: onnx.ModelProto) -> onnx.ModelProto:
     g = model.graph
     inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}

@@ -232,7 +232,7 @@ class Predictor:
                                           threads=self.threads, min_face=self.min_face)
         return self._wide
 
-    def _detect(self, img: Image.Image, video_frame: bool = False) -> list:
+    def _detect(self, img: Image.Image, video_frame: bool = False, scaled: Any = None) -> list:
         """Faces of `img` by the detector `detector_mode` picks for it (faces.wide.choose):
         "auto" keeps a plain photo on short-range, so a one-face photo costs what it did."""
         from ..faces.wide import choose
@@ -240,7 +240,7 @@ class Predictor:
         kind = choose(self.detector_mode, img.size, video_frame)
         if kind == "short":
             return self._detector.detect(img)
-        return self._wide_detector().detect(img, probe=kind == "probe")
+        return self._wide_detector().detect(img, probe=kind == "probe", scaled=scaled)
 
     @property
     def labels(self) -> list[str]:
@@ -277,7 +277,8 @@ class Predictor:
                  crop) for f, crop, src in found]
 
     def _faces_scaled(self, enc: EncodedImage, largest: bool = False, finest: int = 8,
-                      video_frame: bool = False) -> list[tuple[tuple, float | None, Image.Image]]:
+                      video_frame: bool = False, scaled: Any = None
+                      ) -> list[tuple[tuple, float | None, Image.Image]]:
         """_faces from the least the image needs decoded. The detector sees it at 1/k with at
         least DETECT_SIDE px on the longer side; each crop comes from the coarsest scale in
         which it still has the model's input size on both sides, never coarser than that view
@@ -292,7 +293,8 @@ class Predictor:
             img = enc.decode(min(finest, enc.reduction_for(min_short=size)))
             return [((0.0, 0.0, float(enc.size[0]), float(enc.size[1])), None, img)]
         k_view = enc.reduction_for(min_long=DETECT_SIDE)
-        found = self._detect(enc.decode(k_view), video_frame)
+        # `scaled` (a source's own scaler, Sample.scaled) works on the full-size image
+        found = self._detect(enc.decode(k_view), video_frame, scaled if k_view == 1 else None)
         if not found and looks_like_training_crop(enc.size, self.config.framing):
             # An input shaped like the training crops: padded detection, else the whole image.
             return self._faces(enc.decode(1), largest)
@@ -321,8 +323,12 @@ class Predictor:
         if isinstance(src, FailedInput):
             return ImageResult(path=ref, error=src.reason, ignored=src.ignored), []
         res = ImageResult(path=ref, sample=src if isinstance(src, Sample) else None)
+        sample = src if isinstance(src, Sample) else None
         try:
-            if isinstance(src, (Sample, bytes)):
+            pixels = sample.read_image(opts.max_pixels) if sample is not None else None
+            if pixels is not None:  # decoded already (a video frame): not encoded again
+                enc = EncodedImage.from_image(pixels, ref)
+            elif isinstance(src, (Sample, bytes)):
                 data = (src.read_bytes(byte_cap(opts.max_pixels, opts.max_bytes))
                         if isinstance(src, Sample) else src)
                 enc = EncodedImage(data, ref, opts.max_pixels, opts.max_bytes, draft=opts.draft)
@@ -333,8 +339,9 @@ class Predictor:
             if self.detect and self.min_face is not None:
                 faces = self._faces(enc.decode(1), opts.largest)  # tiles search full size
             else:  # kept crops (--save-crops) are cut at full size
-                video = isinstance(src, Sample) and "frame" in src.groups
-                faces = self._faces_scaled(enc, opts.largest, 1 if opts.keep_images else 8, video)
+                video = sample is not None and "frame" in sample.groups
+                faces = self._faces_scaled(enc, opts.largest, 1 if opts.keep_images else 8, video,
+                                           sample.scaled if pixels is not None else None)
             res.width, res.height = enc.size  # only once the pixels decoded
         except ImageError as exc:
             res.error = exc.reason
@@ -342,6 +349,9 @@ class Predictor:
         except OSError as exc:
             res.error = f"cannot read ({exc.strerror or exc})"
             return res, []
+        finally:
+            if sample is not None:
+                sample.release()
         if opts.keep_images:
             res.image = enc.decode(1)
             res.crops = [crop for _, _, crop in faces]

@@ -235,6 +235,13 @@ def load_image(
     return decode_bytes(data, label, limit, max_bytes)
 
 
+def checked_pixels(img: Image.Image, label: str, max_pixels: int | None = None) -> Image.Image:
+    """`img` (decoded RGB, e.g. a video frame) if it has pixels and no more than `max_pixels`
+    (default: the limit every decoded image gets); else ImageError naming `label`."""
+    _check_pixels(img, DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels), label)
+    return img
+
+
 def _check_pixels(img: Image.Image, limit: int, label: str) -> None:
     w, h = img.size
     if w <= 0 or h <= 0:

@@ -42,6 +42,20 @@ class Sample:
         return read_file(self.path, self.ref, cap=cap, offset=self.offset,
                          size=self.size if self.offset is not None else None)
 
+    def read_image(self, max_pixels: int | None = None) -> Any:
+        """The decoded upright RGB image (a PIL image) where the source holds pixels rather
+        than encoded bytes (a video frame: no encoding and decoding again), else None: read
+        `read_bytes`. Raises ImageError naming ref, as read_bytes."""
+        return None
+
+    def scaled(self, width: int, height: int) -> Any:
+        """After read_image: the image resized to width x height by the source's own, faster
+        scaler (a video decoder's), or None (then the caller resizes)."""
+        return None
+
+    def release(self) -> None:
+        """Drop what read_image kept for `scaled` (called once the image is detected)."""
+
 
 @dataclass
 class Skipped:

@@ -2,8 +2,8 @@
 `[video]` extra) when the Predictor reads it, so a long video never sits in memory.
 
 Each frame Sample carries its frame number and time (groups "frame", "timestamp"), which every
-face record of that frame repeats. A frame's bytes are the decoded picture as PPM (uncompressed:
-encoding costs next to nothing), so it goes through the same safe decoder as any image.
+face record of that frame repeats. The Predictor takes a frame as pixels (`read_image`, within
+the pixel limit), not encoded again; `read_bytes` gives it as PPM for callers that want bytes.
 """
 
 from __future__ import annotations
@@ -12,11 +12,16 @@ import io
 import logging
 import math
 import os
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
+
+from PIL import Image
 
 from ..errors import DataError, ImageError, require
+from .images import checked_pixels
 from .sources import Sample, SourceData
 
 log = logging.getLogger(__name__)
@@ -105,6 +110,38 @@ def read_video(path: str | Path, every: float = DEFAULT_EVERY,
     return SourceData(path, samples)
 
 
+_SCALERS = threading.local()  # per thread: one libswscale context kept for each output size
+
+
+def _reformat(picture: Any, width: int | None = None, height: int | None = None) -> Any:
+    """`picture` (a decoded PyAV frame) as packed RGB, at width x height if given, by this
+    thread's own reformatter. A frame's own reformat() makes a scaler, with a thread pool of
+    its own, on every call: 3-10 ms of CPU a 720p frame here, against 0.2 ms with one kept.
+    One thread each: frames are converted in parallel already (the Predictor's workers)."""
+    key = (width, height)
+    cache = getattr(_SCALERS, "cache", None)
+    if cache is None:
+        cache = _SCALERS.cache = {}
+    if key not in cache:
+        av = require("av", "video")
+        cache[key] = av.video.reformatter.VideoReformatter()
+    return cache[key].reformat(picture, width=width, height=height, format="rgb24",
+                               interpolation="BILINEAR", threads=1)
+
+
+def frame_image(picture: Any) -> Image.Image:
+    """A decoded PyAV frame as an RGB PIL image: libswscale's conversion to packed RGB, then
+    one copy (1.7 ms for 1080p here; PyAV's to_image took 13.6 ms for the same frame)."""
+    return Image.fromarray(_reformat(picture).to_ndarray())
+
+
+def frame_scaled(picture: Any, width: int, height: int) -> Image.Image:
+    """A decoded PyAV frame resized to width x height (bilinear) and converted to RGB in one
+    libswscale pass: 1-2.6 ms for 1080p to 683x384 here, where PIL's resize of the RGB frame
+    took 7.7."""
+    return Image.fromarray(_reformat(picture, width, height).to_ndarray())
+
+
 _SAID: set[float] = set()
 
 
@@ -123,6 +160,15 @@ class VideoFrameSample(Sample):
     def read_bytes(self, cap: int | None = None) -> bytes:
         """The frame as PPM; `cap` is not applied: the frame's size is the video's, which the
         pixel limit checks when the PPM is decoded."""
+        buf = io.BytesIO()
+        self._decode().save(buf, "PPM")
+        return buf.getvalue()
+
+    def read_image(self, max_pixels: int | None = None) -> Image.Image:
+        """The frame as an RGB image (no PPM between), within the pixel limit."""
+        return checked_pixels(self._decode(), self.ref, max_pixels)
+
+    def _decode(self) -> Image.Image:
         av = require("av", "video")
         target = float(self.groups["timestamp"])
         try:
@@ -141,6 +187,4 @@ class VideoFrameSample(Sample):
                                        f"({exc.strerror or exc})") from None
         if picked is None:
             raise ImageError(self.ref, f"no frame at {target:.3f} s")
-        buf = io.BytesIO()
-        picked.to_image().save(buf, "PPM")
-        return buf.getvalue()
+        return frame_image(picked)

@@ -19,8 +19,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from PIL import Image
+
 from ..errors import DataError, ImageError, require
+from .images import checked_pixels
 from .sources import Sample
+from .video import frame_image, frame_scaled
 
 _AHEAD = 8  # decoded frames waiting for the predictor
 _SKIP_APART = 10  # frames between chosen ones from which non-reference frames are skipped
@@ -71,17 +75,29 @@ def probe_video(path: str, data: bytes | None = None) -> VideoInfo:
 
 @dataclass
 class FrameSample(Sample):
-    """One decoded frame; turned into PPM bytes only when read (in a predictor worker thread,
-    so the colour conversion runs in parallel too)."""
+    """One decoded frame; converted to RGB only when read (in a predictor worker thread, so
+    the colour conversion runs in parallel too), and handed on as pixels (read_image)."""
 
     picture: Any = field(default=None, repr=False)
 
-    def read_bytes(self, cap: int | None = None) -> bytes:
+    def read_image(self, max_pixels: int | None = None) -> Image.Image:
         if self.picture is None:
             raise ImageError(self.ref, "the frame was already read")
+        # The decoded frame stays until release(), for `scaled`: the detector's view of it.
+        return checked_pixels(frame_image(self.picture), self.ref, max_pixels)
+
+    def scaled(self, width: int, height: int) -> Image.Image | None:
+        """The frame at width x height, straight from the decoded frame (video.frame_scaled)."""
+        return None if self.picture is None else frame_scaled(self.picture, width, height)
+
+    def release(self) -> None:
+        self.picture = None  # the frame's memory goes as soon as it is detected
+
+    def read_bytes(self, cap: int | None = None) -> bytes:
+        """The frame as PPM (for a caller that wants bytes; the Predictor reads read_image)."""
         buf = io.BytesIO()
-        self.picture.to_image().save(buf, "PPM")
-        self.picture = None  # the frame's memory goes as soon as it is converted
+        self.read_image().save(buf, "PPM")
+        self.release()
         return buf.getvalue()
 
 
