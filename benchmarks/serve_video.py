@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import platform
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import av
 import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
+from video import cpu_model  # benchmarks/video.py
 
 from facegender.serve import create_app
 
@@ -45,16 +45,6 @@ def clip(seconds: int, width: int, height: int) -> bytes:
         for packet in s.encode():
             out.mux(packet)
     return buf.getvalue()
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

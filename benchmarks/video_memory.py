@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from video import cpu_model  # benchmarks/video.py
 
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 10
@@ -71,13 +72,6 @@ def make_video(path: Path, minutes: float, height: int) -> Path:
         for packet in s.encode():
             out.mux(packet)
     return path
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def main() -> None:

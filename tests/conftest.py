@@ -85,3 +85,15 @@ def validator():
 
     return jsonschema.Draft202012Validator(
         json.loads((ROOT / "docs" / "face-record.schema.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """A local 2-CPU Ray session for one test module: its address, for --ray-address."""
+    ray = pytest.importorskip("ray")
+    import logging
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 2**20,
+             logging_level=logging.WARNING)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

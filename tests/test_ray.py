@@ -5,7 +5,6 @@ the same folder ends with exactly the same rows: none lost, none twice."""
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import ray
 from conftest import extract_members, first_members
 
 from facegender import Predictor, predict_ray
@@ -26,14 +24,6 @@ from facegender.io.shards import write_shards
 from facegender.io.sources import read_source, stratified_limit
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def ray_address():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 2**20,
-             logging_level=logging.WARNING)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

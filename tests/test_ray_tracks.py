@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("av")
 pq = pytest.importorskip("pyarrow.parquet")
-ray = pytest.importorskip("ray")
+pytest.importorskip("ray")
 
 from clips import encode_clip, two_people  # noqa: E402
 
@@ -25,14 +24,6 @@ from facegender.infer.video_tracks import TRACK_COLUMNS, frame_rows, track  # no
 from facegender.scale.ray_tracks import from_timeline, timeline_doc, track_ray  # noqa: E402
 
 EVERY = 0.5
-
-
-@pytest.fixture(scope="module")
-def ray_address():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 2**20,
-             logging_level=logging.WARNING)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

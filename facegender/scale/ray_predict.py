@@ -16,7 +16,7 @@ import sys
 import time
 import typing
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,21 +120,26 @@ class RayPredictResult:
         return self.images / self.seconds if self.seconds else 0.0
 
 
-def _ray_session(address: str | None, workers: int, threads: int):
-    """Connect to Ray: the running session, a cluster at `address`, or a new local one.
-    Returns (ray, whether this call started it)."""
+def rows_on_ray(address: str | None, workers: int, threads: int,
+                run: Callable[[Any], Iterable[dict]]) -> Iterator[dict]:
+    """The rows `run(ray)` yields, in a Ray session: the running one, a cluster at `address`,
+    or a new local one, which is shut down after (the engines of photos and of videos)."""
     ray = require("ray", "scale")
-    if ray.is_initialized():
-        return ray, False
-    import logging
+    started = not ray.is_initialized()
+    if started:
+        import logging
 
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
-                              "log_to_driver": True}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=max(os.cpu_count() or 1, workers * threads), **kwargs)
-    return ray, True
+        kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
+                                  "log_to_driver": True}
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=max(os.cpu_count() or 1, workers * threads), **kwargs)
+    try:
+        yield from run(ray)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def predict_ray(source: Any, out: str | Path, model: str | Path | None = None, *,
@@ -169,17 +174,12 @@ def predict_ray(source: Any, out: str | Path, model: str | Path | None = None, *
         stale.unlink(missing_ok=True)
     t0 = time.perf_counter()
     if todo:
-        ray, started = _ray_session(ray_address, workers, threads)
-        try:
-            for row in _run(ray, todo, model_dir, out, options, workers, threads, batch_size,
-                            progress):
-                res.workers.append(row)
-                res.images += row["images"]
-                res.rows += row["rows"]
-                res.failed += row["failed"]
-        finally:
-            if started:
-                ray.shutdown()
+        for row in rows_on_ray(ray_address, workers, threads, lambda ray: _run(
+                ray, todo, model_dir, out, options, workers, threads, batch_size, progress)):
+            res.workers.append(row)
+            res.images += row["images"]
+            res.rows += row["rows"]
+            res.failed += row["failed"]
     res.seconds = time.perf_counter() - t0
     missing = [p.index for p in parts if not (out / part_name(p.index)).exists()]
     if missing:

@@ -48,7 +48,8 @@ from ..io.progress import progress_bar
 from ..io.video_stream import VideoInfo
 from ..io.writers import RowWriter, write_text
 from .partitions import Partition, check_plan, plan_videos
-from .ray_predict import _columns, _ray_session, rss_mb
+from .ray_predict import rows_on_ray, rss_mb
+from .ray_predict import schema as photo_schema
 
 SUMMARY_JSON, SUMMARY_CSV = "summary.json", "summary.csv"
 _ROWS_PER_WRITE = 5000  # frame rows held at once while a video's Parquet file is written
@@ -68,8 +69,7 @@ def frame_schema():
     pa = require("pyarrow", "scale")
     kinds = {"track_id": pa.int64(), "track_label": pa.string(),
              "track_prob_male": pa.float64(), "track_unsure": pa.bool_()}
-    return pa.schema([(c, getattr(pa, t)()) for c, t in _columns()]
-                     + [(c, kinds[c]) for c in TRACK_COLUMNS])
+    return pa.schema([*photo_schema(), *(pa.field(c, kinds[c]) for c in TRACK_COLUMNS)])
 
 
 # -- a video's timeline as JSON, and back (what summaries and timelines are computed from)
@@ -215,15 +215,10 @@ def track_ray(inputs: Any, out: str | Path, model: str | Path | None = None, *,
         stale.unlink(missing_ok=True)
     t0 = time.perf_counter()
     if todo:
-        ray, started = _ray_session(ray_address, workers, threads)
-        try:
-            for row in _run(ray, todo, model_dir, out, options, sampling, workers, batch_size,
-                            progress):
-                res.workers.append(row)
-                res.failed += bool(row["failed"])
-        finally:
-            if started:
-                ray.shutdown()
+        for row in rows_on_ray(ray_address, workers, threads, lambda ray: _run(
+                ray, todo, model_dir, out, options, sampling, workers, batch_size, progress)):
+            res.workers.append(row)
+            res.failed += bool(row["failed"])
     res.seconds = time.perf_counter() - t0
     missing = [p.index for p in parts if not (out / done_name(p.index)).exists()]
     if missing:
