@@ -393,7 +393,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     res = calibrate(args.model, args.data, args.out, views=args.views, limit=args.limit, drop=args.drop,
                     backend=args.backend, threads=args.threads, seed=args.seed,
-                    whole_image_only=args.whole_image_only, progress=args.progress)
+                    keep_temperature=args.keep_temperature, small_faces=args.small_faces,
+                    progress=args.progress)
     b, n = res["before"], res["after"]
     print(f"{res['model']}: {res['faces']} faces x {res['views']} views from "
           f"{', '.join(res['sources'])} ({res['skipped']} without a face)")
@@ -404,6 +405,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         bw, nw = b["whole_image"], n["whole_image"]
         print(f"  whole-image reads: temperature {bw['temperature']} -> {nw['temperature']}, "
               f"ECE {bw['ece']} -> {nw['ece']}")
+    if "small_faces" in n:
+        print(f"  small faces: shift {n['small_faces']['shift']}")
+        for k, row in n["small_faces"].items():
+            if k != "shift":
+                was = b["small_faces"][k]
+                print(f"    1/{k} (~{row['side_px']:g} px): accuracy {was['accuracy']} -> "
+                      f"{row['accuracy']}, male recall {was['male_recall']} -> "
+                      f"{row['male_recall']}, female recall {was['female_recall']} -> "
+                      f"{row['female_recall']}")
     return 0
 
 

@@ -293,8 +293,10 @@ class CalibrateOptions:
     backend: str = opt("auto", "onnx, int8, torch or auto (default)")
     threads: int | None = threads_opt("engine threads (default: all)")
     seed: int = opt(0, "seed for the views and the draw", type=ZERO_OR_MORE)
-    whole_image_only: bool = opt(False, "fit only the temperature of whole-image reads (crops "
-                                 "the detector finds no face in), keeping the rest",
+    small_faces: bool = opt(False, "also fit the male-logit shift of small faces, on the same "
+                            "faces shown at 1/2 and 1/3 of their size", action="store_true")
+    keep_temperature: bool = opt(False, "keep the temperature and unsure band; fit only the "
+                                 "whole-image temperature and, with --small-faces, the shift",
                                  action="store_true")
     progress: bool = progress_opt()
 

@@ -120,7 +120,7 @@ def test_calibrate_fits_whole_image_reads_alone(tmp_path):
     before = json.loads((model / "config.json").read_text())
     out = tmp_path / "out"
     res = calibrate(model, [str(DATA / "fiw" / "labels.csv")], out, views=1, limit=40,
-                    threads=1, whole_image_only=True, progress=False)
+                    threads=1, keep_temperature=True, progress=False)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["whole_image_temperature"] == res["after"]["whole_image"]["temperature"] > 0
     assert res["before"]["whole_image"]["temperature"] == before["temperature"]
@@ -128,3 +128,66 @@ def test_calibrate_fits_whole_image_reads_alone(tmp_path):
     assert (cfg["temperature"], cfg["unsure_band"]) == (before["temperature"],
                                                           before["unsure_band"])
     assert "whole-image reads" in cfg["recipe"]["calibration_whole_image"]
+
+
+def test_small_face_shift_moves_only_small_faces():
+    from facegender.infer.preprocess import shift_small_faces
+
+    p = np.array([0.5, 0.5, 0.5, 0.2])
+    side = np.array([100.0, 64.0, 32.0, 16.0])
+    out = shift_small_faces(p, side, {"below_px": 64, "per_octave": 1.0})
+    logit = np.log(out / (1 - out))
+    assert logit[:2] == pytest.approx([0, 0], abs=1e-5)  # at or above 64 px: as it was
+    assert logit[2] == pytest.approx(1.0, abs=1e-4)  # one halving below: one male logit
+    assert logit[3] == pytest.approx(np.log(0.2 / 0.8) + 2.0, abs=1e-4)
+    assert shift_small_faces(p, side, None) is p
+
+
+def test_fit_recovers_a_known_small_face_shift():
+    from facegender.training.small_faces import fit_small_face_shift
+
+    rng = np.random.default_rng(1)
+    n = 6000
+    side = rng.choice([120.0, 60.0, 40.0, 30.0], n)
+    t = rng.normal(0, 2.5, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-t))).astype(int)
+    # the model's logit loses 0.6 male logits per halving below 80 px
+    z = t - 0.6 * np.clip(np.log2(80 / side), 0, None)
+    views = {"p": 1 / (1 + np.exp(-z)), "side": side, "y": y, "face": np.arange(n)}
+    fit = fit_small_face_shift(views, np.ones(n))
+    assert fit["below_px"] == 80 and fit["per_octave"] == pytest.approx(0.6, abs=0.1)
+
+
+def test_calibrate_fits_the_small_face_shift_and_prediction_applies_it(tmp_path):
+    from conftest import extract_members
+
+    from facegender import Predictor
+
+    need_data()
+    model = _crop_model(tmp_path)
+    out = tmp_path / "out"
+    res = calibrate(model, [str(DATA / "fiw" / "labels.csv")], out, views=1, limit=30,
+                    threads=1, keep_temperature=True, small_faces=True, progress=False)
+    shift = json.loads((out / "config.json").read_text())["small_face_shift"]
+    assert shift == res["after"]["small_faces"]["shift"]
+    rows = res["after"]["small_faces"]
+    assert [rows[k]["side_px"] > rows[k + 1]["side_px"] for k in (1, 2)] == [True, True]
+    assert all(rows[k]["faces"] == res["before"]["small_faces"][k]["faces"] for k in (1, 2, 3))
+    # A large shift on the same folder: a small face reads more male, a large one as before.
+    cfg = json.loads((out / "config.json").read_text())
+    (face,) = extract_members(DATA / "fiw" / "fiw.tar", [FOUND_CROP], tmp_path / "in")
+    big = face.parent / "big.png"
+    from PIL import Image
+
+    Image.open(face).resize((448, 448)).save(big)
+
+    def p_male() -> list[float]:
+        return [r.faces[0].prob_male for r in Predictor(out, largest=True).predict([face, big])]
+
+    cfg["small_face_shift"] = None
+    (out / "config.json").write_text(json.dumps(cfg))
+    small0, big0 = p_male()
+    cfg["small_face_shift"] = {"below_px": 200, "per_octave": 2.0}
+    (out / "config.json").write_text(json.dumps(cfg))
+    small1, big1 = p_male()
+    assert small1 > small0 + 0.05 and big1 == pytest.approx(big0, abs=1e-6)

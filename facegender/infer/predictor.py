@@ -29,7 +29,7 @@ from ..models import modelfile
 from ..models.modelfile import ModelConfig
 from .backends import make_backend
 from .pipeline import choose_processes, run_processes, run_threads
-from .preprocess import softmax, to_array
+from .preprocess import shift_small_faces, softmax, to_array
 from .records import face_record
 
 # The detector sees the image at 1/2..1/8 (JPEG draft decoding, else box-averaged) as long as
@@ -368,6 +368,9 @@ class Predictor:
             self.classify_arrays(np.stack(arrays[i:i + batch_size]), opts.tta,
                                  whole[i:i + batch_size])
             for i in range(0, len(arrays), batch_size)]) if arrays else []
+        if arrays and self.config.small_face_shift:
+            sides = [(box[2] + box[3]) / 2 for _, faces in prepared for box, _, _, _ in faces]
+            p_all = shift_small_faces(p_all, np.array(sides), self.config.small_face_shift)
         k = 0
         thr = self.config.threshold
         for res, faces in prepared:

@@ -30,3 +30,16 @@ def softmax(logits: np.ndarray, temperature: float | np.ndarray = 1.0) -> np.nda
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def shift_small_faces(p_male: np.ndarray, side: np.ndarray, shift: dict | None) -> np.ndarray:
+    """p(male) of faces whose detector box side (px in the image) is under shift["below_px"],
+    moved by shift["per_octave"] male logits per halving of that side. Small faces lose the
+    cues that read male (stubble, brows), so an uncorrected model calls small men women; the
+    shift is fitted on validation faces shown smaller (training/small_faces.py)."""
+    if not shift:
+        return p_male
+    octaves = np.log2(shift["below_px"] / np.maximum(np.asarray(side, np.float64), 1.0))
+    z = np.clip(np.asarray(p_male, np.float64), 1e-7, 1 - 1e-7)
+    z = np.log(z / (1 - z)) + shift["per_octave"] * np.clip(octaves, 0.0, None)
+    return (1 / (1 + np.exp(-z))).astype(np.float32)

@@ -102,6 +102,10 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "unsure_band": {**_NUMBER, "minimum": 0, "maximum": 0.5},
         "whole_image_temperature": {"type": ["number", "null"], "exclusiveMinimum": 0,
                                     "maximum": 1000},
+        "small_face_shift": {"type": ["object", "null"], "required": ["below_px", "per_octave"],
+                             "properties": {"below_px": {**_NUMBER, "minimum": 1},
+                                            "per_octave": {**_NUMBER, "minimum": -5,
+                                                           "maximum": 5}}},
         "tta": {"type": "boolean"},
         "recipe": {"type": "object"},
         "data": {"type": "object"},
@@ -140,6 +144,10 @@ class ModelConfig:
     # detector found no face in is framed unlike the policy's crops, so its logits are scaled
     # apart); None: `temperature`.
     whole_image_temperature: float | None = None
+    # {"below_px": R, "per_octave": a}: a face whose box side is under R px gets a male logits
+    # per halving below R (infer.preprocess.shift_small_faces; fitted by calibrate
+    # --small-faces). None: no shift.
+    small_face_shift: dict[str, float] | None = None
     # Classify each face and its mirror image and average, unless the caller says otherwise:
     # a model whose benchmark is better that way carries it, as it carries its crop policy.
     tta: bool = False

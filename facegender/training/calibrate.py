@@ -33,6 +33,7 @@ from ..models import modelfile
 from ..report.metrics import choose_unsure_band, expected_calibration_error, fit_temperature
 from .multisource import as_specs, dropped, gather, parse_drop
 from .sampling import balanced_weights
+from .small_faces import fit_small_faces
 
 # Training crops are tight: detect on the image padded by half its side (all 1,000 celeba val
 # crops found this way, see faces.detect_and_crop).
@@ -128,14 +129,16 @@ def face_views(img: Image.Image, find: Callable[[Image.Image], Image.Image | Non
 def calibrate(model: str | Path, data: str | Path | Sequence[str | Path], out: str | Path | None
               = None, *, views: int = 3, limit: int | None = 3000, drop: Sequence[str] = (),
               val_fraction: float = 0.1, backend: str = "auto", threads: int | None = None,
-              seed: int = 0, whole_image_only: bool = False, progress: bool = True
-              ) -> dict[str, Any]:
+              seed: int = 0, keep_temperature: bool = False, small_faces: bool = False,
+              progress: bool = True) -> dict[str, Any]:
     """Re-fit a model's temperature and unsure band on the validation faces of `data` (each
     source's val split, else a stratified `val_fraction` of its train split; never a test split;
     at most `limit` faces a source), `views` views of each, every source weighted alike. A model
     that reads whole crops when the detector finds no face (`reads_whole_images`) also gets its
-    own temperature for those reads, fitted on the same images read whole (and mirrored);
-    `whole_image_only` fits that one alone and keeps the rest of the calibration.
+    own temperature for those reads, fitted on the same images read whole (and mirrored).
+    `small_faces`: also fit the small-face shift (training/small_faces.py) on the same faces
+    shown smaller. `keep_temperature`: keep the model's temperature and unsure band and fit only
+    those two.
 
     Writes the model folder to `out` (a copy; the weights are untouched) or, when `out` is None,
     updates `model` in place (refused for the models shipped in the package). Returns the old
@@ -150,9 +153,9 @@ def calibrate(model: str | Path, data: str | Path | Sequence[str | Path], out: s
                               "for the recalibrated copy")
     cfg = modelfile.load_config(src_dir)
     whole = reads_whole_images(cfg)
-    if whole_image_only and not whole:
+    if keep_temperature and not (whole or small_faces):
         raise FaceGenderError(f"{src_dir} never reads a whole image as the face (it is not a "
-                              "model of face crops): nothing to calibrate for whole-image reads")
+                              "model of face crops) and --small-faces is off: nothing to fit")
     rules = parse_drop(drop)
     split = gather(as_specs(data), drop=rules, val_fraction=val_fraction, val_per_source=limit,
                    limit=None, seed=seed)
@@ -164,7 +167,7 @@ def calibrate(model: str | Path, data: str | Path | Sequence[str | Path], out: s
     y = np.array([cfg.labels.index(s.label) for s in kept])
     weights = balanced_weights(kept, ["source"], 1.0)
     sources = sorted({s.groups.get("source", "") for s in kept})
-    if whole_image_only:
+    if keep_temperature:
         before, after = {}, {}
     else:
         before, after = refit_calibration(cfg, z, y, weights, male, seed)
@@ -181,7 +184,17 @@ def calibrate(model: str | Path, data: str | Path | Sequence[str | Path], out: s
         if dest.exists() and any(dest.iterdir()):
             raise FaceGenderError(f"{dest} already exists and is not empty; choose another --out")
         shutil.copytree(src_dir, dest, dirs_exist_ok=True)
+    if small_faces:  # fitted on the folder as calibrated so far, without a shift
+        cfg.small_face_shift = None
     modelfile.save_config(cfg, dest)
+    if small_faces:
+        fit = fit_small_faces(dest, kept, threads, progress)
+        before["small_faces"], after["small_faces"] = fit["before"], fit["after"]
+        cfg.small_face_shift = after["small_faces"]["shift"] = fit["shift"]
+        cfg.recipe = {**(cfg.recipe or {}), "calibration_small_faces": (
+            f"small-face shift on the same {len(kept)} validation faces shown at 1/1, 1/2 and "
+            "1/3 of their size, sources weighted alike (least log loss)")}
+        modelfile.save_config(cfg, dest)
     result = {"model": str(dest), "faces": len(kept), "views": views, "skipped": len(skipped),
               "sources": sources, "before": before, "after": after}
     (dest / "calibration.json").write_text(json.dumps(result, indent=2) + "\n")
