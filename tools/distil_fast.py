@@ -185,6 +185,9 @@ def fit(a, train, val) -> None:
                          dict.fromkeys(names, 1.0), 8.0)
     net = load_expert().train()
     fold_affine(net)
+    if a.freeze_convs:  # the published network's features kept: only its two dense layers train
+        for p in [*net.convs.parameters(), *net.scales, *net.offsets]:
+            p.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=a.lr,
                             weight_decay=a.weight_decay)
     steps = math.ceil(a.epoch_faces / a.batch_size)
@@ -300,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--distill-weight", type=float, default=0.7,
                     help="share of the loss from the teacher's probabilities")
+    ap.add_argument("--freeze-convs", action="store_true",
+                    help="train only the two dense layers (the convolutions stay dlib's)")
     ap.add_argument("--stored-only", action="store_true",
                     help="train on the faces and teacher probabilities stored so far (faces "
                          "without the teacher's learn from their labels alone) instead of "
