@@ -26,6 +26,14 @@ command):
    the detector misses), calibrated (temperature + unsure band) on three views of the
    validation faces, sources weighted alike. Never a test split; never FairFace, UTKFace, LFW.
 Package with `python tools/make_shipped_model.py OUT/NAME/model --name fast`.
+
+Measured 2026-12-06 (`python benchmarks/accuracy.py OUT/NAME/model fast --previous none
+--celeba-limit 2000`; not shipped): every variant tried (lr 5e-5..2e-4, teacher share 0.7 or 1,
+dense layers only, sources reweighted, tight crops left out) gains on the training sources' test
+splits (fiw 92.8 -> 93.4-94.1%, celeba undisputed 98.3 -> 98.7-99.0%, every kinfacew crop read)
+but loses fairface540 (76.8 -> 72.6-74.3%): its ROC-AUC there stays 0.86-0.87 (0.869 before)
+while women's mean P(male) rises 0.26 -> 0.37-0.38, so the 32 px network learns no better
+ranking off our sources, only a shifted decision. Next: a larger student (48-64 px).
 """
 
 from __future__ import annotations
