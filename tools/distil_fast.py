@@ -263,6 +263,19 @@ def fit(a, train, val) -> None:
     print(f"best epoch {state['best_epoch']}: worst source {state['best']:.4f}", file=sys.stderr)
 
 
+def whole_run(argv: list[str]) -> list[str]:
+    """The command line without --stage: the one command that makes the model from scratch."""
+    out, skip = [], False
+    for x in argv:
+        if skip or x.startswith("--stage="):
+            skip = False
+            continue
+        skip = x == "--stage"
+        if not skip:
+            out.append(x)
+    return out
+
+
 def finish(a, provenance: list[dict], val: list) -> None:
     """The model folder from the best epoch, calibrated on val faces, its card's data."""
     import shutil
@@ -281,7 +294,7 @@ def finish(a, provenance: list[dict], val: list) -> None:
         recipe={"recipe": "dlib's gender network fine-tuned on four sources, distilled from "
                           "the accurate model", "arch": base.arch, "init": PROVENANCE,
                 "teacher": "accurate (faceres_fusion): its calibrated P(male) on its own crop",
-                "made_by": "python tools/distil_fast.py " + " ".join(sys.argv[1:]),
+                "made_by": "python tools/distil_fast.py " + " ".join(whole_run(sys.argv[1:])),
                 **{k: v for k, v in vars(a).items() if k not in ("out", "stage", "name")},
                 "views": VIEWS, "balance": BALANCE, "val_fraction": VAL_FRACTION,
                 "selection": "best epoch by the worst source's balanced accuracy on val "
