@@ -31,14 +31,6 @@ from facegender.report.heldout import measure, table  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 
-KIN_LICENCES = """- **KinFaceW-I/II** (Lu et al., "Neighborhood repulsed metric learning for kinship
-  verification", TPAMI 2014): research use; cite it. Gender derived from the kin relation.
-  Its test split (558 faces, identity-disjoint) was never used for training or calibration.
-- **Families in the Wild** (Robinson et al., TPAMI 2018; RFIW 2020/2021): research use; cite it.
-  Gender derived from kin labels by unanimous vote (about 1% label noise expected). Its test
-  split (590 faces, 27 families) was never used for training or calibration.
-"""
-
 FACERES = """- **Second backbone**: HSE FaceRes (A. V. Savchenko; research code
   github.com/HSE-asavchenko/HSE_FaceRec_tf, which states **no licence**), a MobileNet-v1 trained
   on VGGFace2 identities with gender and age heads, from the npm package `{package}`
@@ -139,7 +131,7 @@ def build(head_file: Path, dest: Path) -> Path:
 
 def card(dest: Path, name: str, figures: dict) -> None:
     cfg = modelfile.load_config(dest)
-    extra = KIN_LICENCES + DLIB_PART + FACERES.format(
+    extra = DLIB_PART + FACERES.format(  # KIN_LICENCES: write_model_card adds them
         package=PACKAGE, json=SHA256["models/faceres-deep.json"],
         bin=SHA256["models/faceres-deep.bin"], license=LICENSE)
     write_model_card(dest, name, cfg, figures)

