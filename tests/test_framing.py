@@ -166,3 +166,29 @@ def test_explain_and_evaluate_follow_the_same_rule(trained_model, celeba, tmp_pa
     crop.save(tmp_path / "val" / "male" / "pixelated.png")
     r = evaluate(tmp_path / "val", trained_model)
     assert r.metrics["n"] == 5 and r.metrics["whole_image"] == 1 and r.metrics["no_face"] == 0
+
+
+def test_only_what_could_be_a_face_is_read_whole():
+    """Real crops pass the whole-image check; flat colours, raw and blurred noise do not."""
+    import numpy as np
+    from conftest import DATA, need_data
+    from PIL import ImageFilter
+
+    from facegender.faces.detector import could_be_a_face
+
+    need_data()
+    with tarfile.open(DATA / "kinfacew" / "kinfacew.tar") as tf:
+        crops = [Image.open(io.BytesIO(tf.extractfile(m).read())).convert("RGB")
+                 for m in tf.getmembers()[:400] if m.isfile()][:200]
+    assert len(crops) == 200 and all(could_be_a_face(c) for c in crops)
+    rng = np.random.default_rng(0)
+
+    def jpeg(img: Image.Image) -> Image.Image:
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=85)
+        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+    noise = Image.fromarray(rng.integers(0, 256, (160, 160, 3), dtype=np.uint8))
+    fakes = [Image.new("RGB", (112, 112), (128, 128, 128)), jpeg(noise),
+             jpeg(noise.filter(ImageFilter.GaussianBlur(4)))]
+    assert [could_be_a_face(f) for f in fakes] == [False, False, False]

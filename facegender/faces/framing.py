@@ -10,7 +10,8 @@ size), which is how prediction recognises an input that is itself such a crop.
 
 `find_faces`: detect; when nothing is found in an image shaped like the training crops, detect
 again on the padded image; when still nothing is found there, the whole image is classified as
-one face and says so (face_source "whole_image"). Anything else without a face stays no-face.
+one face and says so (face_source "whole_image"), unless it is a flat colour or colour noise
+(detector.could_be_a_face). Anything else without a face stays no-face.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from .crop import CropPolicy, detect_and_crop
-from .detector import Face, FaceDetector
+from .detector import Face, FaceDetector, could_be_a_face
 
 # Training images in which the detector finds a face in at least this share, with the crop at
 # most this many box sizes tall, are face crops; otherwise they are photos, and the model is
@@ -101,5 +102,7 @@ def find_faces(image: Image.Image, detector: FaceDetector | None, policy: CropPo
     found = detect_and_crop(image, detector, policy, largest=largest, pad=PAD)
     if found:
         return [(f, c, "detector") for f, c in found]
+    if not could_be_a_face(image):  # a flat colour or colour noise is no face, whatever its shape
+        return []
     whole = Face((0.0, 0.0, float(image.width), float(image.height)), math.nan, None)
     return [(whole, image.convert("RGB"), "whole_image")]
