@@ -578,8 +578,10 @@ def test_smooth_blobs_give_no_confident_face(corpus):
     confident = [(Path(r["path"]).name, r["label"], r["det_score"]) for r in rows
                  if r["label"] in ("male", "female") and not r["unsure"]]
     assert not confident, confident
-    guesses = [r for r in rows if r["face_source"] == "whole_image"]
-    assert guesses and all(r["unsure"] for r in guesses)  # the crop-shaped ones are guessed
+    # Crop-shaped or not, smooth colour noise is not read whole (faces.detector.could_be_a_face:
+    # its hue varies as much as its brightness), so it is no face at all.
+    guesses = [Path(r["path"]).name for r in rows if r["face_source"] == "whole_image"]
+    assert not guesses, guesses
 
 
 def test_one_face_in_a_large_upscaled_photo_is_one_row():
