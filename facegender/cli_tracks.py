@@ -65,13 +65,13 @@ def _track_target(spec: str, video: str, n_videos: int) -> Path:
 
 def frame_writer(target: Any, fmt: str) -> Any:
     """A RowWriter of tracked frame rows: the face record and its track's columns."""
-    from .infer.records import CSV_FIELDS, RECORD_FIELDS, flatten
-    from .infer.video_tracks import TRACK_COLUMNS
+    from .infer.records import CSV_FIELDS, RECORD_FIELDS
+    from .infer.video_tracks import TRACK_COLUMNS, flatten_tracked
     from .io.writers import RowWriter
 
     if fmt == "csv":
-        return RowWriter(target, fmt, CSV_FIELDS + TRACK_COLUMNS, csv_row=lambda r: {
-            **flatten(r, digits=1), **{k: r[k] for k in TRACK_COLUMNS}})
+        return RowWriter(target, fmt, CSV_FIELDS + TRACK_COLUMNS,
+                         csv_row=lambda r: flatten_tracked(r, digits=1))
     return RowWriter(target, fmt, RECORD_FIELDS + TRACK_COLUMNS)
 
 

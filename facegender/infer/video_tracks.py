@@ -220,6 +220,14 @@ def _track_fields(t: Track | None, lab: TrackLabel | None) -> dict[str, Any]:
             "track_unsure": lab.unsure}
 
 
+def flatten_tracked(row: dict[str, Any], digits: int | None = None) -> dict[str, Any]:
+    """A frame row as one flat row: the face record's CSV columns (records.flatten), then its
+    track's (TRACK_COLUMNS)."""
+    from .records import flatten
+
+    return {**flatten(row, digits=digits), **{k: row[k] for k in TRACK_COLUMNS}}
+
+
 def frame_rows(v: VideoTracks) -> Iterator[dict[str, Any]]:
     """Face records of every sampled frame, in frame order, each with its track's id and label
     (TRACK_COLUMNS); a frame without a face is one no_face row; a failed one its error row.

@@ -72,11 +72,17 @@ def _duration_and_rate(container, stream) -> tuple[float, Fraction]:
         return float(stream.duration * stream.time_base), Fraction(rate)
     if container.duration is not None:  # microseconds
         return container.duration / 1_000_000, Fraction(rate)
-    last = 0.0  # no duration in the headers (some WebM): walk the packets, without decoding
+    return packet_seconds(container, stream), Fraction(rate)  # no duration in the headers
+
+
+def packet_seconds(container: Any, stream: Any) -> float:
+    """A stream's length from its packets' times, without decoding: for containers whose
+    headers do not say (some WebM, a browser's recording)."""
+    last = 0.0
     for packet in container.demux(stream):
-        if packet.pts is not None:
+        if packet.pts is not None and stream.time_base is not None:
             last = max(last, float((packet.pts + (packet.duration or 0)) * stream.time_base))
-    return last, Fraction(rate)
+    return last
 
 
 def read_video(path: str | Path, every: float = DEFAULT_EVERY,

@@ -20,7 +20,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -39,12 +38,14 @@ from ..infer.video_tracks import (
     TRACK_COLUMNS,
     TRACK_ROW_FIELDS,
     VideoTracks,
+    flatten_tracked,
     frame_rows,
     split_videos,
     track_rows,
     track_video,
 )
 from ..io.progress import progress_bar
+from ..io.targets import temp_beside
 from ..io.video_stream import VideoInfo
 from ..io.writers import RowWriter, write_text
 from .partitions import Partition, check_plan, plan_videos
@@ -109,24 +110,17 @@ def write_video(out: Path, index: int, v: VideoTracks) -> int:
     """A tracked video's three files in OUT (see the module doc); its number of frame rows."""
     pa = require("pyarrow", "scale")
     pq = require("pyarrow.parquet", "scale")
-    from ..infer.records import flatten
 
     stem, schema, n = video_stem(index), frame_schema(), 0
-    final = out / f"{stem}.frames.parquet"
-    tmp = out / f".{final.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with pq.ParquetWriter(tmp, schema) as w:
-            rows: list[dict[str, Any]] = []
-            for r in frame_rows(v):
-                rows.append({**flatten(r), **{k: r[k] for k in TRACK_COLUMNS}})
-                if len(rows) >= _ROWS_PER_WRITE:
-                    w.write_table(pa.Table.from_pylist(rows, schema=schema))
-                    n, rows = n + len(rows), []
-            w.write_table(pa.Table.from_pylist(rows, schema=schema))
-            n += len(rows)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with temp_beside(out / f"{stem}.frames.parquet") as tmp, pq.ParquetWriter(tmp, schema) as w:
+        rows: list[dict[str, Any]] = []
+        for r in frame_rows(v):
+            rows.append(flatten_tracked(r))
+            if len(rows) >= _ROWS_PER_WRITE:
+                w.write_table(pa.Table.from_pylist(rows, schema=schema))
+                n, rows = n + len(rows), []
+        w.write_table(pa.Table.from_pylist(rows, schema=schema))
+        n += len(rows)
     with RowWriter(out / f"{stem}.tracks.csv", "csv", TRACK_ROW_FIELDS) as w:
         w.write(list(track_rows(v)))
     write_text(out / done_name(index), json.dumps(

@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import FaceGenderError, require
 from ..infer.video_summary import summarize_video
 from ..infer.video_tracks import TRACK_COLUMNS, VideoTracks, frame_rows, track_rows
-from ..io.video import video_container
+from ..io.video import packet_seconds, video_container
 from ..io.video_stream import probe_video
 from .schemas import ApiError
 
@@ -43,17 +43,11 @@ def _packet_seconds(data: bytes) -> float:
     """A video's length from its packets' times (no decoding), for containers whose headers
     do not say (a browser's recorded WebM)."""
     av = require("av", "video")
-    last = 0.0
     try:
         with av.open(io.BytesIO(data)) as container:
-            stream = container.streams.video[0]
-            for packet in container.demux(stream):
-                if packet.pts is not None and stream.time_base is not None:
-                    end = (packet.pts + (packet.duration or 0)) * stream.time_base
-                    last = max(last, float(end))
+            return packet_seconds(container, container.streams.video[0])
     except av.error.FFmpegError:
-        pass  # decoding will say what is wrong; the frames counted so far stand
-    return last
+        return 0.0  # decoding will say what is wrong
 
 
 def plan_video(name: str, data: bytes, every: float) -> VideoPlan:
