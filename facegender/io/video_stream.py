@@ -13,6 +13,7 @@ ahead, so it overlaps detection and classification; memory stays flat over any l
 from __future__ import annotations
 
 import io
+import math
 import queue
 import threading
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ from .video import frame_image, frame_scaled
 _AHEAD = 8  # decoded frames waiting for the predictor
 _SKIP_APART = 10  # frames between chosen ones from which non-reference frames are skipped
 _MAX_BAD = 50  # undecodable packets in a row before a video is given up
+_GOP_CAP = 64 << 20  # bytes of packets read ahead to find where the next keyframe is
+_LEADING_MAX = 16  # packets after a keyframe searched for frames shown before it
 
 
 @dataclass
@@ -125,6 +128,7 @@ class VideoStream:
         self.frames = 0
         self.bad_packets = 0
         self.error: str | None = None
+        self._wanted = -math.inf  # the earliest time (from the first frame) still wanted
 
     def _decode(self) -> Iterator[tuple[int, float, Any]]:
         """(frame number, seconds from the first frame, frame) of every decoded frame. A packet
@@ -135,17 +139,26 @@ class VideoStream:
         with _opened(self.path, self.data) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"  # frame threads inside the decoder
+            ctx = stream.codec_context
             # Frames no other frame refers to (most B-frames) are not decoded when the frames
             # wanted are _SKIP_APART or more apart: a chosen frame is then the first decoded one
             # at or after its time (a frame or two late, against a spacing ten times that).
             by_time = self.keyframes or (self.every is not None
                                          and self.every * rate >= _SKIP_APART)
             if self.keyframes:
-                stream.codec_context.skip_frame = "NONKEY"
+                ctx.skip_frame = "NONKEY"
             elif by_time:
-                stream.codec_context.skip_frame = "NONREF"
-            t0, n, bad_run = None, 0, 0
-            for packet in container.demux(stream):
+                ctx.skip_frame = "NONREF"
+            packets = (_gop_ahead(container, stream) if by_time and not self.keyframes
+                       else ((p, None) for p in container.demux(stream)))
+            t0, n, bad_run, skipping = None, 0, 0, False
+            for packet, latest in packets:
+                # The rest of a group of pictures whose frames all come before the next one
+                # wanted is not decoded, a whole group where no frame is wanted: the frames
+                # chosen are the same, the decoder stops at the last one wanted in each group.
+                skip = latest is not None and t0 is not None and self._wanted > latest - t0
+                if skip != skipping:
+                    ctx.skip_frame, skipping = ("ALL" if skip else "NONREF"), skip
                 try:
                     frames = packet.decode()
                 except av.error.InvalidDataError:
@@ -176,6 +189,7 @@ class VideoStream:
                         continue
                     while next_t <= t + half:
                         next_t += self.every
+                    self._wanted = next_t - half  # what the decoder may skip up to (_decode)
                 elif self.period is not None and number % self.period:
                     continue
                 yield FrameSample(ref=self.path, groups={"frame": number, "timestamp": t},
@@ -188,6 +202,80 @@ class VideoStream:
 
     def __iter__(self) -> Iterator[FrameSample]:
         return prefetch(self._chosen(), _AHEAD)
+
+
+def _nal_types(data: bytes, codec: str, length_size: int) -> Iterator[int]:
+    """The NAL unit types of an H.264 / HEVC packet: length-prefixed (MP4, MKV: `length_size`
+    bytes each) or, with `length_size` 0, after Annex B start codes (MPEG-TS, raw streams)."""
+    def kind(i: int) -> int:
+        return data[i] & 0x1F if codec == "h264" else (data[i] >> 1) & 0x3F
+
+    if length_size:
+        i = 0
+        while i + length_size < len(data):
+            n = int.from_bytes(data[i:i + length_size], "big")
+            yield kind(i + length_size)
+            i += length_size + n
+        return
+    i = data.find(b"\x00\x00\x01")
+    while 0 <= i < len(data) - 3:
+        yield kind(i + 3)
+        i = data.find(b"\x00\x00\x01", i + 3)
+
+
+def _starts_clean(packet: Any, stream: Any) -> bool:
+    """Whether decoding may start afresh at this keyframe when frames before it were skipped:
+    an H.264 / HEVC IDR picture (after a recovery-point keyframe FFmpeg's H.264 decoder, frames
+    before it skipped, gave frames out of order here), an MPEG-1/2 keyframe; other codecs no."""
+    codec = stream.codec_context.name
+    if codec in ("mpeg1video", "mpeg2video"):
+        return True
+    if codec not in ("h264", "hevc"):
+        return False
+    extra = stream.codec_context.extradata or b""
+    at = 4 if codec == "h264" else 21  # avcC / hvcC: the NAL length size's byte
+    length_size = (extra[at] & 3) + 1 if extra[:1] == b"\x01" and len(extra) > at else 0
+    idr = {5} if codec == "h264" else {19, 20}
+    try:
+        return any(t in idr for t in _nal_types(bytes(packet), codec, length_size))
+    except IndexError:  # a cut packet
+        return False
+
+
+def _gop_ahead(container: Any, stream: Any) -> Iterator[tuple[Any, float | None]]:
+    """Each packet of `stream` with the latest time (seconds) of a frame that may need it: the
+    latest of its group of pictures (keyframe to keyframe, in decoding order) and of the next
+    group's leading frames (shown before that group's keyframe, which may refer back to this
+    group). None where frames may not be skipped: in the last group, and before a keyframe
+    that does not start clean (_starts_clean). Packets are read one group ahead (cheap to
+    read, small to hold; a group over _GOP_CAP bytes goes on without a time)."""
+    tb = stream.time_base
+
+    def seconds(packet: Any) -> float | None:
+        return None if packet.pts is None or not tb else float(packet.pts * tb)
+
+    group: list[Any] = []  # the group being read
+    held: list[Any] = []  # the group before it, until the next one's leading frames are read
+    latest = key = -math.inf
+    size, clean = 0, False
+    for packet in container.demux(stream):
+        t = seconds(packet)
+        if packet.is_keyframe and group and t is not None and not held:
+            held, key = group, t
+            latest = max((x for x in map(seconds, group) if x is not None), default=math.inf)
+            clean = _starts_clean(packet, stream)
+            group, size = [], 0
+        group.append(packet)
+        size += packet.size
+        if held and (t is None or t > key or len(group) > _LEADING_MAX):
+            lead = [x for x in map(seconds, group) if x is not None and x < key]
+            bound = max([latest, *lead]) if clean else None
+            yield from ((p, bound) for p in held)
+            held = []
+        if size > _GOP_CAP:
+            yield from ((p, None) for p in held + group)
+            held, group, size = [], [], 0
+    yield from ((p, None) for p in held + group)
 
 
 def prefetch(items: Iterator[Any], ahead: int) -> Iterator[Any]:

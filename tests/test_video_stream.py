@@ -1,0 +1,69 @@
+"""VideoStream's decoding shortcuts: groups of pictures that hold no wanted frame are not
+decoded, and the frames chosen are exactly those a decode without the shortcut chooses, in an
+MP4 (length-prefixed H.264), an MPEG-TS (Annex B) and an open-GOP stream (no shortcut there:
+FFmpeg's H.264 decoder gave frames out of order after skipping before such a keyframe)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+
+W, H, FPS, SECONDS = 160, 96, 10, 6
+
+
+def _clip(path: Path, options: dict[str, str]) -> Path:
+    """Every frame different (a moving bar on noise), so a wrong frame shows in its pixels."""
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=FPS)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.options = {"crf": "20", "preset": "veryfast", **options}
+        for i in range(FPS * SECONDS):
+            img = rng.integers(0, 60, (H, W, 3), dtype=np.uint8)
+            img[:, (i * 3) % W:(i * 3) % W + 8] = 255
+            for packet in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in s.encode():
+            out.mux(packet)
+    return path
+
+
+def _chosen(path: Path, every: float) -> tuple[list[tuple[int, float, str]], int]:
+    from facegender.io.video import frame_image
+    from facegender.io.video_stream import VideoStream
+
+    stream = VideoStream(str(path), every=every)
+    out = []
+    for s in stream:
+        pixels = np.asarray(frame_image(s.picture)).tobytes()
+        out.append((s.groups["frame"], s.groups["timestamp"], hashlib.md5(pixels).hexdigest()))
+        s.release()
+    assert stream.error is None
+    return out, stream.frames
+
+
+@pytest.mark.parametrize("name,options,skips", [
+    ("gop5.mp4", {"g": "5"}, True),
+    ("gop5.ts", {"g": "5"}, True),
+    ("open_gop.mkv", {"g": "15", "x264-params": "open-gop=1:scenecut=0"}, False),
+])
+def test_groups_without_a_wanted_frame_are_skipped_and_the_frames_are_the_same(
+        tmp_path, monkeypatch, name, options, skips):
+    import facegender.io.video_stream as vs
+
+    clip = _clip(tmp_path / name, options)
+    for every in (1.0, 2.0):
+        fast, decoded = _chosen(clip, every)
+        with monkeypatch.context() as m:  # the same stream, nothing skipped
+            m.setattr(vs, "_starts_clean", lambda packet, stream: False)
+            full, all_decoded = _chosen(clip, every)
+        assert fast == full
+        # (non-reference frames are not decoded: a chosen frame may be a frame or two late)
+        assert len(fast) == int(SECONDS / every)
+        assert all(every * i <= t < every * i + 3 / FPS for i, (_, t, _) in enumerate(fast))
+        assert (decoded < all_decoded) == skips, (decoded, all_decoded)
