@@ -241,9 +241,11 @@ def _predict_ray(args: argparse.Namespace) -> int:
 
     if not args.out:
         raise FaceGenderError("--engine ray writes Parquet partitions: give --out DIR")
-    if args.save_crops or args.annotate:
-        raise FaceGenderError("--save-crops / --annotate run with the local engine only")
-    if args.track or args.keyframes or args.detect_period:
+    tracking = args.track or args.keyframes or args.detect_period
+    if args.save_crops or (args.annotate and not tracking):
+        raise FaceGenderError("--save-crops / --annotate (of photos) run with the local engine "
+                              "only")
+    if tracking:
         return _track_ray(args)
     res = predict_ray(args.inputs if len(args.inputs) > 1 else args.inputs[0], args.out, args.model,
                       workers=args.ray_workers, ray_address=args.ray_address, batch_size=args.batch_size,
@@ -265,16 +267,23 @@ def _predict_ray(args: argparse.Namespace) -> int:
 def _track_ray(args: argparse.Namespace) -> int:
     """predict --engine ray --track: one Ray task per video into --out (scale/ray_tracks.py);
     --csv / --json / --tracks-csv / --summary / --summary-csv / --timeline from its files."""
-    from .cli_tracks import frame_writer, predictor_options, say_left_out, video_every, write_summaries
+    from .cli_tracks import (
+        export_targets,
+        export_video,
+        frame_writer,
+        predictor_options,
+        say_left_out,
+        video_every,
+        write_summaries,
+    )
     from .infer.video_tracks import TRACK_ROW_FIELDS
     from .io.writers import RowWriter
     from .scale.ray_tracks import read_frames, read_tracks, track_ray
 
-    if args.subtitles:
-        raise FaceGenderError("--subtitles runs with the local engine only")
     if args.keyframes and args.detect_period:
         raise FaceGenderError("--keyframes and --detect-period choose frames differently: "
                               "give one")
+    export_targets(args)
     opts = predictor_options(args)
     res = track_ray(args.inputs, args.out, args.model, workers=args.ray_workers,
                     ray_address=args.ray_address, batch_size=args.batch_size,
@@ -290,6 +299,8 @@ def _track_ray(args: argparse.Namespace) -> int:
     if args.tracks_csv:
         with RowWriter(args.tracks_csv, "csv", TRACK_ROW_FIELDS) as w:
             w.write(list(read_tracks(args.out)))
+    for v in res.tracked:  # --subtitles / --annotate, from each video's rebuilt timeline
+        export_video(args, v, len(res.tracked))
     write_summaries(args, res.tracked, res.summary)
     say_left_out(res.left_out)
     print(f"{res.videos} videos in {args.out} ({res.skipped_videos} already there); this run: "

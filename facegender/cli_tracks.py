@@ -63,6 +63,29 @@ def _track_target(spec: str, video: str, n_videos: int) -> Path:
     return path if n_videos == 1 else path.with_name(f"{path.stem}_{stem}{path.suffix}")
 
 
+def export_targets(a: argparse.Namespace) -> None:
+    """Check --subtitles / --annotate before any video is tracked: a .ass file that may be
+    written, else folders made (io.targets refuses an input, a file in the way)."""
+    from .io.targets import file_target, folder_target
+
+    if a.subtitles and _is_ass(a.subtitles):
+        file_target(a.subtitles, "--subtitles", a.inputs)
+    for folder in (a.annotate, a.subtitles if a.subtitles and not _is_ass(a.subtitles) else None):
+        if folder:
+            folder_target(folder, inputs=a.inputs).mkdir(parents=True, exist_ok=True)
+
+
+def export_video(a: argparse.Namespace, v: Any, n_videos: int) -> None:
+    """A tracked video's --subtitles (ASS) and --annotate (MP4) files, where asked and it has
+    frames: the local engine's and the Ray engine's (from each video's rebuilt timeline)."""
+    from .infer.video_export import write_annotated_video, write_ass
+
+    if a.subtitles and v.times:
+        write_ass(v, _track_target(a.subtitles, v.path, n_videos))
+    if a.annotate and v.times:
+        write_annotated_video(v, Path(a.annotate) / f"{Path(v.path).stem}.tracks.mp4")
+
+
 def frame_writer(target: Any, fmt: str) -> Any:
     """A RowWriter of tracked frame rows: the face record and its track's columns."""
     from .infer.records import CSV_FIELDS, RECORD_FIELDS
@@ -109,7 +132,6 @@ def predict_tracks(a: argparse.Namespace) -> int:
     """`predict --track`: each video's faces as tracks, with their rows, summary and exports."""
     import signal
 
-    from .infer.video_export import write_annotated_video, write_ass
     from .infer.video_tracks import (
         TRACK_ROW_FIELDS,
         frame_rows,
@@ -118,7 +140,6 @@ def predict_tracks(a: argparse.Namespace) -> int:
         track_video,
     )
     from .io.files import display_name
-    from .io.targets import file_target, folder_target
     from .io.writers import RowWriter, close_all, raise_interrupt
 
     if a.keyframes and a.detect_period:
@@ -128,11 +149,7 @@ def predict_tracks(a: argparse.Namespace) -> int:
     if not videos:
         raise FaceGenderError("--track: no video file among the inputs")
     # (check_targets has refused every other output file that is an input or cannot be written)
-    if a.subtitles and _is_ass(a.subtitles):
-        file_target(a.subtitles, "--subtitles", a.inputs)
-    for folder in (a.annotate, a.subtitles if a.subtitles and not _is_ass(a.subtitles) else None):
-        if folder:
-            folder_target(folder, inputs=a.inputs).mkdir(parents=True, exist_ok=True)
+    export_targets(a)
     pred = predictor_from(a)
     every = None if a.keyframes or a.detect_period else video_every(a)
     to_stdout = "-" in (a.csv_out, a.json_out)
@@ -155,10 +172,7 @@ def predict_tracks(a: argparse.Namespace) -> int:
                     w.write(chunk)
             if tracks_out:
                 tracks_out.write(list(track_rows(v)))
-            if a.subtitles and v.times:
-                write_ass(v, _track_target(a.subtitles, path, len(videos)))
-            if a.annotate and v.times:
-                write_annotated_video(v, Path(a.annotate) / f"{Path(path).stem}.tracks.mp4")
+            export_video(a, v, len(videos))
             labels = [v.labels[t.id] for t in v.tracks]
             print(f"{display_name(path)}: " + (f"failed: {v.error}" if v.error and not v.times
                   else f"{len(v.times)} frames, {len(v.tracks)} tracks ("

@@ -136,3 +136,30 @@ def test_cli_engine_ray_track(ray_address, videos, tmp_path, capsys):
     assert "2 videos in" in capsys.readouterr().err
     # the timeline, drawn from the tracks rebuilt from each video's JSON: a face per track
     assert files["t.html"].read_text().count('<image href="data:image/jpeg;base64,') == 3
+
+
+def test_cli_engine_ray_track_writes_subtitles_and_annotated_videos(ray_address, videos, tmp_path,
+                                                                    capsys):
+    """--subtitles and --annotate on the Ray engine: the files the local engine writes for the
+    same videos, from each video's rebuilt timeline (the subtitles byte for byte; the MP4 with
+    every frame of the video)."""
+    import av
+
+    args = [str(videos / "a.mp4"), str(videos / "b.mp4"), "--track", "--every", str(EVERY), "-q"]
+    local, ray = tmp_path / "local", tmp_path / "ray"
+    for where, extra in ((local, []), (ray, ["--engine", "ray", "--out", str(tmp_path / "out")])):
+        code = main(["predict", *args, *extra, "--subtitles", str(where / "subs"),
+                     "--annotate", str(where / "mp4"), "--format", "json"])
+        assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    for name, captions in (("a", 6 * 2), ("b", 4)):  # a caption per track and sampled frame
+        ass = (ray / "subs" / f"{name}.ass").read_text()
+        assert ass == (local / "subs" / f"{name}.ass").read_text()
+        assert ass.count("Dialogue: 1,") == captions and "female" in ass
+        with av.open(str(ray / "mp4" / f"{name}.tracks.mp4")) as got, \
+                av.open(str(videos / f"{name}.mp4")) as src:
+            assert got.streams.video[0].frames == src.streams.video[0].frames > 0
+    # photos drawn: still the local engine's
+    assert main(["predict", str(videos / "notes.txt"), "--engine", "ray", "--out",
+                 str(tmp_path / "o2"), "--annotate", str(tmp_path / "ann")]) != 0
+    assert "run with the local engine only" in capsys.readouterr().err
