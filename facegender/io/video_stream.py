@@ -5,6 +5,9 @@ and seeking: right for a few frames of a long video, wrong for many frames (ever
 from the previous keyframe again). `VideoStream` decodes the file once, front to back, and
 hands on the frames chosen by time (`every` seconds), by count (every `period`-th frame) or the
 keyframes only (`keyframes`: the decoder skips every other frame, so nothing else is decoded).
+Chosen by time, frames apart, the decoder also skips the groups of pictures, or their tails,
+that hold no wanted frame (`_gop_ahead`: packets are read one group ahead), where the next
+keyframe starts clean; the frames chosen are the same as with every group decoded.
 The times of the frames it passes over are kept (two numbers a frame) so the frames between
 two chosen ones can be given rows later. Decoding runs in a thread of its own, a few frames
 ahead, so it overlaps detection and classification; memory stays flat over any length.
