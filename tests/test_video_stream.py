@@ -33,7 +33,8 @@ def _clip(path: Path, options: dict[str, str]) -> Path:
     return path
 
 
-def _chosen(path: Path, every: float) -> tuple[list[tuple[int, float, str]], int]:
+def _chosen(path: Path, every: float, error: str | None = None
+            ) -> tuple[list[tuple[int, float, str]], int]:
     from facegender.io.video import frame_image
     from facegender.io.video_stream import VideoStream
 
@@ -43,7 +44,7 @@ def _chosen(path: Path, every: float) -> tuple[list[tuple[int, float, str]], int
         pixels = np.asarray(frame_image(s.picture)).tobytes()
         out.append((s.groups["frame"], s.groups["timestamp"], hashlib.md5(pixels).hexdigest()))
         s.release()
-    assert stream.error is None
+    assert stream.error == error
     return out, stream.frames
 
 
@@ -67,3 +68,23 @@ def test_groups_without_a_wanted_frame_are_skipped_and_the_frames_are_the_same(
         assert len(fast) == int(SECONDS / every)
         assert all(every * i <= t < every * i + 3 / FPS for i, (_, t, _) in enumerate(fast))
         assert (decoded < all_decoded) == skips, (decoded, all_decoded)
+
+
+def test_a_damaged_stream_keeps_the_frames_read_ahead_of_the_damage(tmp_path, monkeypatch):
+    """Packets read ahead (a group of pictures) when demuxing fails are still decoded: the same
+    frames as without skipping, and the error says where the video broke off."""
+    import facegender.io.video_stream as vs
+
+    data = bytearray(_clip(tmp_path / "ok.ts", {"g": "5"}).read_bytes())
+    at, hole = len(data) // 3, len(data) * 2 // 5  # (MPEG-TS resyncs past shorter holes)
+    data[at:at + hole] = bytes(hole)
+    holed = tmp_path / "holed.ts"
+    holed.write_bytes(bytes(data))
+    stream = vs.VideoStream(str(holed), every=1.0)
+    frames = list(stream)
+    assert stream.error and stream.error.startswith("decoding stopped at ")
+    fast, _ = _chosen(holed, 1.0, stream.error)
+    with monkeypatch.context() as m:
+        m.setattr(vs, "_starts_clean", lambda packet, stream: False)
+        full, _ = _chosen(holed, 1.0, stream.error)
+    assert fast == full and 1 <= len(fast) == len(frames) < SECONDS

@@ -132,6 +132,7 @@ class VideoStream:
         self.bad_packets = 0
         self.error: str | None = None
         self._wanted = -math.inf  # the earliest time (from the first frame) still wanted
+        self._reached = 0.0  # the latest packet's time (from the first frame) read so far
 
     def _decode(self) -> Iterator[tuple[int, float, Any]]:
         """(frame number, seconds from the first frame, frame) of every decoded frame. A packet
@@ -162,6 +163,8 @@ class VideoStream:
                 skip = latest is not None and t0 is not None and self._wanted > latest - t0
                 if skip != skipping:
                     ctx.skip_frame, skipping = ("ALL" if skip else "NONREF"), skip
+                if packet.pts is not None and t0 is not None and stream.time_base:
+                    self._reached = max(self._reached, float(packet.pts * stream.time_base) - t0)
                 try:
                     frames = packet.decode()
                 except av.error.InvalidDataError:
@@ -198,7 +201,9 @@ class VideoStream:
                 yield FrameSample(ref=self.path, groups={"frame": number, "timestamp": t},
                                   picture=frame)
         except av.error.FFmpegError as exc:
-            self.error = f"decoding stopped after {self.frames} frames ({exc.strerror or exc})"
+            # where the video broke off (the packets read), not the frames decoded: some skipped
+            at = max(self._reached, max(self.times.values(), default=0.0))
+            self.error = f"decoding stopped at {at:.2f} s ({exc.strerror or exc})"
         else:
             if self.bad_packets:
                 self.error = f"{self.bad_packets} corrupt packets skipped"
@@ -261,7 +266,15 @@ def _gop_ahead(container: Any, stream: Any) -> Iterator[tuple[Any, float | None]
     held: list[Any] = []  # the group before it, until the next one's leading frames are read
     latest = key = -math.inf
     size, clean = 0, False
-    for packet in container.demux(stream):
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except Exception:  # a demuxing error: what was read before it is decoded first
+            yield from ((p, None) for p in held + group)
+            raise
         t = seconds(packet)
         if packet.is_keyframe and group and t is not None and not held:
             held, key = group, t
