@@ -88,3 +88,38 @@ def test_a_damaged_stream_keeps_the_frames_read_ahead_of_the_damage(tmp_path, mo
         m.setattr(vs, "_starts_clean", lambda packet, stream: False)
         full, _ = _chosen(holed, 1.0, stream.error)
     assert fast == full and 1 <= len(fast) == len(frames) < SECONDS
+
+
+@pytest.mark.parametrize("name,options", [("gop12.mp4", {"g": "12"}),
+                                          ("open_gop.mkv", {"g": "25", "x264-params": "open-gop=1"})])
+def test_seeking_frames_share_open_files_and_skip_unused_frames_with_the_same_pixels(
+        tmp_path, name, options):
+    """`predict --every` (read_video: a seek per frame) decodes in one open container per
+    thread and skips non-reference frames before each target: every frame's pixels equal a
+    fresh open and full decode's, in threads too, and a pickled frame decodes alone."""
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    from facegender.io.video import _seek_frame, frame_image, read_video
+
+    clip = _clip(tmp_path / name, options)
+
+    def md5(img) -> str:
+        return hashlib.md5(np.asarray(img).tobytes()).hexdigest()
+
+    def fresh(sample) -> str:
+        with av.open(str(clip)) as container:
+            return md5(frame_image(_seek_frame(container, sample.groups["timestamp"], False)))
+
+    samples = read_video(clip, every=0.7).samples
+    assert len(samples) == 9
+    want = [fresh(s) for s in samples]
+    assert len(set(want)) == len(want)  # every frame different: a wrong pick shows
+    assert [md5(s.read_image()) for s in samples] == want
+    opened = samples[0].containers
+    assert opened is not None and len(opened._open) == 1  # one file open for all nine
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(lambda s: md5(s.read_image()), samples[::-1])) == want[::-1]
+    assert len(opened._open) <= 3
+    alone = pickle.loads(pickle.dumps(samples[4]))
+    assert alone.containers is None and md5(alone.read_image()) == want[4]
