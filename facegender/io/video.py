@@ -213,7 +213,10 @@ class _Containers:
 
     def __del__(self) -> None:
         for container in self._open.values():
-            container.close()
+            try:
+                container.close()
+            except Exception:  # at interpreter exit PyAV may be gone already: nothing to free
+                pass
 
 
 @dataclass
