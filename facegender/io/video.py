@@ -4,6 +4,8 @@
 Each frame Sample carries its frame number and time (groups "frame", "timestamp"), which every
 face record of that frame repeats. The Predictor takes a frame as pixels (`read_image`, within
 the pixel limit), not encoded again; `read_bytes` gives it as PPM for callers that want bytes.
+A frame is found by a seek in an open container of the file, one per thread, which the file's
+frames share (`_Containers`).
 """
 
 from __future__ import annotations
