@@ -1,7 +1,7 @@
 """Video speed as a media study needs it: the real-time factor (seconds of video per second of
 wall time) of `facegender.track` and of plain `predict` on videos, at 720p and 1080p.
 
-    python benchmarks/video.py [--seconds 20] [--sizes 720,1080] [--models fast,accurate]
+    PYTHONPATH=. python benchmarks/video.py [--seconds 20] [--sizes 720,1080] [--models fast,accurate]
                                [--rounds 1] [--gop 2] [--work DIR]
 
 The videos are made here (not timed): `--seconds` of 25 fps H.264 (libx264, CRF 23, keyframe
