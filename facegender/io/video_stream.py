@@ -33,7 +33,7 @@ from .video import frame_image, frame_scaled
 _AHEAD = 8  # decoded frames waiting for the predictor
 _SKIP_APART = 10  # frames between chosen ones from which non-reference frames are skipped
 _MAX_BAD = 50  # undecodable packets in a row before a video is given up
-_GOP_CAP = 64 << 20  # bytes of packets read ahead to find where the next keyframe is
+_GOP_CAP = 32 << 20  # bytes of packets read ahead to find the next keyframe (then not skipped)
 _LEADING_MAX = 16  # packets after a keyframe searched for frames shown before it
 
 
