@@ -1,7 +1,8 @@
 """VideoStream's decoding shortcuts: groups of pictures that hold no wanted frame are not
 decoded, and the frames chosen are exactly those a decode without the shortcut chooses, in an
-MP4 (length-prefixed H.264), an MPEG-TS (Annex B) and an open-GOP stream (no shortcut there:
-FFmpeg's H.264 decoder gave frames out of order after skipping before such a keyframe)."""
+MP4 (length-prefixed H.264), an MPEG-TS (Annex B), a VP8 WebM and an open-GOP stream (no
+shortcut there: FFmpeg's H.264 decoder gave frames out of order after skipping before such a
+keyframe); and read_video's seeking frames, which share open files."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ av = pytest.importorskip("av")
 W, H, FPS, SECONDS = 160, 96, 10, 6
 
 
-def _clip(path: Path, options: dict[str, str]) -> Path:
+def _clip(path: Path, options: dict[str, str], codec: str = "libx264") -> Path:
     """Every frame different (a moving bar on noise), so a wrong frame shows in its pixels."""
     rng = np.random.default_rng(0)
     with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=FPS)
+        s = out.add_stream(codec, rate=FPS)
         s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        s.options = {"crf": "20", "preset": "veryfast", **options}
+        s.options = {"crf": "20", "preset": "veryfast", **options} if codec == "libx264" else {
+            "crf": "30", "b": "0", "deadline": "realtime", **options}
         for i in range(FPS * SECONDS):
             img = rng.integers(0, 60, (H, W, 3), dtype=np.uint8)
             img[:, (i * 3) % W:(i * 3) % W + 8] = 255
@@ -52,12 +54,16 @@ def _chosen(path: Path, every: float, error: str | None = None
     ("gop5.mp4", {"g": "5"}, True),
     ("gop5.ts", {"g": "5"}, True),
     ("open_gop.mkv", {"g": "15", "x264-params": "open-gop=1:scenecut=0"}, False),
+    ("vp8.webm", {"g": "5"}, True),
 ])
 def test_groups_without_a_wanted_frame_are_skipped_and_the_frames_are_the_same(
         tmp_path, monkeypatch, name, options, skips):
     import facegender.io.video_stream as vs
 
-    clip = _clip(tmp_path / name, options)
+    codec = "libvpx" if name.endswith(".webm") else "libx264"
+    if codec not in av.codecs_available:
+        pytest.skip(f"this PyAV has no {codec} encoder")
+    clip = _clip(tmp_path / name, options, codec)
     for every in (1.0, 2.0):
         fast, decoded = _chosen(clip, every)
         with monkeypatch.context() as m:  # the same stream, nothing skipped

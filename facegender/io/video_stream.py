@@ -234,9 +234,10 @@ def _nal_types(data: bytes, codec: str, length_size: int) -> Iterator[int]:
 def _starts_clean(packet: Any, stream: Any) -> bool:
     """Whether decoding may start afresh at this keyframe when frames before it were skipped:
     an H.264 / HEVC IDR picture (after a recovery-point keyframe FFmpeg's H.264 decoder, frames
-    before it skipped, gave frames out of order here), an MPEG-1/2 keyframe; other codecs no."""
+    before it skipped, gave frames out of order here), an MPEG-1/2 or VP8 keyframe; other
+    codecs no (FFmpeg's VP9 decoder here ignored skip_frame anyway)."""
     codec = stream.codec_context.name
-    if codec in ("mpeg1video", "mpeg2video"):
+    if codec in ("mpeg1video", "mpeg2video", "vp8"):
         return True
     if codec not in ("h264", "hevc"):
         return False
