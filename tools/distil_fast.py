@@ -431,7 +431,7 @@ def finish(a, provenance: list[dict], val: list) -> None:
                 "views": VIEWS, "balance": BALANCE, "val_fraction": VAL_FRACTION,
                 "selection": "best epoch by the worst source's balanced accuracy on val "
                              "(fairface540 never looked at)",
-                "teacher_faces": state["teacher_faces"], "best_epoch": state["best_epoch"],
+                "teacher_faces": state.get("teacher_faces"), "best_epoch": state["best_epoch"],
                 "val_worst_source": round(state["best"], 4)},
         data={"train": {"source": sorted(used), "images": sum(used.values()), "classes": used,
                         "drop": DROP},
