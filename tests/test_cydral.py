@@ -1,7 +1,7 @@
 """dlib's CC0 gender classifier in PyTorch (models/cydral_gender.py): it reads real faces, the
 32 px chip the accurate model cuts inside its network gives the answers dlib's own chip gives,
 the chip is an exact box-filter resize, and the combined network is the model plus the
-weighted expert."""
+weighted expert; the fast pair's expert reads its 64 px crop as it reads its own 32 px chip."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from facegender.models.cydral_gender import (  # noqa: E402
     CHIP_INNER,
     WEIGHTS_FILE,
     CydralGenderNet,
+    StudentWithCydral,
     WithCydral,
     load_expert,
 )
@@ -112,6 +113,51 @@ def test_combined_network_is_model_plus_weighted_expert():
         want = net.base(x) + 0.4 * net.expert(net.chip(x))
         assert torch.allclose(net(x), want, atol=1e-5)
         assert (net.expert(net.chip(x)).abs() > 1e-3).any()
+
+
+def test_pair_mixes_student_and_expert_logits_at_any_side():
+    torch.manual_seed(0)
+    net = build_model("mobilenetv3_small_cydral", 2, pretrained=True).eval()
+    net.student_weight.fill_(0.7)
+    net.weight.fill_(0.4)
+    net.offset.copy_(torch.tensor([0.0, 0.3]))
+    for side in (48, 64):
+        x = torch.randn(2, 3, side, side) * 0.3
+        with torch.inference_mode():
+            chip = net.chip(x)
+            want = 0.7 * net.student(x) + 0.4 * net.expert(chip) + torch.tensor([0.0, 0.3])
+            assert torch.allclose(net(x), want, atol=1e-5)
+        assert chip.shape[-2:] == (CHIP, CHIP)
+        # every 32 px pixel is the mean of its footprint: the chip of a constant is that constant
+        assert torch.allclose(net.chip(torch.full((1, 3, side, side), 0.25)), torch.tensor(0.25))
+
+
+def test_pair_expert_reads_its_crop_as_its_own_chip():
+    """The fast crop cut at 64 px and area-reduced inside the pair gives dlib's network the
+    answers it gives on the same crop cut at 32 px (real faces)."""
+    from facegender.models.modelfile import load_config
+
+    cfg32 = load_config("fast")
+    cfg64 = load_config("fast")
+    cfg32.input_size, cfg64.input_size = CHIP, 2 * CHIP
+    detector, policy = FaceDetector(), CropPolicy.from_dict(cfg32.crop)
+    pair = StudentWithCydral(torch.nn.Identity(), load_expert())
+    ys, direct, pooled = [], [], []
+    for y, img in _fairface():
+        found = detect_and_crop(Image.fromarray(img), detector, policy, largest=True)
+        if not found:
+            continue
+        direct.append(to_array(found[0][1], cfg32))
+        x64 = torch.from_numpy(to_array(found[0][1], cfg64)[None])
+        pooled.append(pair.chip(x64)[0].numpy())
+        ys.append(y)
+    ys = np.array(ys)
+    assert len(ys) >= 55
+    p_direct = _p_male(pair.expert, np.stack(direct))
+    p_pooled = _p_male(pair.expert, np.stack(pooled))
+    assert ((p_pooled >= 0.5) == ys).mean() >= 0.7
+    assert ((p_pooled >= 0.5) == (p_direct >= 0.5)).mean() >= 0.9
+    assert np.median(np.abs(p_pooled - p_direct)) <= 0.05
 
 
 def test_shipped_expert_weights_are_the_converted_network():

