@@ -17,8 +17,8 @@ ARCHITECTURES: dict[str, str] = {
     "dlib_resnet_mlp": "dlib_resnet with a 256-unit MLP head",
     "dlib_resnet_cydral": "dlib_resnet plus dlib's gender classifier as a second opinion",
     "cydral_gender": "dlib's CC0 gender classifier alone (32 px chip)",
-    "mobilenetv3_small_cydral": "MobileNetV3-Small on the same chip at 64 px plus dlib's gender "
-                                "classifier, logits mixed (the fast model)",
+    "mobilenetv3_small_cydral": "MobileNetV3-Small on dlib's chip at 48-80 px plus dlib's gender "
+                                "classifier, logits mixed (tools/distil_fast.py --pair)",
     "faceres": "HSE FaceRes-deep (MobileNet-v1 on VGGFace2 identities, 224 px) with a linear head",
     "faceres_fusion": "FaceRes-deep + dlib_resnet_cydral fused by one head (the accurate model; "
                       "assembled by tools/make_fusion_model.py)",

