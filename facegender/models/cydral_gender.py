@@ -159,9 +159,10 @@ class WithCydral(nn.Module):
 
 
 class StudentWithCydral(nn.Module):
-    """A fast model as a pair (tools/distil_fast.py --pair; measured, not shipped): a student network on the cydral crop at a larger size plus
-    dlib's gender classifier on the same crop area-reduced to its 32 px chip inside the network
-    (one crop, one normalisation, so the ONNX export needs nothing special), logits mixed as
+    """A fast model as a pair (tools/distil_fast.py --pair; measured, not shipped): a student
+    network on the cydral crop at a larger size plus dlib's gender classifier on the same crop
+    area-reduced to its 32 px chip inside the network (one crop, one normalisation, so the ONNX
+    export needs nothing special), logits mixed as
     ``student_weight * student + weight * expert + offset`` (weights fitted on validation
     faces by tools/distil_fast.py's pair stage)."""
 
