@@ -1,7 +1,7 @@
 """Face detection where media frames need it: recall by face size in wide frames, the 4-face
 collage, and false faces on face-free images, for each `--detector` setting, with ms per frame.
 
-    python benchmarks/detection.py [--faces 24] [--sizes 16,24,32,48,64,96] [--empty 20]
+    python benchmarks/detection.py [--faces 24] [--sizes 16,24,32,48,64,96] [--empty 100]
                                    [--detectors short,wide,auto]
 
 Frames (made here, not timed): 1280x720, a background cut from a real photo (the corner of a
@@ -115,7 +115,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--faces", type=int, default=24, help="faces per size")
     ap.add_argument("--sizes", default="16,24,32,48,64,96")
-    ap.add_argument("--empty", type=int, default=20, help="face-free images")
+    ap.add_argument("--empty", type=int, default=100, help="face-free images")
     ap.add_argument("--detectors", default="short,wide,auto")
     a = ap.parse_args()
     from video import cpu_flags, cpu_model

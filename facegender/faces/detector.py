@@ -237,18 +237,33 @@ def could_be_a_face(image: Image.Image) -> bool:
     return luma >= _WHOLE_MIN_LUMA_STD and rough < _WHOLE_MAX_ROUGHNESS and hue < _HUE_SHARE
 
 
-def _hue_share(image: Image.Image, b: np.ndarray) -> float:
-    """Colour (Cb, Cr) variation over brightness variation in the middle of box b: skin and
-    shading vary mostly in brightness, random colour noise as much in hue."""
+def _middle_ycc(image: Image.Image, b: np.ndarray) -> np.ndarray | None:
+    """The middle 60% of box b (eyes, nose, mouth) as 32x32 YCbCr floats; None when it lies
+    outside the image."""
     w, h = b[2] - b[0], b[3] - b[1]
     x0, y0 = max(0.0, b[0] + 0.2 * w), max(0.0, b[1] + 0.2 * h)
     x1, y1 = min(image.width, b[2] - 0.2 * w), min(image.height, b[3] - 0.2 * h)
-    if x1 - x0 < 1 or y1 - y0 < 1:  # the middle of the box lies outside the image
-        return 0.0
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        return None
     inner = (float(x0), float(y0), float(x1), float(y1))
-    ycc = np.asarray(image.resize((32, 32), Image.BILINEAR, box=inner).convert("YCbCr"),
-                     np.float32)
+    return np.asarray(image.resize((32, 32), Image.BILINEAR, box=inner).convert("YCbCr"),
+                      np.float32)
+
+
+def _hue_share(image: Image.Image, b: np.ndarray) -> float:
+    """Colour (Cb, Cr) variation over brightness variation in the middle of box b: skin and
+    shading vary mostly in brightness, random colour noise as much in hue."""
+    ycc = _middle_ycc(image, b)
+    if ycc is None:
+        return 0.0
     return float(np.hypot(ycc[..., 1].std(), ycc[..., 2].std()) / (ycc[..., 0].std() + 1.0))
+
+
+def middle_luma_std(image: Image.Image, b: np.ndarray) -> float:
+    """Brightness variation in the middle of box b: eyes, brows and mouth give every face some;
+    a flat blob has none."""
+    ycc = _middle_ycc(image, b)
+    return float(ycc[..., 0].std()) if ycc is not None else 0.0
 
 
 def detector_session(model_path: Path, threads: int | None = None) -> Any:

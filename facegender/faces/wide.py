@@ -34,6 +34,7 @@ from .detector import (
     context_window,
     detector_session,
     match_box,
+    middle_luma_std,
     weighted_nms,
 )
 from .kinds import DETECTORS
@@ -72,6 +73,11 @@ _CONFIRM = 0.56
 # gate (mirror look, colouring, a look with context; detector.py): with it, 23/24 and 24/24
 # again and still no face on the face-free images (without it, one on blurred colour blobs).
 _FINE_SHARE = 0.6
+# A confirmed face must show some brightness variation in its middle (eyes, brows, mouth):
+# blurred flat colour discs passed every other check (3 of 100 face-free frames of
+# benchmarks/detection.py; middle luma std 0-5.1) where real faces found by either detector on
+# fairface540, AAF, kinfacew, fiw test photos and the benchmark's 16-96 px frames gave >= 7.8.
+_MIN_MIDDLE_LUMA_STD = 6.5
 
 
 @lru_cache(maxsize=8)
@@ -199,7 +205,8 @@ class WideFaceDetector:
         out = []
         for (b, s, _), (boxes, sc, kps) in zip(merged, looks, strict=True):
             j = match_box(b, boxes, sc)
-            if j is None or sc[j] < _CONFIRM:
+            if j is None or sc[j] < _CONFIRM or \
+                    middle_luma_std(image, boxes[j]) < _MIN_MIDDLE_LUMA_STD:
                 continue
             strict = s < self.score_threshold or max(b[2] - b[0], b[3] - b[1]) > fine_max
             if strict and sc[j] < SURE_SCORE and \
