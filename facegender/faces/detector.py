@@ -212,7 +212,7 @@ def looks_doubtful(score: float | None, crop: Image.Image) -> bool:
     if score is None or score >= SURE_SCORE:
         return False
     w, h = crop.size
-    return _hue_share(crop, np.array([0.0, 0.0, w, h])) >= _HUE_SHARE
+    return looks_colour_noise(crop, np.array([0.0, 0.0, w, h]))
 
 
 # A crop-shaped image the detector found no face in is read whole only if its middle has some
@@ -257,6 +257,11 @@ def _hue_share(image: Image.Image, b: np.ndarray) -> float:
     if ycc is None:
         return 0.0
     return float(np.hypot(ycc[..., 1].std(), ycc[..., 2].std()) / (ycc[..., 0].std() + 1.0))
+
+
+def looks_colour_noise(image: Image.Image, b: np.ndarray) -> bool:
+    """Does the middle of box b vary more in hue than a face does (_HUE_SHARE)?"""
+    return _hue_share(image, b) >= _HUE_SHARE
 
 
 def middle_luma_std(image: Image.Image, b: np.ndarray) -> float:
@@ -509,7 +514,7 @@ class FaceDetector:
             return False
         agree = mirror_k is not None and own_k is not None and float(
             np.linalg.norm(mirror_k[:4] - own_k[:4], axis=1).mean()) <= _MIRROR_AGREE * size
-        noise_coloured = _hue_share(image, b) >= _HUE_SHARE
+        noise_coloured = looks_colour_noise(image, b)
         if not agree and noise_coloured:
             return False
         window = context_window(b, _CONTEXT_FILL)

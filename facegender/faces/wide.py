@@ -33,6 +33,7 @@ from .detector import (
     FaceDetector,
     context_window,
     detector_session,
+    looks_colour_noise,
     match_box,
     middle_luma_std,
     weighted_nms,
@@ -197,8 +198,10 @@ class WideFaceDetector:
         where it confirms the face (score >= _CONFIRM), nothing where it does not. A face
         short-range is not sure of there (< SURE_SCORE) must also pass its face-quality gate
         (mirror look, colouring, a look with context; detector.py) if it is a weak candidate
-        of the fine pass (_FINE_SHARE) or bigger than `fine_max`, so short-range's own whole
-        pass found it: as short-range alone, which draws false big boxes on texture."""
+        of the fine pass (_FINE_SHARE), bigger than `fine_max` (so short-range's own whole
+        pass found it: as short-range alone, which draws false big boxes on texture) or
+        coloured like noise in its middle (overlapping colour discs). A face whose middle is
+        flat (_MIN_MIDDLE_LUMA_STD) is no face."""
         if not merged:
             return []
         looks = self._short.run_windows(image, [context_window(b) for b, _, _ in merged])
@@ -208,7 +211,8 @@ class WideFaceDetector:
             if j is None or sc[j] < _CONFIRM or \
                     middle_luma_std(image, boxes[j]) < _MIN_MIDDLE_LUMA_STD:
                 continue
-            strict = s < self.score_threshold or max(b[2] - b[0], b[3] - b[1]) > fine_max
+            strict = s < self.score_threshold or max(b[2] - b[0], b[3] - b[1]) > fine_max \
+                or looks_colour_noise(image, boxes[j])
             if strict and sc[j] < SURE_SCORE and \
                     not self._short._plausible(image, boxes[j], kps[j], None):
                 continue
