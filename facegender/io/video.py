@@ -164,13 +164,18 @@ def _say_every_frame(every: float, rate: Fraction) -> None:
                     "every frame is classified", every, 1 / float(rate), float(rate))
 
 
+def _half_frame(stream: Any) -> float:
+    """Half a frame's duration in seconds: a frame within it of a time is the frame at it."""
+    return 0.5 / float(stream.average_rate or 25)
+
+
 def _seek_frame(container: Any, target: float, skip: bool) -> Any:
     """The first frame at or after `target` seconds (within half a frame), or the last one
     before it where the stream ends first: seeks to the keyframe at or before it, then decodes
     on. `skip`: frames before the target that no other frame refers to are not decoded (the
     frame found is the same; 10% of the CPU on the benchmark clip)."""
     stream = container.streams.video[0]
-    half = 0.5 / float(stream.average_rate or 25)
+    half = _half_frame(stream)
     ctx, tb = stream.codec_context, stream.time_base
     container.seek(int(target / tb), stream=stream, backward=True)
     picked = None
@@ -250,8 +255,8 @@ class VideoFrameSample(Sample):
         try:
             with (nullcontext(shared.get()) if shared else av.open(self.path)) as container:
                 picked = _seek_frame(container, target, skip=True)
-                if picked is None or (picked.time is not None and picked.time < target - 0.5 / (
-                        float(container.streams.video[0].average_rate or 25))):
+                if picked is None or (picked.time is not None and picked.time
+                                      < target - _half_frame(container.streams.video[0])):
                     # the stream ended before the target: its last frame, skipped ones included
                     picked = _seek_frame(container, target, skip=False) or picked
         except av.error.FFmpegError as exc:
