@@ -93,10 +93,14 @@ class FaceResNet(nn.Module):
         self.gender = nn.Linear(256, 1)
         self.age = nn.Linear(256, 100)
 
+    def trunk(self, x: torch.Tensor, blocks: int = len(BLOCKS)) -> torch.Tensor:
+        """Activations after the stem and the first `blocks` separable blocks (a tail tuned on
+        stored activations starts from them: tools/tune_faceres_tail.py)."""
+        return self.blocks[:blocks](F.relu6(self.stem(F.pad(x, _same_pad(2)))))
+
     def descriptor(self, x: torch.Tensor) -> torch.Tensor:
         """``global_pooling/Mean``: the 1024-d identity descriptor."""
-        x = F.relu6(self.stem(F.pad(x, _same_pad(2))))
-        return self.blocks(x).mean(dim=(2, 3))
+        return self.trunk(x).mean(dim=(2, 3))
 
     def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(descriptor (n, 1024), gender logit (n,) with sigmoid = P(male), age (n, 100))."""
