@@ -97,9 +97,11 @@ def ort_encoder(net: FaceResFusion, folder: Path, threads: int):
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", default="runs/fusion-store")
-    ap.add_argument("--celeba-train", type=int, default=5000)
+    ap.add_argument("--celeba-train", type=int, default=15000, help="undisputed CelebA train "
+                    "faces (the shipped head's store; 5000 before 2026-12-06, late)")
     ap.add_argument("--celeba-val", type=int, default=1500)
-    ap.add_argument("--aaf-train", type=int, default=4000)
+    ap.add_argument("--aaf-train", type=int, default=None, help="AAF train faces (default: all "
+                    "10,137; 4000 before 2026-12-06, late)")
     ap.add_argument("--aaf-test", type=int, default=1000, help="a stratified subset (benchmarks/"
                     "accuracy.py scores all of it)")
     ap.add_argument("--views", type=int, default=1, help="1: the face; 2: and its mirror image")
