@@ -56,9 +56,19 @@ def fusion_net() -> tuple[FaceResFusion, str]:
         dlib = dlib.dlib
     net = FaceResFusion(load_faceres(), dlib).eval()
     from facegender.models.faceres import WEIGHTS_FILE
-    wid = file_sha256(WEIGHTS_FILE)[:16] + "+" + file_sha256(
-        shipped_model_dir("accurate") / "model.safetensors")[:16]
-    return net, wid
+    return net, file_sha256(WEIGHTS_FILE)[:16] + "+" + module_sha256(dlib)[:16]
+
+
+def module_sha256(module: torch.nn.Module) -> str:
+    """Hash of a module's tensors (names, shapes, float32 values): the dlib part's id, so refitting
+    the shipped model's head, which leaves that part as it was, keeps the store valid."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(f"{name}{tuple(t.shape)}".encode())
+        h.update(t.detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 class _Features(torch.nn.Module):
