@@ -65,10 +65,8 @@ class _Trunk(torch.nn.Module):
         return self.net.trunk(x, CUT)
 
 
-def store_activations(acts: Path, threads: int, celeba_train: int, aaf_train: int, views: int
-                      ) -> None:
-    """Stage 1: the trunk's activations of every face of the fusion store's sets (views 2: and
-    of its mirror image)."""
+def store_activations(acts: Path, threads: int, celeba_train: int, aaf_train: int) -> None:
+    """Stage 1: the trunk's activations of every face of the fusion store's sets."""
     import onnxruntime as ort
 
     acts.mkdir(parents=True, exist_ok=True)
@@ -90,10 +88,8 @@ def store_activations(acts: Path, threads: int, celeba_train: int, aaf_train: in
     cfg = ModelConfig(arch="faceres_fusion", **fusion_config_fields())
     wid = f"{file_sha256(WEIGHTS_FILE)[:16]}-cut{CUT}"
     for name, samples in sets(celeba_train, 1500, aaf_train=aaf_train, aaf_test=1000):
-        trains = name.endswith("-train") or name in ("kinfacew", "fiw")  # sets with train faces
         fs = extract_features(samples, encode, cfg, acts, weights_id=wid, encoder="faceres.trunk",
-                              views=views if trains else 1, batch_size=32, workers=1,
-                              progress=False, what=name)
+                              views=1, batch_size=32, workers=1, progress=False, what=name)
         print(f"{name}: {len(samples)} faces, {int(fs.ok.sum())} with activations",
               file=sys.stderr, flush=True)
 
@@ -200,7 +196,7 @@ def readers(f_tr, y_tr, w_tr, c: float) -> dict[str, tuple]:
             "tuned logits + dlib logits (C=1)": head("faceres_logit+accurate_logit+cydral_logit", 1.0)}
 
 
-def load_acts(root: Path, views: int) -> dict[str, np.ndarray]:
+def load_acts(root: Path, views: int = 1) -> dict[str, np.ndarray]:
     """ref -> (views, 512, 14, 14) float16 (the store's own loader makes float32: 2x the RAM)."""
     import json
 
@@ -234,14 +230,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--celeba-train", type=int, default=5000, help="stage 1: CelebA train faces")
     ap.add_argument("--aaf-train", type=int, default=4000, help="stage 1: AAF train faces")
-    ap.add_argument("--views", type=int, default=1, choices=[1, 2], help="2: training faces' "
-                    "mirror images too, as more training rows")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    store_activations(a.acts, a.threads, a.celeba_train, a.aaf_train, a.views)
-    store, acts = load_store(a.cache), load_acts(a.acts, a.views)
+    store_activations(a.acts, a.threads, a.celeba_train, a.aaf_train)
+    store, acts = load_store(a.cache), load_acts(a.acts)
     sp = splits(store)
     f_tr, y_tr, s_tr, x_tr = with_acts(sp["train"], store, acts)
     f_va, y_va, s_va, x_va = with_acts(sp["val"], store, acts)
