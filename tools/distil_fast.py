@@ -183,18 +183,30 @@ def renormalise_first_conv(net, old_mean, old_std, new_mean, new_std) -> None:
         bn.running_mean.sub_(added)
 
 
+def init_provenance(a) -> dict | None:
+    """Where the student's starting weights come from (the model card's record)."""
+    if a.arch == "cydral_gender":
+        return PROVENANCE
+    if a.init is None:
+        return None
+    init = modelfile.load_config(a.init)
+    return {"init": str(a.init),
+            "init_weights_sha256": modelfile.file_sha256(Path(a.init) / modelfile.WEIGHTS_NAME),
+            "init_recipe": init.recipe.get("command", "")}
+
+
 def make_student(a, cfg):
     """The network to train: dlib's published 32 px network (its affine layers folded), or a
     registered arch started from a model folder's weights (--init) or from scratch."""
     if a.arch == "cydral_gender":
         net = load_expert().train()
         fold_affine(net)
-        return net, PROVENANCE
+        return net
     from facegender.models.registry import build_model
 
     net = build_model(a.arch, 2, pretrained=False)
     if a.init is None:
-        return net.train(), None
+        return net.train()
     init = modelfile.load_config(a.init)
     if init.arch != a.arch or list(init.labels) != list(cfg.labels):
         raise SystemExit(f"--init {a.init}: arch {init.arch} labels {init.labels}, not {a.arch}")
@@ -202,9 +214,7 @@ def make_student(a, cfg):
 
     net.load_state_dict(load_file(str(Path(a.init) / modelfile.WEIGHTS_NAME)))
     renormalise_first_conv(net, init.mean, init.std, cfg.mean, cfg.std)
-    sha = modelfile.file_sha256(Path(a.init) / modelfile.WEIGHTS_NAME)
-    return net.train(), {"init": str(a.init), "init_weights_sha256": sha,
-                         "init_recipe": init.recipe.get("command", "")}
+    return net.train()
 
 
 def jitter(x: torch.Tensor, gen: torch.Generator, strength: float = 1.0) -> torch.Tensor:
@@ -282,7 +292,7 @@ def fit(a, train, val) -> None:
         share[name] = float(value)
     w = balanced_weights([train[i] for i in keep], BALANCE, a.balance_power, share, 8.0)
     cfg = student_config(a.out, a.input_size)
-    net, _ = make_student(a, cfg)
+    net = make_student(a, cfg)
     if a.freeze_convs:  # the published network's features kept: only its two dense layers train
         for p in [*net.convs.parameters(), *net.scales, *net.offsets]:
             p.requires_grad_(False)
@@ -362,7 +372,7 @@ def pair_state(a, val) -> tuple[dict, dict]:
     vok = np.flatnonzero(store.ok)
     x, val_ok = store.features[vok, 0], [val[i] for i in vok]
     y = np.array([s.label == "male" for s in val_ok], np.int64)
-    student, _ = make_student(argparse.Namespace(**{**vars(a), "init": None}), None)
+    student = make_student(argparse.Namespace(**{**vars(a), "init": None}), None)
     from safetensors.torch import load_file
 
     student.load_state_dict(load_file(str(a.out / a.name / "best" / modelfile.WEIGHTS_NAME)))
@@ -414,7 +424,7 @@ def finish(a, provenance: list[dict], val: list) -> None:
     run = a.out / a.name
     state = json.loads((run / "checkpoints" / "last" / "state.json").read_text())
     base = student_config(a.out, a.input_size)
-    _, init = make_student(a, base)
+    init = init_provenance(a)
     arch, pair = a.arch, {}
     if a.pair:
         weights, pair = pair_state(a, val)

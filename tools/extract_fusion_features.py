@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -80,16 +81,16 @@ class _Features(torch.nn.Module):
         return self.net.features(x)
 
 
-def ort_encoder(net: FaceResFusion, folder: Path, threads: int):
-    """net.features as an onnxruntime session (depthwise convolutions run about twice as fast
-    as in torch on this CPU), fed one row at a time (the fastest here)."""
+def ort_encoder(module: Callable[[], torch.nn.Module], path: Path, threads: int):
+    """The network `module()` builds (one 224 px crop batch in, a tensor out) as an onnxruntime
+    session, exported to `path` once (built only then; depthwise convolutions run about twice
+    as fast as in torch on this CPU), fed one row at a time (the fastest here)."""
     import numpy as np
     import onnxruntime as ort
 
-    path = folder / "fusion-features.onnx"
     if not path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.onnx.export(_Features(net), torch.zeros(1, 3, 224, 224), str(path),
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.onnx.export(module().eval(), torch.zeros(1, 3, 224, 224), str(path),
                           input_names=["x"], output_names=["f"], dynamic_axes={"x": {0: "n"}},
                           opset_version=17, dynamo=False)
     so = ort.SessionOptions()
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     features.CHUNK = 256  # smaller parts: a stopped run loses less (the store reads any size)
     net, wid = fusion_net()
-    encode = ort_encoder(net, Path(a.cache), a.threads)
+    encode = ort_encoder(lambda: _Features(net), Path(a.cache) / "fusion-features.onnx", a.threads)
     cfg = ModelConfig(arch="faceres_fusion", **fusion_config_fields())
     for name, samples in sets(a.celeba_train, a.celeba_val, aaf_train=a.aaf_train,
                               aaf_test=a.aaf_test):

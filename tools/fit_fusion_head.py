@@ -63,12 +63,16 @@ def arrays(samples: list[Sample], store: dict, views: int = 1):
     return f, np.array([s.label == "male" for s in kept], int), kept
 
 
+def cell_key(sample: Sample, src: str) -> tuple:
+    """(source, label, group): the cell a face is balanced in."""
+    return src, sample.label, sample.groups.get(GROUP_KEY[src]) if GROUP_KEY[src] else None
+
+
 def fit_weights(samples: list[Sample], source: list[str], scale: dict[str, float] | None = None
                 ) -> np.ndarray:
     """Every source the same total (times `scale`); inside a source every (label, group) cell
     the same share."""
-    cells = [(src, s.label, s.groups.get(GROUP_KEY[src]) if GROUP_KEY[src] else None)
-             for s, src in zip(samples, source, strict=True)]
+    cells = [cell_key(s, src) for s, src in zip(samples, source, strict=True)]
     n_cell = Counter(cells)
     n_cells_in = Counter(c[0] for c in n_cell)
     scale = scale or {}

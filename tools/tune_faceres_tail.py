@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from extract_fusion_features import sets
+from extract_fusion_features import ort_encoder, sets
 from fit_fusion_head import (
-    GROUP_KEY,
     HEADS,
     arrays,
     calibrate,
+    cell_key,
     columns,
     fit_head,
     fit_weights,
@@ -65,34 +65,21 @@ class _Trunk(torch.nn.Module):
         return self.net.trunk(x, CUT)
 
 
-def store_activations(acts: Path, threads: int, celeba_train: int, aaf_train: int) -> None:
-    """Stage 1: the trunk's activations of every face of the fusion store's sets."""
-    import onnxruntime as ort
-
-    acts.mkdir(parents=True, exist_ok=True)
-    path = acts / "trunk.onnx"
-    if not path.is_file():
-        torch.onnx.export(_Trunk(load_faceres()).eval(), torch.zeros(1, 3, 224, 224), str(path),
-                          input_names=["x"], output_names=["a"], dynamic_axes={"x": {0: "n"}},
-                          opset_version=17, dynamo=False)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-    def encode(x: torch.Tensor) -> torch.Tensor:  # one row at a time: fastest here
-        xn = x.numpy()
-        return torch.from_numpy(np.concatenate([sess.run(None, {"x": xn[i:i + 1]})[0]
-                                                for i in range(len(xn))]))
-
+def store_activations(acts: Path, threads: int, celeba_train: int, aaf_train: int
+                      ) -> dict[str, np.ndarray]:
+    """Stage 1: the trunk's activations of every face of the fusion store's sets, computed or
+    read from the store at `acts` (ref -> (512, 14, 14) float16)."""
+    encode = ort_encoder(lambda: _Trunk(load_faceres()), acts / "trunk.onnx", threads)
     features.CHUNK = 256
     cfg = ModelConfig(arch="faceres_fusion", **fusion_config_fields())
     wid = f"{file_sha256(WEIGHTS_FILE)[:16]}-cut{CUT}"
     # one call: the store is read once (it is several GB), not once per set
     samples = [s for _, part in sets(celeba_train, 1500, aaf_train=aaf_train, aaf_test=1000)
                for s in part]
-    ok = extract_features(samples, encode, cfg, acts, weights_id=wid, encoder="faceres.trunk",
-                          views=1, batch_size=32, workers=1, progress=False, what="faces").ok
-    print(f"activations: {int(ok.sum())} of {len(samples)} faces", file=sys.stderr, flush=True)
+    fs = extract_features(samples, encode, cfg, acts, weights_id=wid, encoder="faceres.trunk",
+                          views=1, batch_size=32, workers=1, progress=False, what="faces")
+    print(f"activations: {int(fs.ok.sum())} of {len(samples)} faces", file=sys.stderr, flush=True)
+    return {s.ref: fs.features[i, 0] for i, s in enumerate(samples) if fs.ok[i]}
 
 
 class Tail(torch.nn.Module):
@@ -121,12 +108,9 @@ class Tail(torch.nn.Module):
 
 def cells_of(samples) -> np.ndarray:
     """Index of each face's (source, label, group) cell: fit_weights' cells."""
-    keys = []
-    for s in samples:
-        src = s.groups["source"]
-        keys.append((src, s.label, str(s.groups.get(GROUP_KEY[src])) if GROUP_KEY[src] else ""))
-    names = sorted(set(keys))
-    return np.array([names.index(k) for k in keys])
+    keys = [cell_key(s, s.groups["source"]) for s in samples]
+    index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    return np.array([index[k] for k in keys])
 
 
 def train_tail(tail: Tail, data: dict, a: argparse.Namespace) -> list[dict]:
@@ -134,24 +118,22 @@ def train_tail(tail: Tail, data: dict, a: argparse.Namespace) -> list[dict]:
     x, y, w, cell = data["acts"], data["y"], data["w"], data["cell"]
     params = [p for p in tail.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=a.weight_decay)
-    steps = max(1, a.epochs * (len(y) * x.shape[1] // BATCH))
+    steps = max(1, a.epochs * (len(y) // BATCH))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=steps, pct_start=0.15)
     q = np.ones(cell.max() + 1) / (cell.max() + 1)
     rng = np.random.default_rng(a.seed)
 
     def val_worst() -> float:
-        z = tail.read(data["val_acts"][:, 0])[1]
+        z = tail.read(data["val_acts"])[1]
         return min(source_accuracies(data["val_samples"], data["val_y"], 1 / (1 + np.exp(-z))).values())
 
     best = (val_worst(), 0, copy.deepcopy(tail.state_dict()))
     history = [{"epoch": 0, "val_worst": best[0]}]
-    views = x.shape[1]  # each stored view of a face is a training row
     for epoch in range(1, a.epochs + 1):
         tail.train()
         total = 0.0
-        for rows in np.array_split(rng.permutation(len(y) * views), len(y) * views // BATCH):
-            b = rows // views
-            batch = torch.roll(torch.from_numpy(x[b, rows % views].astype(np.float32)),
+        for b in np.array_split(rng.permutation(len(y)), len(y) // BATCH):
+            batch = torch.roll(torch.from_numpy(x[b].astype(np.float32)),
                                tuple(int(v) for v in rng.integers(-1, 2, 2)), dims=(2, 3))
             loss = F.binary_cross_entropy_with_logits(tail(batch, a.dropout)[1],
                                                       torch.from_numpy(y[b]).float(), reduction="none")
@@ -167,7 +149,7 @@ def train_tail(tail: Tail, data: dict, a: argparse.Namespace) -> list[dict]:
             opt.step()
             sched.step()
             total += loss.item() * len(b)
-        history.append({"epoch": epoch, "train_loss": total / (len(y) * views), "val_worst": val_worst()})
+        history.append({"epoch": epoch, "train_loss": total / len(y), "val_worst": val_worst()})
         print(f"tail epoch {epoch}: loss {history[-1]['train_loss']:.4f}, val worst source "
               f"{history[-1]['val_worst']:.4f}", file=sys.stderr, flush=True)
         if history[-1]["val_worst"] >= best[0]:
@@ -180,7 +162,7 @@ def train_tail(tail: Tail, data: dict, a: argparse.Namespace) -> list[dict]:
 def tuned_store(tail: Tail, f: np.ndarray, acts: np.ndarray) -> np.ndarray:
     """The fusion store's rows (n, 1, d) with FaceRes' descriptor and logit from the tuned tail."""
     sl = feature_slices()
-    d, z = tail.read(acts[:, 0])
+    d, z = tail.read(acts)
     out = f.copy()
     out[:, 0, sl["faceres_descriptor"]] = d
     out[:, 0, sl["faceres_logit"]] = z[:, None]
@@ -197,21 +179,8 @@ def readers(f_tr, y_tr, w_tr, c: float) -> dict[str, tuple]:
             "tuned logits + dlib logits (C=1)": head("faceres_logit+accurate_logit+cydral_logit", 1.0)}
 
 
-def load_acts(root: Path, views: int = 1) -> dict[str, np.ndarray]:
-    """ref -> (views, 512, 14, 14) float16 (the store's own loader makes float32: 2x the RAM)."""
-    import json
-
-    (store,) = [p for p in root.iterdir() if p.is_dir()]
-    known = {}
-    for part in sorted(store.glob("part-*.npz")):
-        with np.load(part) as z:
-            refs, feats, ok = json.loads(str(z["refs"])), z["features"], z["ok"]
-        known.update({r: feats[i, :views] for i, r in enumerate(refs) if ok[i]})
-    return known
-
-
 def with_acts(samples, store: dict, acts: dict):
-    """(fusion features (n, 1, d), y, samples, activations (n, views, ...)) of faces in both."""
+    """(fusion features (n, 1, d), y, samples, activations (n, 512, 14, 14)) of faces in both."""
     f, y, kept = arrays([s for s in samples if s.ref in acts], store, 1)
     return f, y, kept, np.stack([acts[s.ref] for s in kept])
 
@@ -234,9 +203,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    store_activations(a.acts, a.threads, a.celeba_train, a.aaf_train)
-    store, acts = load_store(a.cache), load_acts(a.acts)
+    acts = store_activations(a.acts, a.threads, a.celeba_train, a.aaf_train)
+    torch.manual_seed(a.seed)  # after stage 1: the same tail however much it had to compute
+    store = load_store(a.cache)
     sp = splits(store)
     f_tr, y_tr, s_tr, x_tr = with_acts(sp["train"], store, acts)
     f_va, y_va, s_va, x_va = with_acts(sp["val"], store, acts)
